@@ -1,0 +1,159 @@
+//! Request rejections ([`Error`]) and configuration mistakes ([`ConfigError`]).
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Why the layer refused a request.
+///
+/// Each variant is one row of the wire contract's status table: [`Error::status`]
+/// is the HTTP status and [`Error::code`] the stable snake_case word sent as
+/// `error.code` in the JSON envelope. The layer puts the `Error` it answered with
+/// into the response's extensions, so outer layers can inspect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The query lacks `signature`, `expiry` or `method` (401).
+    SignatureMissing,
+    /// The signature does not match the signed string under any key (403).
+    SignatureInvalid,
+    /// The URL's expiry is in the past (403).
+    UrlExpired,
+    /// The URL's expiry is further ahead than the maximum lifetime (403).
+    ExpiryTooFar,
+    /// The URL was signed for another method (`get` vs `put`) (403).
+    MethodNotSigned,
+    /// The HTTP method is not served by the layer (405, with `Allow`).
+    MethodNotAllowed,
+    /// The path is not a valid upload path (400).
+    PathInvalid,
+    /// The query is malformed (400).
+    QueryInvalid,
+    /// The `Content-Range` header is malformed (400).
+    ContentRangeInvalid,
+    /// The body's length differs from its `Content-Range` (400).
+    ContentRangeMismatch,
+    /// A chunk names another total than the session already has (409).
+    TotalMismatch,
+    /// A range reaches past the file's total (416).
+    RangeNotSatisfiable,
+    /// The file is larger than the size limit (413).
+    TooLarge,
+    /// The session would be split into more disjoint ranges than allowed (400).
+    TooManyRanges,
+    /// The body stalled for longer than the idle timeout (408).
+    BodyTimeout,
+    /// The storage has no room left (507).
+    StorageFull,
+    /// The storage failed (500); nothing about the failure is sent to the client.
+    StorageError,
+    /// The storage is unavailable for now (503); the client may retry.
+    StorageUnavailable,
+    /// The stored file does not exist (404).
+    NotFound,
+}
+
+impl Error {
+    /// The HTTP status this rejection is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Error::SignatureMissing => StatusCode::UNAUTHORIZED,
+            Error::SignatureInvalid
+            | Error::UrlExpired
+            | Error::ExpiryTooFar
+            | Error::MethodNotSigned => StatusCode::FORBIDDEN,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::PathInvalid
+            | Error::QueryInvalid
+            | Error::ContentRangeInvalid
+            | Error::ContentRangeMismatch
+            | Error::TooManyRanges => StatusCode::BAD_REQUEST,
+            Error::TotalMismatch => StatusCode::CONFLICT,
+            Error::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Error::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            Error::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The stable snake_case code sent as `error.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Error::SignatureMissing => "signature_missing",
+            Error::SignatureInvalid => "signature_invalid",
+            Error::UrlExpired => "url_expired",
+            Error::ExpiryTooFar => "expiry_too_far",
+            Error::MethodNotSigned => "method_not_signed",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::PathInvalid => "path_invalid",
+            Error::QueryInvalid => "query_invalid",
+            Error::ContentRangeInvalid => "content_range_invalid",
+            Error::ContentRangeMismatch => "content_range_mismatch",
+            Error::TotalMismatch => "total_mismatch",
+            Error::RangeNotSatisfiable => "range_not_satisfiable",
+            Error::TooLarge => "too_large",
+            Error::TooManyRanges => "too_many_ranges",
+            Error::BodyTimeout => "body_timeout",
+            Error::StorageFull => "storage_full",
+            Error::StorageError | Error::StorageUnavailable => "storage_error",
+            Error::NotFound => "not_found",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::SignatureMissing => "the URL is not signed: expiry, method and signature are required",
+            Error::SignatureInvalid => "the signature does not match this URL",
+            Error::UrlExpired => "the signed URL has expired",
+            Error::ExpiryTooFar => "the URL's expiry is further ahead than this server allows",
+            Error::MethodNotSigned => "the URL was signed for another method",
+            Error::MethodNotAllowed => "this method is not served here",
+            Error::PathInvalid => "the path is not a valid file path",
+            Error::QueryInvalid => "the query string is malformed",
+            Error::ContentRangeInvalid => "the Content-Range header is malformed",
+            Error::ContentRangeMismatch => "the body's length differs from its Content-Range",
+            Error::TotalMismatch => "the total size differs from the one this upload already has",
+            Error::RangeNotSatisfiable => "the range reaches past the file's total size",
+            Error::TooLarge => "the file is larger than allowed",
+            Error::TooManyRanges => "the upload is split into too many separate ranges",
+            Error::BodyTimeout => "the request body stalled",
+            Error::StorageFull => "the storage is full",
+            Error::StorageError => "the file could not be stored",
+            Error::StorageUnavailable => "the storage is unavailable, try again later",
+            Error::NotFound => "no file is stored at this path",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The public base URL is not an absolute `http` or `https` origin.
+    PublicBase(&'static str),
+    /// A signing key is empty.
+    EmptyKey,
+    /// A key id contains characters other than letters, digits, `-`, `_`, `.`, `~`.
+    KeyId,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::PublicBase(why) => write!(f, "invalid public base URL: {why}"),
+            ConfigError::EmptyKey => f.write_str("a signing key must not be empty"),
+            ConfigError::KeyId => f.write_str(
+                "a key id may only hold ASCII letters, digits, '-', '_', '.' and '~'",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

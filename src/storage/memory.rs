@@ -1,0 +1,296 @@
+//! [`MemoryStorage`]: everything in the process's memory.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{stream, StreamExt};
+
+use super::{
+    BoxFuture, ByteStream, ChunkRange, CommitInfo, Completion, FileMeta, FileRead, MakeRecord,
+    PurgeReport, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+};
+use crate::{SessionState, UploadPath};
+
+/// A backend that keeps files and sessions in memory.
+///
+/// For tests, examples and single-process apps whose uploads may vanish with the
+/// process. Cloning shares the same store. Chunks are buffered (as the `Bytes`
+/// pieces they arrived in) until their body has ended, so a failed chunk leaves
+/// the session untouched.
+///
+/// # Example
+///
+/// ```
+/// use tower_signed_upload::storage::MemoryStorage;
+///
+/// let storage = MemoryStorage::new();
+/// let layer = storage.clone();
+/// # drop(layer);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    inner: Arc<Mutex<Inner>>,
+    grace: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    files: HashMap<UploadPath, StoredFile>,
+    sessions: HashMap<String, SessionEntry>,
+    versions: u64,
+}
+
+#[derive(Debug, Clone)]
+struct StoredFile {
+    data: Bytes,
+    meta: FileMeta,
+}
+
+#[derive(Debug, Default)]
+struct SessionEntry {
+    state: SessionState,
+    data: Vec<u8>,
+    expires: Option<SystemTime>,
+    completed: Option<(String, Bytes)>,
+}
+
+impl MemoryStorage {
+    /// An empty store; expired sessions are purged one hour after their URL expired.
+    pub fn new() -> Self {
+        MemoryStorage {
+            inner: Arc::default(),
+            grace: Duration::from_secs(3600),
+        }
+    }
+
+    /// How long after its URL expired a session is kept before cleanup removes it.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The stored file at `path`, whole, if any; for tests and small apps.
+    pub fn file(&self, path: &str) -> Option<Bytes> {
+        let path = UploadPath::new(path)?;
+        self.lock().files.get(&path).map(|file| file.data.clone())
+    }
+
+    /// How many sessions (incomplete or completed) are kept.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while the lock was held cannot leave the maps half-updated:
+        // every mutation below is a single insert or remove.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn store(&mut self, path: &UploadPath, data: Bytes, now: SystemTime) -> FileMeta {
+        self.versions += 1;
+        let meta = FileMeta {
+            size: data.len() as u64,
+            etag: format!("{:x}-{:x}", data.len(), self.versions),
+            modified: now,
+        };
+        self.files.insert(
+            path.clone(),
+            StoredFile {
+                data,
+                meta: meta.clone(),
+            },
+        );
+        meta
+    }
+}
+
+fn head_of(data: &Bytes) -> Bytes {
+    data.slice(..data.len().min(HEAD_LEN))
+}
+
+/// Collects a body as the `Bytes` pieces it arrived in, without copying.
+async fn collect(mut body: ByteStream) -> Result<Vec<Bytes>, StorageError> {
+    let mut pieces = Vec::new();
+    while let Some(piece) = body.next().await {
+        pieces.push(piece.map_err(StorageError::Body)?);
+    }
+    Ok(pieces)
+}
+
+fn status_of(entry: &SessionEntry) -> SessionStatus {
+    match &entry.completed {
+        Some((etag, record)) => SessionStatus::Completed(Completion {
+            etag: etag.clone(),
+            record: record.clone(),
+            fresh: false,
+        }),
+        None => SessionStatus::InProgress {
+            total: entry.state.total,
+            ranges: entry.state.ranges.clone(),
+        },
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn write_chunk(
+        &self,
+        session: &Session,
+        range: ChunkRange,
+        max_ranges: usize,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let session = session.clone();
+        Box::pin(async move {
+            {
+                let inner = self.lock();
+                if let Some(entry) = inner.sessions.get(session.id()) {
+                    if entry.completed.is_some() {
+                        return Ok(status_of(entry));
+                    }
+                    entry.state.admit(range, max_ranges)?;
+                } else {
+                    SessionState::default().admit(range, max_ranges)?;
+                }
+            }
+            let pieces = collect(body).await?;
+            let mut inner = self.lock();
+            let entry = inner.sessions.entry(session.id().to_owned()).or_default();
+            entry.expires = Some(session.expires());
+            if entry.completed.is_some() {
+                return Ok(status_of(entry));
+            }
+            entry.state.admit(range, max_ranges)?;
+            let end = usize::try_from(range.last + 1).map_err(|_| StorageError::Full)?;
+            if entry.data.len() < end {
+                entry.data.resize(end, 0);
+            }
+            let mut offset = range.first as usize;
+            for piece in pieces {
+                entry.data[offset..offset + piece.len()].copy_from_slice(&piece);
+                offset += piece.len();
+            }
+            entry.state.record(range);
+            Ok(status_of(entry))
+        })
+    }
+
+    fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let status = match self.lock().sessions.get(session.id()) {
+            Some(entry) => status_of(entry),
+            None => SessionStatus::InProgress {
+                total: None,
+                ranges: Default::default(),
+            },
+        };
+        Box::pin(async move { Ok(status) })
+    }
+
+    fn complete(
+        &self,
+        session: &Session,
+        make_record: MakeRecord,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let mut inner = self.lock();
+        let now = SystemTime::now();
+        let result = match inner.sessions.get_mut(session.id()) {
+            None => Ok(SessionStatus::InProgress {
+                total: None,
+                ranges: Default::default(),
+            }),
+            Some(entry) if entry.completed.is_some() || !entry.state.is_complete() => {
+                Ok(status_of(entry))
+            }
+            Some(entry) => {
+                let data = Bytes::from(std::mem::take(&mut entry.data));
+                let version = inner.versions + 1;
+                let info = CommitInfo {
+                    size: data.len() as u64,
+                    head: head_of(&data),
+                    etag: format!("{:x}-{:x}", data.len(), version),
+                };
+                let record = make_record(&info);
+                let meta = inner.store(session.path(), data, now);
+                debug_assert_eq!(meta.etag, info.etag);
+                let entry = inner
+                    .sessions
+                    .get_mut(session.id())
+                    .expect("the entry was found under the same lock");
+                entry.completed = Some((info.etag.clone(), record.clone()));
+                Ok(SessionStatus::Completed(Completion {
+                    etag: info.etag,
+                    record,
+                    fresh: true,
+                }))
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn put(
+        &self,
+        path: &UploadPath,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
+        let path = path.clone();
+        Box::pin(async move {
+            let pieces = collect(body).await?;
+            let mut data = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for piece in pieces {
+                data.extend_from_slice(&piece);
+            }
+            let data = data.freeze();
+            let head = head_of(&data);
+            let meta = self.lock().store(&path, data, SystemTime::now());
+            Ok((meta, head))
+        })
+    }
+
+    fn read(
+        &self,
+        path: &UploadPath,
+        range: Option<RangeInclusive<u64>>,
+    ) -> BoxFuture<'_, Result<FileRead, StorageError>> {
+        let file = self.lock().files.get(path).cloned();
+        Box::pin(async move {
+            let file = file.ok_or(StorageError::NotFound)?;
+            let data = match range {
+                Some(range) => {
+                    let end = (*range.end()).min(file.meta.size.saturating_sub(1));
+                    file.data.slice(*range.start() as usize..=end as usize)
+                }
+                None => file.data,
+            };
+            Ok(FileRead {
+                meta: file.meta,
+                body: Box::pin(stream::iter([Ok(data)])),
+            })
+        })
+    }
+
+    fn head(&self, path: &UploadPath) -> BoxFuture<'_, Result<FileMeta, StorageError>> {
+        let meta = self.lock().files.get(path).map(|file| file.meta.clone());
+        Box::pin(async move { meta.ok_or(StorageError::NotFound) })
+    }
+
+    fn purge_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<PurgeReport, StorageError>> {
+        let cutoff = now.checked_sub(self.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut report = PurgeReport::default();
+        self.lock().sessions.retain(|_, entry| {
+            let keep = entry.expires.is_none_or(|expires| expires >= cutoff);
+            if !keep {
+                if entry.completed.is_some() {
+                    report.records += 1;
+                } else {
+                    report.sessions += 1;
+                }
+            }
+            keep
+        });
+        Box::pin(async move { Ok(report) })
+    }
+}
