@@ -43,6 +43,8 @@ pub enum Error {
     TooManyRanges,
     /// The body stalled for longer than the idle timeout (408).
     BodyTimeout,
+    /// The body broke off before its end (400); nothing of it was kept.
+    BodyIncomplete,
     /// The storage has no room left (507).
     StorageFull,
     /// The storage failed (500); nothing about the failure is sent to the client.
@@ -67,7 +69,8 @@ impl Error {
             | Error::QueryInvalid
             | Error::ContentRangeInvalid
             | Error::ContentRangeMismatch
-            | Error::TooManyRanges => StatusCode::BAD_REQUEST,
+            | Error::TooManyRanges
+            | Error::BodyIncomplete => StatusCode::BAD_REQUEST,
             Error::TotalMismatch => StatusCode::CONFLICT,
             Error::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +100,7 @@ impl Error {
             Error::TooLarge => "too_large",
             Error::TooManyRanges => "too_many_ranges",
             Error::BodyTimeout => "body_timeout",
+            Error::BodyIncomplete => "body_incomplete",
             Error::StorageFull => "storage_full",
             Error::StorageError | Error::StorageUnavailable => "storage_error",
             Error::NotFound => "not_found",
@@ -107,7 +111,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Error::SignatureMissing => "the URL is not signed: expiry, method and signature are required",
+            Error::SignatureMissing => {
+                "the URL is not signed: expiry, method and signature are required"
+            }
             Error::SignatureInvalid => "the signature does not match this URL",
             Error::UrlExpired => "the signed URL has expired",
             Error::ExpiryTooFar => "the URL's expiry is further ahead than this server allows",
@@ -122,6 +128,7 @@ impl fmt::Display for Error {
             Error::TooLarge => "the file is larger than allowed",
             Error::TooManyRanges => "the upload is split into too many separate ranges",
             Error::BodyTimeout => "the request body stalled",
+            Error::BodyIncomplete => "the request body broke off before its end",
             Error::StorageFull => "the storage is full",
             Error::StorageError => "the file could not be stored",
             Error::StorageUnavailable => "the storage is unavailable, try again later",
@@ -149,9 +156,9 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::PublicBase(why) => write!(f, "invalid public base URL: {why}"),
             ConfigError::EmptyKey => f.write_str("a signing key must not be empty"),
-            ConfigError::KeyId => f.write_str(
-                "a key id may only hold ASCII letters, digits, '-', '_', '.' and '~'",
-            ),
+            ConfigError::KeyId => {
+                f.write_str("a key id may only hold ASCII letters, digits, '-', '_', '.' and '~'")
+            }
         }
     }
 }

@@ -71,12 +71,18 @@ impl UploadPath {
 
     /// The folders before the file name, joined by `/`; empty at the top level.
     pub fn folder(&self) -> &str {
-        self.0.rsplit_once('/').map(|(folder, _)| folder).unwrap_or("")
+        self.0
+            .rsplit_once('/')
+            .map(|(folder, _)| folder)
+            .unwrap_or("")
     }
 
     /// The last segment.
     pub fn filename(&self) -> &str {
-        self.0.rsplit_once('/').map(|(_, name)| name).unwrap_or(&self.0)
+        self.0
+            .rsplit_once('/')
+            .map(|(_, name)| name)
+            .unwrap_or(&self.0)
     }
 
     /// The segments, in order.
@@ -149,17 +155,37 @@ mod tests {
     #[test]
     fn refuses_unsafe_paths() {
         for raw in [
-            "/", "/a//b", "/a/", "/./a", "/a/..", "/../etc/passwd", "/%2e%2e/x", "/a/%2E%2e/b",
-            "/a%2f..%2fb", "/a%00b", "/a%0ab", "/a%5cb", "/a\\b", "/%ff", "/a%2", "/.",
+            "/",
+            "/a//b",
+            "/a/",
+            "/./a",
+            "/a/..",
+            "/../etc/passwd",
+            "/%2e%2e/x",
+            "/a/%2E%2e/b",
+            "/a%2f..%2fb",
+            "/a%00b",
+            "/a%0ab",
+            "/a%5cb",
+            "/a\\b",
+            "/%ff",
+            "/a%2",
+            "/.",
         ] {
-            assert!(UploadPath::from_request_path(raw).is_err(), "{raw} was accepted");
+            assert!(
+                UploadPath::from_request_path(raw).is_err(),
+                "{raw} was accepted"
+            );
         }
     }
 
     #[test]
     fn accepts_dotted_names() {
         for raw in ["/.hidden", "/a/...", "/a.b/c..d", "/%E2%9C%93.txt"] {
-            assert!(UploadPath::from_request_path(raw).is_ok(), "{raw} was refused");
+            assert!(
+                UploadPath::from_request_path(raw).is_ok(),
+                "{raw} was refused"
+            );
         }
     }
 

@@ -58,7 +58,8 @@ impl SessionState {
 
     /// Whether every byte of the file has arrived.
     pub fn is_complete(&self) -> bool {
-        self.total.is_some_and(|total| total > 0 && self.ranges.is_complete(total))
+        self.total
+            .is_some_and(|total| total > 0 && self.ranges.is_complete(total))
     }
 }
 
@@ -205,13 +206,25 @@ mod tests {
         let mut state = SessionState::default();
         state.admit(chunk(0, 9, None), 10).unwrap();
         state.record(chunk(0, 9, None));
-        assert!(matches!(state.admit(chunk(10, 19, Some(5)), 10), Err(StorageError::TotalMismatch)));
+        assert!(matches!(
+            state.admit(chunk(10, 19, Some(5)), 10),
+            Err(StorageError::TotalMismatch)
+        ));
         state.admit(chunk(10, 19, Some(20)), 10).unwrap();
         state.record(chunk(10, 19, Some(20)));
         assert!(state.is_complete());
-        assert!(matches!(state.admit(chunk(0, 9, Some(30)), 10), Err(StorageError::TotalMismatch)));
-        assert!(matches!(state.admit(chunk(15, 20, None), 10), Err(StorageError::RangeNotSatisfiable)));
-        assert!(matches!(state.admit(chunk(0, 20, Some(20)), 10), Err(StorageError::RangeNotSatisfiable)));
+        assert!(matches!(
+            state.admit(chunk(0, 9, Some(30)), 10),
+            Err(StorageError::TotalMismatch)
+        ));
+        assert!(matches!(
+            state.admit(chunk(15, 20, None), 10),
+            Err(StorageError::RangeNotSatisfiable)
+        ));
+        assert!(matches!(
+            state.admit(chunk(0, 20, Some(20)), 10),
+            Err(StorageError::RangeNotSatisfiable)
+        ));
     }
 
     #[test]
@@ -219,7 +232,10 @@ mod tests {
         let mut state = SessionState::default();
         state.record(chunk(0, 0, Some(100)));
         state.record(chunk(10, 10, None));
-        assert!(matches!(state.admit(chunk(20, 20, None), 2), Err(StorageError::TooManyRanges)));
+        assert!(matches!(
+            state.admit(chunk(20, 20, None), 2),
+            Err(StorageError::TooManyRanges)
+        ));
         state.admit(chunk(1, 9, None), 2).unwrap();
         state.admit(chunk(10, 10, None), 2).unwrap();
     }

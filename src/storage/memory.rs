@@ -24,10 +24,10 @@ use crate::{SessionState, UploadPath};
 /// # Example
 ///
 /// ```
-/// use tower_signed_upload::storage::MemoryStorage;
+/// use tower_signed_upload::{storage::MemoryStorage, SignedUploadLayer, SigningKey};
 ///
 /// let storage = MemoryStorage::new();
-/// let layer = storage.clone();
+/// let layer = SignedUploadLayer::new(SigningKey::new(b"secret").unwrap(), storage.clone());
 /// # drop(layer);
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -86,7 +86,9 @@ impl MemoryStorage {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while the lock was held cannot leave the maps half-updated:
         // every mutation below is a single insert or remove.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -278,7 +280,9 @@ impl Storage for MemoryStorage {
     }
 
     fn purge_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<PurgeReport, StorageError>> {
-        let cutoff = now.checked_sub(self.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = now
+            .checked_sub(self.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = PurgeReport::default();
         self.lock().sessions.retain(|_, entry| {
             let keep = entry.expires.is_none_or(|expires| expires >= cutoff);

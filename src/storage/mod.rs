@@ -30,8 +30,6 @@ use crate::{BoxError, ByteRanges, UploadPath};
 mod memory;
 pub use memory::MemoryStorage;
 
-
-
 /// A boxed, `Send` future, as the storage methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -189,7 +187,9 @@ pub struct FileRead {
 
 impl fmt::Debug for FileRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileRead").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("FileRead")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 

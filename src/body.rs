@@ -1,0 +1,282 @@
+//! Bodies: [`ResponseBody`] (the inner service's, or an envelope written by the
+//! layer), [`RequestBody`] (what the inner service receives), and the stream
+//! that feeds an upload's body to storage.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures_util::Stream;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep, Instant, Sleep};
+
+use crate::storage::BodyError;
+use crate::Error;
+
+pin_project! {
+    /// The body of a response that went through the layer: the inner service's
+    /// body, or a JSON envelope the layer wrote itself.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Envelope { body: EnvelopeBody },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        ResponseBody {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn envelope(data: Bytes) -> Self {
+        ResponseBody {
+            kind: Kind::Envelope {
+                body: EnvelopeBody::new(data),
+            },
+        }
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Inner { .. } => f.write_str("ResponseBody::Inner"),
+            Kind::Envelope { body } => f.debug_tuple("ResponseBody::Envelope").field(body).finish(),
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Envelope { body } => {
+                Poll::Ready(body.data.take().map(|data| Ok(Frame::data(data))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Envelope { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Envelope { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
+    /// The body of a request the layer passes to the inner service: the
+    /// client's body for downloads, empty for a completed upload (whose bytes
+    /// are in storage already).
+    pub struct RequestBody<B> {
+        #[pin]
+        body: Option<B>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn new(body: B) -> Self {
+        RequestBody { body: Some(body) }
+    }
+
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        RequestBody { body: None }
+    }
+}
+
+impl<B> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.body.is_some() {
+            "RequestBody"
+        } else {
+            "RequestBody::Empty"
+        })
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        match self.project().body.as_pin_mut() {
+            Some(body) => body.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// What the upload stream checks as the body arrives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect {
+    /// Exactly this many bytes (a chunk's range).
+    Exactly(u64),
+    /// At most this many bytes (a simple upload under the size limit).
+    AtMost(u64),
+}
+
+pin_project! {
+    /// A request body as a stream of `Bytes` for storage: it enforces the
+    /// expected length, the size limit and the idle timeout, and turns every
+    /// failure into the [`Error`] the client will be answered with.
+    pub(crate) struct UploadStream<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        idle: Sleep,
+        timeout: Duration,
+        expect: Expect,
+        received: u64,
+        done: bool,
+    }
+}
+
+impl<B> UploadStream<B> {
+    pub(crate) fn new(body: B, expect: Expect, timeout: Duration) -> Self {
+        UploadStream {
+            body,
+            idle: sleep(timeout),
+            timeout,
+            expect,
+            received: 0,
+            done: false,
+        }
+    }
+}
+
+impl<B> Stream for UploadStream<B>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let frame = match this.body.as_mut().poll_frame(cx) {
+                Poll::Pending => {
+                    ready!(this.idle.as_mut().poll(cx));
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(BodyError(Error::BodyTimeout))));
+                }
+                Poll::Ready(frame) => frame,
+            };
+            let failure = match frame {
+                None => {
+                    *this.done = true;
+                    match *this.expect {
+                        Expect::Exactly(len) if *this.received != len => {
+                            Error::ContentRangeMismatch
+                        }
+                        _ => return Poll::Ready(None),
+                    }
+                }
+                Some(Err(_)) => Error::BodyIncomplete,
+                Some(Ok(frame)) => {
+                    let Ok(mut data) = frame.into_data() else {
+                        continue; // trailers carry no bytes
+                    };
+                    let len = data.remaining();
+                    if len == 0 {
+                        continue;
+                    }
+                    *this.received += len as u64;
+                    match *this.expect {
+                        Expect::Exactly(limit) if *this.received > limit => {
+                            Error::ContentRangeMismatch
+                        }
+                        Expect::AtMost(limit) if *this.received > limit => Error::TooLarge,
+                        _ => {
+                            let deadline = Instant::now() + *this.timeout;
+                            this.idle.as_mut().reset(deadline);
+                            return Poll::Ready(Some(Ok(data.copy_to_bytes(len))));
+                        }
+                    }
+                }
+            };
+            *this.done = true;
+            return Poll::Ready(Some(Err(BodyError(failure))));
+        }
+    }
+}
+
+/// A JSON envelope written whole: the body of the default inner service's
+/// responses.
+#[derive(Debug, Clone, Default)]
+pub struct EnvelopeBody {
+    data: Option<Bytes>,
+}
+
+impl EnvelopeBody {
+    pub(crate) fn new(data: Bytes) -> Self {
+        EnvelopeBody { data: Some(data) }
+    }
+}
+
+impl Body for EnvelopeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}

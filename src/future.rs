@@ -1,0 +1,161 @@
+//! [`ResponseFuture`]: sequences storage, then the inner service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::envelope::{self, Meta};
+use crate::upload::{completion_headers, Outcome};
+use crate::Error;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pin_project! {
+    /// The response future of [`SignedUpload`](crate::SignedUpload).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<RequestBody<B>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: Option<S>,
+        pending: Option<Pending>,
+    }
+}
+
+/// What the storage step still needs to call the inner service.
+struct Pending {
+    parts: Parts,
+    meta: Meta,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        /// Waiting for storage to take the body.
+        Storing { step: BoxFuture<Result<Outcome, Error>> },
+        /// Waiting for the inner service's response to a committed upload or a download.
+        Inner { #[pin] future: F, headers: Option<(String, String)> },
+        /// Answering with an envelope of our own.
+        Done { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<RequestBody<B>>>,
+{
+    pub(crate) fn respond(response: Response<Bytes>, service: S) -> Self {
+        ResponseFuture {
+            state: State::Done {
+                response: Some(response),
+            },
+            service: Some(service),
+            pending: None,
+        }
+    }
+
+    pub(crate) fn call(request: Request<RequestBody<B>>, mut service: S) -> Self {
+        let future = service.call(request);
+        ResponseFuture {
+            state: State::Inner {
+                future,
+                headers: None,
+            },
+            service: None,
+            pending: None,
+        }
+    }
+
+    pub(crate) fn store(
+        step: impl Future<Output = Result<Outcome, Error>> + Send + 'static,
+        parts: Parts,
+        meta: Meta,
+        service: S,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Storing {
+                step: Box::pin(step),
+            },
+            service: Some(service),
+            pending: Some(Pending { parts, meta }),
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<RequestBody<B>>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Storing { step } => {
+                    let outcome = ready!(step.as_mut().poll(cx));
+                    let pending = this
+                        .pending
+                        .take()
+                        .expect("a storing future holds its request parts");
+                    match outcome {
+                        Err(error) => {
+                            let response = envelope::error(&pending.meta, error);
+                            this.state.set(State::Done {
+                                response: Some(response),
+                            });
+                        }
+                        Ok(Outcome::Respond(response)) => {
+                            this.state.set(State::Done {
+                                response: Some(response),
+                            });
+                        }
+                        Ok(Outcome::Committed { file, etag }) => {
+                            let mut parts = pending.parts;
+                            let headers = Some((etag, file.url.clone()));
+                            parts.extensions.insert(file);
+                            let request = Request::from_parts(parts, RequestBody::empty());
+                            let mut service = this
+                                .service
+                                .take()
+                                .expect("a storing future holds the ready service");
+                            let future = service.call(request);
+                            this.state.set(State::Inner { future, headers });
+                        }
+                    }
+                }
+                StateProj::Inner { future, headers } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some((etag, url)) = headers.take() {
+                        completion_headers(response.headers_mut(), &etag, &url);
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Done { response } => {
+                    let response = response
+                        .take()
+                        .expect("a response future is not polled after it finished");
+                    return Poll::Ready(Ok(response.map(ResponseBody::envelope)));
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<RequestBody<B>>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

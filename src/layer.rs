@@ -1,0 +1,187 @@
+//! [`SignedUploadLayer`] and its settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::signing::{parse_public_base, Verifier};
+use crate::storage::Storage;
+use crate::{Clock, ConfigError, SignedUpload, Signer, SigningKey, SystemClock};
+
+/// The default largest file: 5 GiB.
+pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The default longest URL lifetime: 7 days.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The default idle body timeout: 30 seconds without a byte.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default most disjoint ranges per session.
+pub const DEFAULT_MAX_RANGES: usize = 10_000;
+
+/// Verifies signed URLs and takes uploads in front of an inner service.
+///
+/// `PUT` requests are uploads: simple ones are streamed to storage and
+/// committed; `Content-Range` chunks are stored in their session, and the chunk
+/// that completes the file commits it. Once a file is committed the inner
+/// service is called with the request's parts, an empty body and the
+/// [`UploadedFile`](crate::UploadedFile) in the extensions; its response is the
+/// client's. `GET` and `HEAD` with a `get` URL go to the inner service with the
+/// verified [`UploadPath`](crate::UploadPath) in the extensions. Everything else
+/// is answered by the layer with a JSON envelope.
+///
+/// Cloning is cheap: the settings live behind one `Arc`.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_signed_upload::{storage::MemoryStorage, SignedUploadLayer, SigningKey};
+///
+/// let layer = SignedUploadLayer::new(SigningKey::new("new secret")?, MemoryStorage::new())
+///     .verify_key(SigningKey::new("old secret")?) // rotation: the first key signs
+///     .max_lifetime(Duration::from_secs(24 * 3600))
+///     .max_size(1024 * 1024 * 1024)
+///     .public_base("https://files.example.com")?;
+/// # Ok::<(), tower_signed_upload::ConfigError>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SignedUploadLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+/// The layer's settings, shared by every service it makes.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) verifier: Verifier,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) public_base: String,
+    pub(crate) max_size: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_ranges: usize,
+}
+
+impl SignedUploadLayer {
+    /// A layer that signs and verifies with `key` and keeps uploads in `storage`,
+    /// with the documented defaults: public base `http://localhost`, 5 GiB
+    /// maximum file size, 7 days maximum URL lifetime, 30 s idle body timeout,
+    /// 10,000 ranges per session, and the system clock.
+    pub fn new(key: SigningKey, storage: impl Storage) -> Self {
+        Self::with_storage(key, Arc::new(storage))
+    }
+
+    /// Like [`SignedUploadLayer::new`], with a shared `Arc<dyn Storage>`.
+    pub fn with_storage(key: SigningKey, storage: Arc<dyn Storage>) -> Self {
+        SignedUploadLayer {
+            config: Arc::new(Config {
+                verifier: Verifier {
+                    keys: vec![key],
+                    max_lifetime: DEFAULT_MAX_LIFETIME,
+                },
+                storage,
+                public_base: "http://localhost".to_owned(),
+                max_size: DEFAULT_MAX_SIZE,
+                clock: Arc::new(SystemClock),
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                max_ranges: DEFAULT_MAX_RANGES,
+            }),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Adds a key that verifies but does not sign: the old key during a rotation.
+    pub fn verify_key(mut self, key: SigningKey) -> Self {
+        self.config().verifier.keys.push(key);
+        self
+    }
+
+    /// The scheme and authority of the URLs files are reached at, such as
+    /// `https://files.example.com`; used for File objects' `url` and minted URLs.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::PublicBase`] unless it is an `http` or `https` origin.
+    pub fn public_base(mut self, base: &str) -> Result<Self, ConfigError> {
+        self.config().public_base = parse_public_base(base)?;
+        Ok(self)
+    }
+
+    /// The largest file accepted, in bytes; larger ones are answered `413`.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.config().max_size = bytes;
+        self
+    }
+
+    /// The furthest ahead a URL's expiry may be; further is answered `403 expiry_too_far`.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config().verifier.max_lifetime = lifetime;
+        self
+    }
+
+    /// The clock for expiry checks and File times; tests pass a fixed one.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config().clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a request body may stall before the request is answered `408`.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.config().body_timeout = timeout;
+        self
+    }
+
+    /// The most disjoint ranges one session may be split into (`400 too_many_ranges` past it).
+    pub fn max_ranges(mut self, ranges: usize) -> Self {
+        self.config().max_ranges = ranges.max(1);
+        self
+    }
+
+    /// A signer with the first key, the public base and the clock of this layer.
+    pub fn signer(&self) -> Signer {
+        let signer =
+            Signer::new(self.config.verifier.keys[0].clone()).clock(Arc::clone(&self.config.clock));
+        signer
+            .public_base(&self.config.public_base)
+            .expect("the layer's public base was checked when it was set")
+    }
+
+    /// The storage uploads go to.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.config.storage
+    }
+}
+
+impl fmt::Debug for SignedUploadLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.config, f)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedUploadLayer")
+            .field("keys", &"<redacted>")
+            .field("key_count", &self.verifier.keys.len())
+            .field("max_lifetime", &self.verifier.max_lifetime)
+            .field("storage", &self.storage)
+            .field("public_base", &self.public_base)
+            .field("max_size", &self.max_size)
+            .field("clock", &self.clock)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_ranges", &self.max_ranges)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for SignedUploadLayer {
+    type Service = SignedUpload<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SignedUpload::new(inner, Arc::clone(&self.config))
+    }
+}

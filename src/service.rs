@@ -1,0 +1,174 @@
+//! [`SignedUpload`], the service the layer makes.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::classify::{classify, signed_method, Action};
+use crate::envelope::{self, Meta, RequestId};
+use crate::file::public_url;
+use crate::future::ResponseFuture;
+use crate::layer::Config;
+use crate::storage::Session;
+use crate::upload::{self, session_id};
+use crate::Error;
+
+/// Verifies signed URLs and takes uploads in front of the service `S`; made by
+/// [`SignedUploadLayer`](crate::SignedUploadLayer).
+///
+/// `S` receives `Request<RequestBody<B>>`: a `GET`/`HEAD` with the client's body
+/// and the verified [`UploadPath`](crate::UploadPath) in its extensions, or the
+/// `PUT` that committed a file with an empty body and the
+/// [`UploadedFile`](crate::UploadedFile) in its extensions.
+#[derive(Clone)]
+pub struct SignedUpload<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> SignedUpload<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        SignedUpload { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for SignedUpload<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedUpload")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for SignedUpload<S>
+where
+    S: Service<Request<RequestBody<B>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Keep the service that `poll_ready` approved for this request.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let config = Arc::clone(&self.config);
+        let meta = Meta {
+            request_id: RequestId::next(),
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            link: None,
+        };
+        match plan(&config, &request) {
+            Err((error, meta_link)) => {
+                let meta = Meta {
+                    link: meta_link,
+                    ..meta
+                };
+                ResponseFuture::respond(envelope::error(&meta, error), ready)
+            }
+            Ok(Plan {
+                action,
+                session,
+                link,
+            }) => {
+                let meta = Meta {
+                    link: Some(link),
+                    ..meta
+                };
+                let (mut parts, body) = request.into_parts();
+                parts.extensions.insert(meta.request_id.clone());
+                parts.extensions.insert(session.path().clone());
+                match action {
+                    Action::Download => ResponseFuture::call(
+                        Request::from_parts(parts, RequestBody::new(body)),
+                        ready,
+                    ),
+                    Action::Simple { max } => {
+                        let path = session.path().clone();
+                        let step = upload::simple(Arc::clone(&config), path, body, max);
+                        ResponseFuture::store(step, parts, meta, ready)
+                    }
+                    Action::Chunk(range) => {
+                        let step =
+                            upload::chunk(Arc::clone(&config), session, range, body, meta.clone());
+                        ResponseFuture::store(step, parts, meta, ready)
+                    }
+                    Action::Status { total } => {
+                        drop(body);
+                        let step =
+                            upload::status(Arc::clone(&config), session, total, meta.clone());
+                        ResponseFuture::store(step, parts, meta, ready)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A verified, classified request.
+struct Plan {
+    action: Action,
+    session: Session,
+    link: String,
+}
+
+/// Verifies and classifies a request, without touching its body. On refusal,
+/// returns the error and, if the path was valid, the file's public URL.
+fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, Option<String>)> {
+    let wanted = signed_method(request.method()).map_err(|error| (error, None))?;
+    let verified = config
+        .verifier
+        .verify(
+            request.uri().path(),
+            request.uri().query(),
+            wanted,
+            config.clock.now(),
+        )
+        .map_err(|error| (error, None))?;
+    let link = public_url(&config.public_base, &verified.path);
+    let action = classify(
+        request.method(),
+        request.headers(),
+        request.body().size_hint().exact(),
+        config.max_size,
+    )
+    .map_err(|error| (error, Some(link.clone())))?;
+    let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expiry);
+    let session = Session::new(session_id(verified.signed), verified.path, expires);
+    Ok(Plan {
+        action,
+        session,
+        link,
+    })
+}

@@ -1,0 +1,280 @@
+//! Streaming a verified upload into storage: simple uploads, chunks and status
+//! queries. Each step ends in an answer for the client or a committed file for
+//! the inner service.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes};
+use http::{Response, StatusCode};
+use http_body::Body;
+use sha2::{Digest, Sha256};
+
+use crate::body::{Expect, UploadStream};
+use crate::envelope::{self, Meta};
+use crate::layer::Config;
+use crate::storage::{
+    ChunkRange, CommitInfo, Completion, MakeRecord, Session, SessionStatus, StorageError,
+};
+use crate::{Error, UploadPath, UploadedFile};
+
+/// How an upload step ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Answer the client with this envelope.
+    Respond(Response<Bytes>),
+    /// This request committed the file: the inner service gets it.
+    Committed { file: UploadedFile, etag: String },
+}
+
+/// The session id of a signed URL: SHA-256 of the signed string, in hex.
+pub(crate) fn session_id(signed: [&str; 2]) -> String {
+    let digest = Sha256::new()
+        .chain_update(signed[0])
+        .chain_update(b"?")
+        .chain_update(signed[1])
+        .finalize();
+    hex(&digest)
+}
+
+/// The File id of a session: `file_` and 24 hex digits derived from the
+/// session id, so every retry of one session names the same file.
+fn file_id_for(session: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"file-id:")
+        .chain_update(session)
+        .finalize();
+    format!("file_{}", hex(&digest[..12]))
+}
+
+/// A fresh random File id for a simple upload.
+fn random_file_id() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without entropy, the time and a counter still give distinct ids.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes.copy_from_slice(&Sha256::digest(nanos.to_le_bytes())[..12]);
+    }
+    format!("file_{}", hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+/// Maps a storage failure to the client's answer; internals only go to the log.
+pub(crate) fn storage_error(error: StorageError) -> Error {
+    match error {
+        StorageError::NotFound => Error::NotFound,
+        StorageError::TotalMismatch => Error::TotalMismatch,
+        StorageError::RangeNotSatisfiable => Error::RangeNotSatisfiable,
+        StorageError::TooManyRanges => Error::TooManyRanges,
+        StorageError::InvalidPath => Error::PathInvalid,
+        StorageError::Full => Error::StorageFull,
+        StorageError::Body(body) => body.0,
+        StorageError::Unavailable { backend, source } => {
+            tracing::warn!(backend, error = %source, "storage unavailable");
+            Error::StorageUnavailable
+        }
+        StorageError::Other { backend, source } => {
+            tracing::error!(backend, error = %source, "storage failed");
+            Error::StorageError
+        }
+    }
+}
+
+/// A simple upload: the whole body into storage, then the File object.
+pub(crate) async fn simple<B>(
+    config: Arc<Config>,
+    path: UploadPath,
+    body: B,
+    max: u64,
+) -> Result<Outcome, Error>
+where
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+{
+    let stream = UploadStream::new(body, Expect::AtMost(max), config.body_timeout);
+    let (meta, head) = config
+        .storage
+        .put(&path, Box::pin(stream))
+        .await
+        .map_err(storage_error)?;
+    let file = UploadedFile::describe(
+        random_file_id(),
+        &path,
+        meta.size,
+        &head,
+        &config.public_base,
+        config.clock.now(),
+    );
+    tracing::info!(path = %path, size = meta.size, file = %file.id, "upload committed");
+    Ok(Outcome::Committed {
+        file,
+        etag: meta.etag,
+    })
+}
+
+/// One chunk of a session: stored, then, if it completed the file, committed.
+pub(crate) async fn chunk<B>(
+    config: Arc<Config>,
+    session: Session,
+    range: ChunkRange,
+    body: B,
+    meta: Meta,
+) -> Result<Outcome, Error>
+where
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+{
+    let stream = UploadStream::new(body, Expect::Exactly(range.len()), config.body_timeout);
+    let status = config
+        .storage
+        .write_chunk(&session, range, config.max_ranges, Box::pin(stream))
+        .await
+        .map_err(storage_error)?;
+    tracing::debug!(session = session.id(), first = range.first, last = range.last, total = ?range.total, "chunk stored");
+    settle(&config, &session, status, StatusCode::ACCEPTED, &meta).await
+}
+
+/// A status query: `308` with what is stored, or `200` once complete.
+pub(crate) async fn status(
+    config: Arc<Config>,
+    session: Session,
+    total: Option<u64>,
+    meta: Meta,
+) -> Result<Outcome, Error> {
+    let status = config
+        .storage
+        .status(&session)
+        .await
+        .map_err(storage_error)?;
+    if let (
+        Some(asked),
+        SessionStatus::InProgress {
+            total: known,
+            ranges,
+        },
+    ) = (total, &status)
+    {
+        let disagrees = match known {
+            Some(known) => *known != asked,
+            None => ranges.end().is_some_and(|end| end >= asked),
+        };
+        if disagrees {
+            return Err(Error::TotalMismatch);
+        }
+    }
+    settle(
+        &config,
+        &session,
+        status,
+        StatusCode::PERMANENT_REDIRECT,
+        &meta,
+    )
+    .await
+}
+
+/// Turns a session's status into the answer: progress (`202`/`308`), a replay
+/// of the completion (`200`), or the commit of a session whose bytes all arrived.
+async fn settle(
+    config: &Config,
+    session: &Session,
+    status: SessionStatus,
+    progress: StatusCode,
+    meta: &Meta,
+) -> Result<Outcome, Error> {
+    let status = match status {
+        SessionStatus::InProgress {
+            total: Some(total),
+            ranges,
+        } if ranges.is_complete(total) && total > 0 => config
+            .storage
+            .complete(session, make_record(config, session))
+            .await
+            .map_err(storage_error)?,
+        other => other,
+    };
+    match status {
+        SessionStatus::InProgress { total, ranges } => Ok(Outcome::Respond(envelope::upload(
+            meta,
+            progress,
+            session.path().as_str(),
+            total,
+            &ranges,
+        ))),
+        SessionStatus::Completed(completion) => completed(session, completion, meta),
+    }
+}
+
+fn completed(session: &Session, completion: Completion, meta: &Meta) -> Result<Outcome, Error> {
+    let file: UploadedFile = serde_json::from_slice(&completion.record).map_err(|error| {
+        tracing::error!(session = session.id(), %error, "completion record unreadable");
+        Error::StorageError
+    })?;
+    if completion.fresh {
+        tracing::info!(session = session.id(), path = %session.path(), size = file.filesize, file = %file.id, "upload committed");
+        return Ok(Outcome::Committed {
+            file,
+            etag: completion.etag,
+        });
+    }
+    tracing::debug!(session = session.id(), "completion replayed");
+    let mut response = envelope::file(meta, StatusCode::OK, &file);
+    completion_headers(response.headers_mut(), &completion.etag, &file.url);
+    Ok(Outcome::Respond(response))
+}
+
+/// The record builder handed to storage: the File object, as JSON.
+fn make_record(config: &Config, session: &Session) -> MakeRecord {
+    let id = file_id_for(session.id());
+    let path = session.path().clone();
+    let public_base = config.public_base.clone();
+    let now = config.clock.now();
+    Box::new(move |info: &CommitInfo| {
+        let file = UploadedFile::describe(id, &path, info.size, &info.head, &public_base, now);
+        Bytes::from(
+            serde_json::to_vec(&file).expect("a File object serializes: plain strings and numbers"),
+        )
+    })
+}
+
+/// Adds `ETag` and `Location` to a completing answer unless it has its own.
+pub(crate) fn completion_headers(headers: &mut http::HeaderMap, etag: &str, url: &str) {
+    if !headers.contains_key(http::header::ETAG) {
+        if let Ok(value) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+            headers.insert(http::header::ETAG, value);
+        }
+    }
+    if !headers.contains_key(http::header::LOCATION) {
+        if let Ok(value) = http::HeaderValue::from_str(url) {
+            headers.insert(http::header::LOCATION, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_per_session_and_distinct_across() {
+        let a = session_id(["a.png", "expiry=1&method=put"]);
+        let b = session_id(["a.png", "expiry=2&method=put"]);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(file_id_for(&a), file_id_for(&a));
+        assert_ne!(file_id_for(&a), file_id_for(&b));
+        assert_eq!(file_id_for(&a).len(), 5 + 24);
+        assert_ne!(random_file_id(), random_file_id());
+    }
+}
