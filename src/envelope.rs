@@ -143,6 +143,11 @@ pub(crate) fn error(meta: &Meta, error: Error) -> Response<Bytes> {
     response
 }
 
+/// An answer with any serializable `data`.
+pub(crate) fn data<T: Serialize>(meta: &Meta, status: StatusCode, data: &T) -> Response<Bytes> {
+    write(meta, status, Some(data), None)
+}
+
 /// A File object answer (`201` from the default handler, `200` for replays).
 pub(crate) fn file(meta: &Meta, status: StatusCode, file: &UploadedFile) -> Response<Bytes> {
     write(meta, status, Some(file), None)

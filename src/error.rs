@@ -35,7 +35,8 @@ pub enum Error {
     ContentRangeMismatch,
     /// A chunk names another total than the session already has (409).
     TotalMismatch,
-    /// A range reaches past the file's total (416).
+    /// A range reaches past the file's total (416); for downloads, a range
+    /// outside the stored file.
     RangeNotSatisfiable,
     /// The file is larger than the size limit (413).
     TooLarge,
@@ -53,13 +54,17 @@ pub enum Error {
     StorageUnavailable,
     /// The stored file does not exist (404).
     NotFound,
+    /// The request lacks valid credentials (401); the signatures endpoint's answer.
+    Unauthorized,
+    /// The request body is not the JSON the endpoint takes (400).
+    BodyInvalid,
 }
 
 impl Error {
     /// The HTTP status this rejection is answered with.
     pub fn status(self) -> StatusCode {
         match self {
-            Error::SignatureMissing => StatusCode::UNAUTHORIZED,
+            Error::SignatureMissing | Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::SignatureInvalid
             | Error::UrlExpired
             | Error::ExpiryTooFar
@@ -70,7 +75,8 @@ impl Error {
             | Error::ContentRangeInvalid
             | Error::ContentRangeMismatch
             | Error::TooManyRanges
-            | Error::BodyIncomplete => StatusCode::BAD_REQUEST,
+            | Error::BodyIncomplete
+            | Error::BodyInvalid => StatusCode::BAD_REQUEST,
             Error::TotalMismatch => StatusCode::CONFLICT,
             Error::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,6 +110,8 @@ impl Error {
             Error::StorageFull => "storage_full",
             Error::StorageError | Error::StorageUnavailable => "storage_error",
             Error::NotFound => "not_found",
+            Error::Unauthorized => "unauthorized",
+            Error::BodyInvalid => "body_invalid",
         }
     }
 }
@@ -133,6 +141,8 @@ impl fmt::Display for Error {
             Error::StorageError => "the file could not be stored",
             Error::StorageUnavailable => "the storage is unavailable, try again later",
             Error::NotFound => "no file is stored at this path",
+            Error::Unauthorized => "a valid `Authorization: Bearer` key is required",
+            Error::BodyInvalid => "the request body is not valid JSON of the expected shape",
         })
     }
 }

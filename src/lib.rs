@@ -1,4 +1,114 @@
 //! Take file uploads at short-lived signed URLs in any tower-based app.
+//!
+//! A backend mints a URL (`https://host/{path}?expiry=…&method=put&signature=…`,
+//! HMAC-SHA256 of the path and query under the project key); the client `PUT`s
+//! the file there, whole or as `Content-Range` chunks sent in parallel, in any
+//! order, retried after failures. [`SignedUploadLayer`] verifies the URL, streams
+//! the bytes into a [`Storage`](storage::Storage) backend, reassembles the
+//! chunks, and calls your service once with the [`UploadedFile`].
+//!
+//! # With axum
+//!
+//! ```no_run
+//! use axum::{http::StatusCode, routing::put, Extension, Json, Router};
+//! use tower_signed_upload::{storage::MemoryStorage, SignedUploadLayer, SigningKey, UploadedFile};
+//!
+//! async fn keep(Extension(file): Extension<UploadedFile>) -> (StatusCode, Json<UploadedFile>) {
+//!     // Persist `file` (id, type, size, url…) in your database here.
+//!     (StatusCode::CREATED, Json(file))
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new())
+//!     .public_base("https://files.example.com")?;
+//! let app: Router = Router::new().route("/{*path}", put(keep)).layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # With plain hyper or any tower service
+//!
+//! The inner service receives `Request<RequestBody<B>>`; [`RespondCreated`] is a
+//! ready-made one that answers `201` with the File object in the JSON envelope.
+//!
+//! ```
+//! use tower_layer::Layer;
+//! use tower_signed_upload::{storage::MemoryStorage, RespondCreated, SignedUploadLayer, SigningKey};
+//!
+//! let service = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new())
+//!     .layer(RespondCreated);
+//! // Serve `service` with hyper-util's `TowerToHyperService`, as in examples/hyper.rs.
+//! # drop(service);
+//! # Ok::<(), tower_signed_upload::ConfigError>(())
+//! ```
+//!
+//! # Minting URLs
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_signed_upload::{SignedMethod, Signer, SigningKey, UploadPath};
+//!
+//! let signer = Signer::new(SigningKey::new("project key")?).public_base("https://files.example.com")?;
+//! let url = signer.sign(&UploadPath::new("avatars/me.png").unwrap(), SignedMethod::Put, Duration::from_secs(600));
+//! println!("{url}");
+//! # Ok::<(), tower_signed_upload::ConfigError>(())
+//! ```
+//!
+//! The signature is byte for byte what the Node.js snippet of the wire contract
+//! computes, so a JavaScript backend can mint URLs this layer verifies.
+//! [`SignedUploadLayer::signer`] gives a signer that shares the layer's key,
+//! public base and clock.
+//!
+//! # Where the layer sits
+//!
+//! Put CORS outside the layer, so that preflights and the CORS headers of every
+//! answer (errors included) are handled before a signature is checked:
+//!
+//! ```text
+//! ServiceBuilder::new()
+//!     .layer(TraceLayer)            // outermost: sees every request
+//!     .layer(CorsLayer)             // answers OPTIONS, adds Access-Control-* headers
+//!     .layer(SignedUploadLayer)     // verifies, stores, completes
+//!     .service(your_handler)        // called once per committed file
+//! ```
+//!
+//! The layer reads the request's raw path, so mount it where the request path
+//! is the one that was signed (not under an axum `nest` that strips a prefix).
+//! Body timeouts use tokio's timer: run it on a tokio runtime.
+//!
+//! # The wire contract in short
+//!
+//! | request | answer |
+//! |---|---|
+//! | `PUT` without `Content-Range` | the file is committed; your service's answer (`201` from [`RespondCreated`]) |
+//! | `PUT` with `Content-Range: bytes F-L/T` (or `bytes=`) | `202` with the upload object and `Range: bytes=0-N`, or the completing answer |
+//! | `PUT` with `Content-Range: bytes */T` and no body | `308` with what is stored, or `200` with the File once complete |
+//! | any chunk or status query after completion | `200` with the same File; your service is not called again |
+//! | `GET`/`HEAD` with a `get` URL | your service, with the [`UploadPath`] in the extensions |
+//! | anything refused | the status and stable code of [`Error`], in the JSON envelope |
+//!
+//! Every answer the crate writes is the envelope
+//! `{"meta":{…},"data":…,"error":null|{"code","message"},"links":{"self":…}}`.
+//! The completing answer carries `ETag` and `Location` unless your service sets
+//! its own.
+//!
+//! # Key rotation and time
+//!
+//! [`SignedUploadLayer::verify_key`] adds keys that verify but do not sign: add
+//! the new key first, keep the old one as a verify key for the longest URL
+//! lifetime ([`SignedUploadLayer::max_lifetime`], 7 days by default), then drop it.
+//! The layer reads the time from its [`Clock`]; tests pass a fixed clock and
+//! never sleep.
+//!
+//! # Features
+//!
+//! | feature | what | default |
+//! |---|---|---|
+//! | `fs` | `storage::FsStorage`, the durable local-disk backend | yes |
+//!
+//! [`storage::MemoryStorage`] is always built.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -12,6 +122,7 @@ mod body;
 mod classify;
 mod clock;
 mod content_range;
+mod download;
 mod envelope;
 mod error;
 mod file;
@@ -21,6 +132,7 @@ mod path;
 mod respond;
 mod service;
 mod session;
+mod signatures;
 mod signing;
 pub mod storage;
 mod upload;
@@ -28,6 +140,7 @@ mod upload;
 pub use body::{EnvelopeBody, RequestBody, ResponseBody};
 pub use clock::{Clock, SystemClock};
 pub use content_range::{ContentRange, ContentRangeError};
+pub use download::{DownloadBody, FileService};
 pub use envelope::RequestId;
 pub use error::{ConfigError, Error};
 pub use file::{FileKind, UploadedFile};
@@ -40,6 +153,7 @@ pub use path::UploadPath;
 pub use respond::RespondCreated;
 pub use service::SignedUpload;
 pub use session::{ByteRanges, SessionState};
+pub use signatures::SignatureEndpoint;
 pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey};
 
 /// A boxed error, as the storage backends carry their sources.

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: every cargo test (all features, and none), then the
+# browser test of the example server's uploader page in headless Chromium.
+# Installs what the browser test needs (Debian's chromium, playwright-core)
+# when it is missing; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (all features)"
+cargo test --all-features
+echo "== cargo test (no default features)"
+cargo test --no-default-features --lib --tests
+
+if [ -f tests/browser/upload.mjs ] && [ -f examples/server.rs ]; then
+  echo "== browser test"
+  scripts/browser-test.sh
+fi

@@ -1,0 +1,223 @@
+//! [`SignatureEndpoint`]: mints signed URLs for callers holding the API key.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Buf;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tower_service::Service;
+
+use crate::body::EnvelopeBody;
+use crate::clock::unix_seconds;
+use crate::envelope::{self, Meta, RequestId};
+use crate::{Clock, Error, SignedMethod, SignedUploadLayer, Signer, SystemClock, UploadPath};
+
+/// The largest request body the endpoint reads.
+const MAX_BODY: usize = 16 * 1024;
+
+/// A `POST /signatures` endpoint, shaped like ittybit's: a caller holding the
+/// API key as `Authorization: Bearer KEY` sends
+/// `{"filename", "folder"?, "method": "put"|"get", "expiry"?}` and gets the
+/// envelope with `data: {"url", "expiry", "method", "path"}`.
+///
+/// `expiry` is unix seconds; without it URLs live for the default lifetime
+/// (one hour). An expiry in the past or beyond the maximum lifetime (7 days) is
+/// refused. Without a valid key the answer is the `401 unauthorized` envelope.
+///
+/// # Example
+///
+/// ```
+/// use tower_signed_upload::{storage::MemoryStorage, SignatureEndpoint, SignedUploadLayer, SigningKey};
+///
+/// let layer = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new());
+/// let endpoint = SignatureEndpoint::for_layer(&layer, "api key");
+/// # drop(endpoint);
+/// # Ok::<(), tower_signed_upload::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct SignatureEndpoint {
+    signer: Signer,
+    api_key: Arc<[u8; 32]>,
+    clock: Arc<dyn Clock>,
+    default_lifetime: Duration,
+    max_lifetime: Duration,
+}
+
+#[derive(Deserialize)]
+struct SignatureRequest {
+    filename: String,
+    #[serde(default)]
+    folder: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    expiry: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SignatureData<'a> {
+    url: &'a str,
+    expiry: u64,
+    method: &'static str,
+    path: &'a str,
+}
+
+impl SignatureEndpoint {
+    /// Mints URLs with `signer` for callers that present `api_key`.
+    pub fn new(signer: Signer, api_key: impl AsRef<[u8]>) -> Self {
+        SignatureEndpoint {
+            signer,
+            api_key: Arc::new(Sha256::digest(api_key.as_ref()).into()),
+            clock: Arc::new(SystemClock),
+            default_lifetime: Duration::from_secs(3600),
+            max_lifetime: crate::DEFAULT_MAX_LIFETIME,
+        }
+    }
+
+    /// Mints URLs with the layer's signer (first key, public base, clock).
+    pub fn for_layer(layer: &SignedUploadLayer, api_key: impl AsRef<[u8]>) -> Self {
+        let mut endpoint = SignatureEndpoint::new(layer.signer(), api_key);
+        endpoint.clock = Arc::clone(&layer.config.clock);
+        endpoint.max_lifetime = layer.config.verifier.max_lifetime;
+        endpoint
+    }
+
+    /// How long URLs live when the caller names no expiry.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+
+    /// The furthest ahead a caller may set the expiry.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    fn authorized<B>(&self, request: &Request<B>) -> bool {
+        let Some(key) = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        // Comparing digests leaks nothing useful about the key through timing.
+        let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
+        digest == *self.api_key
+    }
+
+    fn mint(&self, body: &[u8]) -> Result<(String, u64, SignedMethod, UploadPath), Error> {
+        let asked: SignatureRequest =
+            serde_json::from_slice(body).map_err(|_| Error::BodyInvalid)?;
+        let method = match asked.method.as_deref() {
+            None | Some("put") => SignedMethod::Put,
+            Some("get") => SignedMethod::Get,
+            Some(_) => return Err(Error::BodyInvalid),
+        };
+        let joined = match asked.folder.as_deref().map(|f| f.trim_matches('/')) {
+            Some(folder) if !folder.is_empty() => format!("{folder}/{}", asked.filename),
+            _ => asked.filename,
+        };
+        let path = UploadPath::new(&joined).ok_or(Error::PathInvalid)?;
+        let now = unix_seconds(self.clock.now());
+        let expiry = asked
+            .expiry
+            .unwrap_or(now.saturating_add(self.default_lifetime.as_secs()));
+        if expiry < now {
+            return Err(Error::UrlExpired);
+        }
+        if expiry - now > self.max_lifetime.as_secs() {
+            return Err(Error::ExpiryTooFar);
+        }
+        let url = self.signer.sign(
+            &path,
+            method,
+            std::time::UNIX_EPOCH + Duration::from_secs(expiry),
+        );
+        Ok((url.into(), expiry, method, path))
+    }
+}
+
+impl fmt::Debug for SignatureEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignatureEndpoint")
+            .field("signer", &self.signer)
+            .field("api_key", &"<redacted>")
+            .field("default_lifetime", &self.default_lifetime)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish()
+    }
+}
+
+impl<B> Service<Request<B>> for SignatureEndpoint
+where
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<crate::BoxError>,
+{
+    type Response = Response<EnvelopeBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<EnvelopeBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let endpoint = self.clone();
+        Box::pin(async move {
+            let meta = Meta {
+                request_id: request
+                    .extensions()
+                    .get::<RequestId>()
+                    .cloned()
+                    .unwrap_or_else(RequestId::next),
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+                link: None,
+            };
+            let answer = if request.method() != Method::POST {
+                Err(Error::MethodNotAllowed)
+            } else if !endpoint.authorized(&request) {
+                Err(Error::Unauthorized)
+            } else {
+                match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                    Ok(body) => endpoint.mint(&body.to_bytes()),
+                    Err(_) => Err(Error::BodyInvalid),
+                }
+            };
+            let response = match answer {
+                Ok((url, expiry, method, path)) => {
+                    let data = SignatureData {
+                        url: &url,
+                        expiry,
+                        method: method.as_str(),
+                        path: path.as_str(),
+                    };
+                    envelope::data(&meta, StatusCode::OK, &data)
+                }
+                Err(error) => {
+                    let mut response = envelope::error(&meta, error);
+                    if error == Error::MethodNotAllowed {
+                        response
+                            .headers_mut()
+                            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+                    }
+                    response
+                }
+            };
+            Ok(response.map(EnvelopeBody::new))
+        })
+    }
+}
