@@ -1266,7 +1266,13 @@ fn purge_temporaries(dir: &Path, cutoff: SystemTime) -> Result<usize, StorageErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::conformance;
+    use crate::storage::conformance::{
+        self, body, chunk, failing, live_session, make_record, path, progress, read_all,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::mpsc;
+
+    const WAIT: Duration = Duration::from_secs(10);
 
     fn storage() -> (tempfile::TempDir, FsStorage) {
         let folder = tempfile::tempdir().expect("temp dir");
@@ -1274,9 +1280,593 @@ mod tests {
         (folder, storage)
     }
 
+    fn session_dir(storage: &FsStorage, session: &Session) -> PathBuf {
+        storage.session_dir(session).expect("valid id")
+    }
+
+    fn temporaries(storage: &FsStorage) -> usize {
+        fs::read_dir(storage.root().join(HIDDEN).join(TMP))
+            .expect("tmp dir")
+            .count()
+    }
+
+    /// A body fed through a channel; `polls` receives the index of each poll.
+    fn channel_body() -> (
+        mpsc::UnboundedSender<Result<Bytes, BodyError>>,
+        mpsc::UnboundedReceiver<usize>,
+        ByteStream,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (polled_tx, polls) = mpsc::unbounded_channel();
+        let body = stream::unfold((0usize, rx, polled_tx), |(n, mut rx, polled)| async move {
+            let _ = polled.send(n);
+            rx.recv().await.map(|item| (item, (n + 1, rx, polled)))
+        });
+        (tx, polls, Box::pin(body))
+    }
+
+    async fn wait_for_poll(polls: &mut mpsc::UnboundedReceiver<usize>, index: usize) {
+        tokio::time::timeout(WAIT, async {
+            while let Some(n) = polls.recv().await {
+                if n >= index {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the body was polled in time");
+    }
+
+    async fn expect_completed(status: Result<SessionStatus, StorageError>) -> Completion {
+        match status.expect("storage call") {
+            SessionStatus::Completed(completion) => completion,
+            other => panic!("not completed: {other:?}"),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fs_storage_passes_conformance() {
         let (_folder, storage) = storage();
         conformance::run_all(&storage).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn layout_puts_files_at_their_path_and_sessions_in_hidden_folder() {
+        let (folder, storage) = storage();
+        let root = folder.path();
+        storage
+            .put(&path("a/b/simple.txt"), body(&[b"simple"]))
+            .await
+            .expect("put");
+        assert_eq!(
+            fs::read(root.join("a/b/simple.txt")).expect("file"),
+            b"simple"
+        );
+        assert_eq!(temporaries(&storage), 0);
+
+        let session = live_session(1, "a/chunked.bin");
+        let dir = session_dir(&storage, &session);
+        assert_eq!(dir, root.join(".uploads").join(session.id()));
+        storage
+            .write_chunk(&session, chunk(0, 2, Some(6)), 10, body(&[b"abc"]))
+            .await
+            .expect("chunk");
+        for name in [DATA, JOURNAL, LOCK, META, DATA_LOCK] {
+            assert!(dir.join(name).exists(), "{name} missing");
+        }
+        assert_eq!(
+            fs::metadata(dir.join(JOURNAL)).expect("journal").len(),
+            ENTRY_LEN as u64
+        );
+        let expiry = fs::read_to_string(dir.join(META)).expect("meta");
+        assert_eq!(decode_expiry(&expiry), Some(session.expires()));
+        assert!(!root.join("a/chunked.bin").exists());
+
+        storage
+            .write_chunk(&session, chunk(3, 5, None), 10, body(&[b"def"]))
+            .await
+            .expect("chunk");
+        let data_inode = fs::metadata(dir.join(DATA)).expect("data").ino();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let completion =
+            expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        assert!(completion.fresh);
+        assert!(dir.join(RECORD).exists());
+        assert!(!dir.join(DATA).exists());
+        let committed = fs::metadata(root.join("a/chunked.bin")).expect("committed");
+        assert_eq!(committed.ino(), data_inode, "renamed, not copied");
+        assert_eq!(etag_of(&committed), completion.etag);
+        assert_eq!(
+            fs::read(root.join("a/chunked.bin")).expect("file"),
+            b"abcdef"
+        );
+    }
+
+    #[tokio::test]
+    async fn reserved_folder_is_refused() {
+        let (folder, storage) = storage();
+        for name in [".uploads/tmp/x", ".uploads/evil", ".UPLOADS/x", ".uploads"] {
+            let reserved = path(name);
+            assert!(matches!(
+                storage.put(&reserved, body(&[b"x"])).await,
+                Err(StorageError::InvalidPath)
+            ));
+            assert!(matches!(
+                storage.read(&reserved, None).await,
+                Err(StorageError::InvalidPath)
+            ));
+            assert!(matches!(
+                storage.head(&reserved).await,
+                Err(StorageError::InvalidPath)
+            ));
+            let session = live_session(2, name);
+            assert!(matches!(
+                storage
+                    .write_chunk(&session, chunk(0, 0, Some(1)), 10, body(&[b"x"]))
+                    .await,
+                Err(StorageError::InvalidPath)
+            ));
+            let calls = Arc::new(AtomicUsize::new(0));
+            assert!(matches!(
+                storage.complete(&session, make_record(&calls)).await,
+                Err(StorageError::InvalidPath)
+            ));
+        }
+        assert!(!folder.path().join(".uploads/evil").exists());
+        // Names that merely start like the hidden folder are fine.
+        storage
+            .put(&path(".uploads2/x"), body(&[b"x"]))
+            .await
+            .expect("put");
+    }
+
+    #[tokio::test]
+    async fn unsafe_session_ids_are_refused() {
+        let (_folder, storage) = storage();
+        for id in ["", "tmp", "../x", "a/b", "a.b"] {
+            let session = Session::new(id.to_owned(), path("x"), SystemTime::now());
+            assert!(matches!(
+                storage.status(&session).await,
+                Err(StorageError::InvalidPath)
+            ));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn symlink_escape_is_refused() {
+        let (folder, storage) = storage();
+        let outside = tempfile::tempdir().expect("outside dir");
+        fs::write(outside.path().join("secret"), b"secret").expect("secret");
+        std::os::unix::fs::symlink(outside.path(), folder.path().join("link")).expect("link");
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            folder.path().join("file-link"),
+        )
+        .expect("file link");
+
+        for name in ["link/x.txt", "link/deeper/x.txt", "file-link"] {
+            let result = storage.put(&path(name), body(&[b"pwned"])).await;
+            assert!(
+                matches!(result, Err(StorageError::InvalidPath)),
+                "{name}: {result:?}"
+            );
+        }
+        for name in ["link/secret", "file-link"] {
+            assert!(matches!(
+                storage.read(&path(name), None).await,
+                Err(StorageError::InvalidPath)
+            ));
+            assert!(matches!(
+                storage.head(&path(name)).await,
+                Err(StorageError::InvalidPath)
+            ));
+        }
+
+        let session = live_session(3, "link/chunked.txt");
+        storage
+            .write_chunk(&session, chunk(0, 4, Some(5)), 10, body(&[b"pwned"]))
+            .await
+            .expect("chunks are staged inside the root");
+        let calls = Arc::new(AtomicUsize::new(0));
+        assert!(matches!(
+            storage.complete(&session, make_record(&calls)).await,
+            Err(StorageError::InvalidPath)
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+        let mut names: Vec<_> = fs::read_dir(outside.path())
+            .expect("outside")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["secret"]);
+        assert_eq!(
+            fs::read(outside.path().join("secret")).expect("secret"),
+            b"secret"
+        );
+        assert_eq!(temporaries(&storage), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_put_leaves_no_temporary() {
+        let (folder, storage) = storage();
+        let (tx, mut polls, stream) = channel_body();
+        tx.send(Ok(Bytes::from(vec![7u8; 2 * WRITE_BATCH])))
+            .expect("send");
+        let target = path("dropped.bin");
+        let mut put = storage.put(&target, stream);
+        // Drive the upload until it asks for a second piece: the first was written.
+        tokio::select! {
+            result = &mut put => panic!("the upload ended: {result:?}"),
+            () = wait_for_poll(&mut polls, 1) => {}
+        }
+        assert_eq!(temporaries(&storage), 1, "the upload is staged");
+        drop(put);
+        assert_eq!(temporaries(&storage), 0);
+        assert!(!folder.path().join("dropped.bin").exists());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn failed_put_leaves_no_temporary() {
+        let (_folder, storage) = storage();
+        let big = vec![1u8; WRITE_BATCH + 1];
+        let result = storage
+            .put(&path("failed.bin"), failing(&[&big, &big]))
+            .await;
+        assert!(matches!(result, Err(StorageError::Body(_))));
+        assert_eq!(temporaries(&storage), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn crash_between_record_and_rename_rolls_forward() {
+        let (folder, storage) = storage();
+        let session = live_session(4, "rolled/forward.bin");
+        storage
+            .write_chunk(&session, chunk(0, 4, Some(5)), 10, body(&[b"hello"]))
+            .await
+            .expect("chunk");
+        // What a commit leaves when killed right after writing its record.
+        let dir = session_dir(&storage, &session);
+        let meta = fs::metadata(dir.join(DATA)).expect("data");
+        let record = StoredRecord {
+            etag: etag_of(&meta),
+            path: session.path().as_str().to_owned(),
+            record: Bytes::from_static(b"the record"),
+        };
+        write_record(&dir, &record).expect("record");
+        assert!(!folder.path().join("rolled/forward.bin").exists());
+
+        let completion = expect_completed(storage.status(&session).await).await;
+        assert!(!completion.fresh);
+        assert_eq!(completion.record, "the record");
+        assert_eq!(
+            fs::read(folder.path().join("rolled/forward.bin")).expect("file"),
+            b"hello"
+        );
+        assert!(!dir.join(DATA).exists());
+        let head = storage.head(session.path()).await.expect("head");
+        assert_eq!(head.etag, record.etag);
+
+        // A later completion replays it and does not call make_record.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let again = expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        assert!(!again.fresh);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_completions_commit_once() {
+        let (_folder, storage) = storage();
+        for round in 0..100u64 {
+            let session = live_session(1000 + round, "race/file.bin");
+            let content = format!("round {round:03}");
+            storage
+                .write_chunk(
+                    &session,
+                    chunk(0, content.len() as u64 - 1, Some(content.len() as u64)),
+                    10,
+                    body(&[content.as_bytes()]),
+                )
+                .await
+                .expect("chunk");
+            let calls = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    let (storage, session) = (storage.clone(), session.clone());
+                    let record = make_record(&calls);
+                    tokio::spawn(async move { storage.complete(&session, record).await })
+                })
+                .collect();
+            let mut fresh = 0;
+            let mut records = Vec::new();
+            for task in tasks {
+                let completion = tokio::time::timeout(WAIT, task)
+                    .await
+                    .expect("in time")
+                    .expect("task");
+                let completion = expect_completed(completion).await;
+                fresh += usize::from(completion.fresh);
+                records.push(completion.record);
+            }
+            assert_eq!(fresh, 1, "round {round}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "round {round}");
+            assert!(records.iter().all(|record| *record == records[0]));
+            assert_eq!(
+                read_all(&storage, "race/file.bin").await.expect("reads"),
+                content.as_bytes()
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_share_one_session() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let first = FsStorage::new(folder.path()).expect("first");
+        let second = FsStorage::new(folder.path()).expect("second");
+        let session = live_session(5, "shared/file.bin");
+        let data: Vec<u8> = (0..100u8).collect();
+        for (i, piece) in data.chunks(10).enumerate() {
+            let storage = if i % 2 == 0 { &first } else { &second };
+            let at = i as u64 * 10;
+            let status = storage
+                .write_chunk(&session, chunk(at, at + 9, Some(100)), 100, body(&[piece]))
+                .await
+                .expect("chunk");
+            assert_eq!(progress(&status), (Some(100), vec![[0, at + 9]]));
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (a, b) = tokio::join!(
+            first.complete(&session, make_record(&calls)),
+            second.complete(&session, make_record(&calls))
+        );
+        let (a, b) = (expect_completed(a).await, expect_completed(b).await);
+        assert!(a.fresh != b.fresh, "exactly one commits");
+        assert_eq!(a.record, b.record);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            read_all(&second, "shared/file.bin").await.expect("reads"),
+            data
+        );
+        assert_eq!(
+            second.head(session.path()).await.expect("head").etag,
+            a.etag
+        );
+    }
+
+    #[tokio::test]
+    async fn torn_journal_tail_is_ignored() {
+        let (_folder, storage) = storage();
+        let session = live_session(6, "torn.bin");
+        storage
+            .write_chunk(&session, chunk(0, 3, Some(12)), 10, body(&[b"abcd"]))
+            .await
+            .expect("chunk");
+        let journal = session_dir(&storage, &session).join(JOURNAL);
+        // A torn entry: a crash midway through an append.
+        let torn = &encode_entry(chunk(4, 11, None))[..17];
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .expect("journal");
+        file.write_all(torn).expect("torn entry");
+        drop(file);
+        let status = storage.status(&session).await.expect("status");
+        assert_eq!(progress(&status), (Some(12), vec![[0, 3]]));
+
+        // The next append replaces the torn tail.
+        storage
+            .write_chunk(&session, chunk(8, 11, None), 10, body(&[b"ijkl"]))
+            .await
+            .expect("chunk");
+        assert_eq!(
+            fs::metadata(&journal).expect("journal").len(),
+            2 * ENTRY_LEN as u64
+        );
+        // A whole entry that fails its checksum is skipped, later ones still count.
+        let mut garbage = encode_entry(chunk(0, 11, None));
+        garbage[0] ^= 1;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .expect("journal");
+        file.write_all(&garbage).expect("garbage");
+        drop(file);
+        storage
+            .write_chunk(&session, chunk(4, 7, None), 10, body(&[b"efgh"]))
+            .await
+            .expect("chunk");
+        let status = storage.status(&session).await.expect("status");
+        assert_eq!(progress(&status), (Some(12), vec![[0, 11]]));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let completion =
+            expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        assert!(completion.fresh);
+        assert_eq!(
+            read_all(&storage, "torn.bin").await.expect("reads"),
+            b"abcdefghijkl"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_chunk_does_not_overwrite_stored_bytes() {
+        let (_folder, storage) = storage();
+        let session = live_session(7, "overwrite.bin");
+        let size = 3 * WRITE_BATCH as u64;
+        storage
+            .write_chunk(
+                &session,
+                chunk(0, WRITE_BATCH as u64 - 1, Some(size)),
+                10,
+                body(&[&vec![b'a'; WRITE_BATCH]]),
+            )
+            .await
+            .expect("first chunk");
+        let wrong = vec![b'b'; 2 * WRITE_BATCH];
+        let result = storage
+            .write_chunk(&session, chunk(0, size - 1, None), 10, failing(&[&wrong]))
+            .await;
+        assert!(matches!(result, Err(StorageError::Body(_))), "{result:?}");
+        storage
+            .write_chunk(
+                &session,
+                chunk(WRITE_BATCH as u64, size - 1, None),
+                10,
+                body(&[&vec![b'c'; 2 * WRITE_BATCH]]),
+            )
+            .await
+            .expect("last chunk");
+        let calls = Arc::new(AtomicUsize::new(0));
+        expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        let data = read_all(&storage, "overwrite.bin").await.expect("reads");
+        assert_eq!(data.len() as u64, size);
+        assert!(data[..WRITE_BATCH].iter().all(|b| *b == b'a'));
+        assert!(data[WRITE_BATCH..].iter().all(|b| *b == b'c'));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunk_streaming_during_commit_does_not_touch_the_file() {
+        let (_folder, storage) = storage();
+        let session = live_session(8, "sealed.bin");
+        let (tx, mut polls, stream) = channel_body();
+        let late = {
+            let (storage, session) = (storage.clone(), session.clone());
+            tokio::spawn(async move {
+                storage
+                    .write_chunk(&session, chunk(0, 9, Some(10)), 10, stream)
+                    .await
+            })
+        };
+        // The late chunk is admitted and waits for its body.
+        wait_for_poll(&mut polls, 0).await;
+        storage
+            .write_chunk(&session, chunk(0, 9, Some(10)), 10, body(&[b"0123456789"]))
+            .await
+            .expect("chunk");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let completion =
+            expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        assert!(completion.fresh);
+
+        tx.send(Ok(Bytes::from_static(b"XXXXXXXXXX")))
+            .expect("send");
+        drop(tx);
+        let late = tokio::time::timeout(WAIT, late)
+            .await
+            .expect("in time")
+            .expect("task");
+        let late = expect_completed(late).await;
+        assert!(!late.fresh);
+        assert_eq!(
+            read_all(&storage, "sealed.bin").await.expect("reads"),
+            b"0123456789"
+        );
+        assert_eq!(
+            storage.head(session.path()).await.expect("head").etag,
+            completion.etag
+        );
+    }
+
+    #[tokio::test]
+    async fn body_length_must_match_range() {
+        let (_folder, storage) = storage();
+        let session = live_session(9, "length.bin");
+        for pieces in [&[b"abc".as_slice()][..], &[b"abcdef".as_slice()][..]] {
+            let result = storage
+                .write_chunk(&session, chunk(0, 4, Some(5)), 10, body(pieces))
+                .await;
+            assert!(
+                matches!(
+                    result,
+                    Err(StorageError::Body(BodyError(
+                        crate::Error::ContentRangeMismatch
+                    )))
+                ),
+                "{result:?}"
+            );
+        }
+        let status = storage.status(&session).await.expect("status");
+        assert_eq!(progress(&status), (None, vec![]));
+    }
+
+    #[tokio::test]
+    async fn purge_removes_old_temporaries_only() {
+        let (_folder, storage) = storage();
+        let tmp = storage.root().join(HIDDEN).join(TMP);
+        let old = File::create(tmp.join("put-old.part")).expect("old");
+        old.set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+            .expect("mtime");
+        fs::write(tmp.join("put-new.part"), b"x").expect("new");
+        let report = storage
+            .purge_expired(SystemTime::now())
+            .await
+            .expect("purge");
+        assert_eq!(report.temporaries, 1);
+        assert!(!tmp.join("put-old.part").exists());
+        assert!(tmp.join("put-new.part").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_finishes_an_interrupted_commit_before_removing() {
+        let (folder, storage) = storage();
+        let session = conformance::session(
+            10,
+            "late/commit.bin",
+            SystemTime::now() - 30 * Duration::from_secs(86_400),
+        );
+        storage
+            .write_chunk(&session, chunk(0, 1, Some(2)), 10, body(&[b"ok"]))
+            .await
+            .expect("chunk");
+        let dir = session_dir(&storage, &session);
+        let meta = fs::metadata(dir.join(DATA)).expect("data");
+        let record = StoredRecord {
+            etag: etag_of(&meta),
+            path: session.path().as_str().to_owned(),
+            record: Bytes::from_static(b"r"),
+        };
+        write_record(&dir, &record).expect("record");
+        let report = storage
+            .purge_expired(SystemTime::now())
+            .await
+            .expect("purge");
+        assert_eq!((report.sessions, report.records), (0, 1));
+        assert!(!dir.exists());
+        assert_eq!(
+            fs::read(folder.path().join("late/commit.bin")).expect("file"),
+            b"ok"
+        );
+    }
+
+    #[test]
+    fn record_round_trips_and_detects_damage() {
+        let record = StoredRecord {
+            etag: "5-1-2".to_owned(),
+            path: "a/b.txt".to_owned(),
+            record: Bytes::from_static(b"{\"id\":1}"),
+        };
+        let bytes = encode_record(&record);
+        let decoded = decode_record(&bytes).expect("decodes");
+        assert_eq!(
+            (decoded.etag, decoded.path, decoded.record),
+            (record.etag, record.path, record.record)
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode_record(&bytes[..cut]).is_none());
+        }
+        let mut damaged = bytes.clone();
+        damaged[10] ^= 0x40;
+        assert!(decode_record(&damaged).is_none());
+    }
+
+    #[test]
+    fn write_gaps_skips_stored_ranges() {
+        let file = tempfile::tempfile().expect("file");
+        file.write_all_at(b"..........", 0).expect("fill");
+        let stored = ByteRanges::from_ranges([[2, 3], [6, 6]]);
+        write_gaps(&file, 1, b"abcdefgh", &stored).expect("write");
+        let mut out = [0; 10];
+        file.read_exact_at(&mut out, 0).expect("read");
+        assert_eq!(&out, b".a..de.gh.");
     }
 }
