@@ -49,8 +49,8 @@ const MAX_ID_LEN: usize = 128;
 ///
 /// Committed files live at `{root}/{path}`, so any static file server can serve
 /// the folder as it is. Everything else lives in a hidden folder, `{root}/.uploads`,
-/// which no upload path can name (a path whose first segment is `.uploads` is
-/// refused with [`StorageError::InvalidPath`]):
+/// which no upload path can name (a path whose first segment is `.uploads`, in
+/// any ASCII case, is refused with [`StorageError::InvalidPath`]):
 ///
 /// ```text
 /// {root}/nested/folders/image.png      committed files
@@ -62,6 +62,13 @@ const MAX_ID_LEN: usize = 128;
 /// {root}/.uploads/{session id}/data.lock  shared by writers, exclusive while committing
 /// {root}/.uploads/{session id}/record     the completion record, once complete
 /// ```
+///
+/// A journal entry is 40 bytes: `first`, `last`, `total` and a flag (1 when the
+/// chunk named a total), each a little-endian `u64`, then the first 8 bytes of
+/// the SHA-256 of those 32 bytes. The completion record file is `tsu-rec1`, then
+/// the entity tag, the file's path and the record, each preceded by its length
+/// as a little-endian `u64`, then the SHA-256 of everything before it. Entity
+/// tags are `{size:x}-{mtime in nanoseconds:x}-{inode:x}`.
 ///
 /// # Guarantees
 ///
@@ -1322,6 +1329,12 @@ mod tests {
             SessionStatus::Completed(completion) => completion,
             other => panic!("not completed: {other:?}"),
         }
+    }
+
+    #[test]
+    fn fs_storage_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
+        check::<FsStorage>();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
