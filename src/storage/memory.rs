@@ -298,3 +298,14 @@ impl Storage for MemoryStorage {
         Box::pin(async move { Ok(report) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::conformance;
+
+    #[tokio::test]
+    async fn memory_storage_passes_conformance() {
+        conformance::run_all(&MemoryStorage::new()).await;
+    }
+}

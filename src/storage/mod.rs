@@ -13,7 +13,7 @@
 //! | backend | feature | durable | shared across processes |
 //! |---|---|---|---|
 //! | [`MemoryStorage`] | always | no | no |
-//! | `FsStorage` | `fs` (default) | yes, fsynced before `202` | yes, same folder |
+//! | [`FsStorage`] | `fs` (default) | yes, fsynced before `202` | yes, same folder |
 
 use std::fmt;
 use std::future::Future;
@@ -27,7 +27,14 @@ use futures_util::Stream;
 
 use crate::{BoxError, ByteRanges, UploadPath};
 
+#[cfg(test)]
+pub(crate) mod conformance;
+#[cfg(feature = "fs")]
+mod fs;
 mod memory;
+#[cfg(feature = "fs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
+pub use fs::FsStorage;
 pub use memory::MemoryStorage;
 
 /// A boxed, `Send` future, as the storage methods return.
