@@ -261,9 +261,11 @@ impl Storage for MemoryStorage {
         Box::pin(async move {
             let file = file.ok_or(StorageError::NotFound)?;
             let data = match range {
+                // Clamped to the file, so a range that no longer fits reads short, never panics.
                 Some(range) => {
-                    let end = (*range.end()).min(file.meta.size.saturating_sub(1));
-                    file.data.slice(*range.start() as usize..=end as usize)
+                    let end = range.end().saturating_add(1).min(file.meta.size) as usize;
+                    let start = (*range.start() as usize).min(end);
+                    file.data.slice(start..end)
                 }
                 None => file.data,
             };

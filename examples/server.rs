@@ -1,0 +1,230 @@
+//! The example upload service: an uploader page, URL minting, signed uploads
+//! and downloads on local disk.
+//!
+//! ```sh
+//! SIGNED_UPLOAD_KEY=secret cargo run --release --example server -- \
+//!     --addr 127.0.0.1:3000 --dir ./uploads --public-url http://127.0.0.1:3000
+//! ```
+//!
+//! Then open http://127.0.0.1:3000. Flags and routes: see SERVER.md in the docs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use serde::Deserialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_layer::Layer;
+use tower_signed_upload::storage::{FsStorage, Storage};
+use tower_signed_upload::{
+    FileService, SignatureEndpoint, SignedMethod, SignedUploadLayer, Signer, SigningKey, UploadPath,
+};
+
+const PAGE: &str = include_str!("server/index.html");
+
+/// How often expired sessions are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Parser, Debug)]
+#[command(about = "Signed uploads to a local folder, with an uploader page")]
+struct Args {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Folder the files are stored in.
+    #[arg(long, default_value = "./uploads")]
+    dir: PathBuf,
+    /// Public base URL of the files [default: http://{addr}].
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Largest file accepted, in bytes.
+    #[arg(long, default_value_t = tower_signed_upload::DEFAULT_MAX_SIZE)]
+    max_size: u64,
+    /// Another origin allowed to upload from a browser (repeatable).
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+}
+
+/// The keys from the environment: (id, secret) pairs, the first signs.
+fn keys() -> Result<Vec<(Option<String>, String)>, String> {
+    let single = std::env::var("SIGNED_UPLOAD_KEY").ok();
+    let several = std::env::var("SIGNED_UPLOAD_KEYS").ok();
+    match (single, several) {
+        (Some(_), Some(_)) => Err("set SIGNED_UPLOAD_KEY or SIGNED_UPLOAD_KEYS, not both".into()),
+        (Some(key), None) if !key.is_empty() => Ok(vec![(None, key)]),
+        (Some(_), None) => Err("SIGNED_UPLOAD_KEY is empty".into()),
+        (None, Some(list)) => list
+            .split(',')
+            .map(|entry| {
+                let (id, secret) = entry.split_once(':').ok_or(format!("SIGNED_UPLOAD_KEYS entry without `id:`: {id}", id = entry.split(':').next().unwrap_or("")))?;
+                let valid_id = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+                if !valid_id || secret.is_empty() {
+                    return Err(format!("SIGNED_UPLOAD_KEYS entry `{id}` needs an id of letters, digits, -_.~ and a secret"));
+                }
+                Ok((Some(id.to_owned()), secret.to_owned()))
+            })
+            .collect(),
+        (None, None) => {
+            let mut bytes = [0u8; 24];
+            getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a key: {e}"))?;
+            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("no SIGNED_UPLOAD_KEY set; using a random key for this run: SIGNED_UPLOAD_KEY={key}");
+            Ok(vec![(None, key)])
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UploadUrlRequest {
+    filename: String,
+    #[serde(default)]
+    folder: Option<String>,
+}
+
+/// The demo's own URL endpoint. A real app checks here who its user is and
+/// which paths they may write, before it signs anything.
+async fn upload_url(
+    State(signer): State<Signer>,
+    body: Result<Json<UploadUrlRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let bad = |message: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": message })),
+        )
+            .into_response()
+    };
+    let Ok(Json(request)) = body else {
+        return bad("send JSON: {\"filename\": \"image.png\", \"folder\": \"optional/folder\"}");
+    };
+    let joined = match request.folder.as_deref().map(|f| f.trim_matches('/')) {
+        Some(folder) if !folder.is_empty() => format!("{folder}/{}", request.filename),
+        _ => request.filename,
+    };
+    let Some(path) = UploadPath::new(&joined) else {
+        return bad("the filename is not a valid path");
+    };
+    let url = signer.sign(&path, SignedMethod::Put, Duration::from_secs(3600));
+    Json(serde_json::json!({ "signedUrl": url.as_str() })).into_response()
+}
+
+async fn page() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE))
+}
+
+fn cors(public_url: &str, origins: &[String]) -> Result<CorsLayer, String> {
+    let mut allowed = vec![HeaderValue::from_str(public_url).map_err(|_| "invalid public URL")?];
+    for origin in origins {
+        allowed.push(
+            HeaderValue::from_str(origin.trim_end_matches('/'))
+                .map_err(|_| format!("invalid origin {origin}"))?,
+        );
+    }
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::PUT, Method::GET, Method::HEAD, Method::POST])
+        .allow_headers([
+            header::CONTENT_RANGE,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("content-digest"),
+            header::HeaderName::from_static("repr-digest"),
+        ])
+        .expose_headers([header::ETAG, header::LOCATION, header::RANGE])
+        .max_age(Duration::from_secs(3600)))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let keys = keys()?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let public_url = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
+    let storage =
+        FsStorage::new(&args.dir).map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?;
+
+    let signing_key = |secret: &str| SigningKey::new(secret).map_err(|e| e.to_string());
+    let mut layer = SignedUploadLayer::new(signing_key(&keys[0].1)?, storage.clone())
+        .public_base(&public_url)
+        .map_err(|e| e.to_string())?
+        .max_size(args.max_size);
+    for (_, secret) in &keys[1..] {
+        layer = layer.verify_key(signing_key(secret)?);
+    }
+    let uploads = layer.layer(FileService::for_layer(&layer));
+    let signatures = SignatureEndpoint::for_layer(&layer, &keys[0].1);
+
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/upload-url", post(upload_url))
+        .route_service("/signatures", signatures)
+        .fallback_service(uploads)
+        .with_state(layer.signer())
+        .layer(cors(&public_url, &args.allow_origins)?)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match storage.purge_expired(SystemTime::now()).await {
+                Ok(report) => tracing::info!(?report, "purged expired uploads"),
+                Err(error) => tracing::warn!(%error, "purge failed"),
+            }
+        }
+    });
+
+    println!("listening on http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        result = server => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
+        _ = async {
+            let _ = stop_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => eprintln!("in-flight requests did not finish in {SHUTDOWN_GRACE:?}; stopping"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
