@@ -21,8 +21,14 @@ use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPat
 type Files = Arc<Mutex<Vec<UploadedFile>>>;
 
 /// Called once per committed upload: a real app writes `file` to its database.
-async fn keep(State(files): State<Files>, Extension(file): Extension<UploadedFile>) -> (StatusCode, Json<UploadedFile>) {
-    files.lock().expect("no panics while locked").push(file.clone());
+async fn keep(
+    State(files): State<Files>,
+    Extension(file): Extension<UploadedFile>,
+) -> (StatusCode, Json<UploadedFile>) {
+    files
+        .lock()
+        .expect("no panics while locked")
+        .push(file.clone());
     (StatusCode::CREATED, Json(file))
 }
 
@@ -32,13 +38,22 @@ async fn list(State(files): State<Files>) -> Json<Vec<UploadedFile>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let key = SigningKey::new(std::env::var("SIGNED_UPLOAD_KEY").unwrap_or_else(|_| "secret".into()))?;
+    let key =
+        SigningKey::new(std::env::var("SIGNED_UPLOAD_KEY").unwrap_or_else(|_| "secret".into()))?;
     let dir = std::env::var("UPLOAD_DIR").unwrap_or_else(|_| "./uploads".into());
-    let listener = tokio::net::TcpListener::bind(std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3002".into())).await?;
+    let listener = tokio::net::TcpListener::bind(
+        std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3002".into()),
+    )
+    .await?;
     let addr = listener.local_addr()?;
-    let uploads = SignedUploadLayer::new(key, FsStorage::new(dir)?).public_base(&format!("http://{addr}"))?;
+    let uploads =
+        SignedUploadLayer::new(key, FsStorage::new(dir)?).public_base(&format!("http://{addr}"))?;
 
-    let url = uploads.signer().sign(&UploadPath::new("hello.txt").expect("valid"), SignedMethod::Put, Duration::from_secs(3600));
+    let url = uploads.signer().sign(
+        &UploadPath::new("hello.txt").expect("valid"),
+        SignedMethod::Put,
+        Duration::from_secs(3600),
+    );
     println!("listening on http://{addr}");
     println!("upload with: curl -T somefile '{url}'");
 

@@ -109,6 +109,12 @@ where
                         .expect("a storing future holds its request parts");
                     match outcome {
                         Err(error) => {
+                            tracing::info!(
+                                request_id = pending.meta.request_id.as_str(),
+                                code = error.code(),
+                                status = error.status().as_u16(),
+                                "upload refused"
+                            );
                             let response = envelope::error(&pending.meta, error);
                             this.state.set(State::Done {
                                 response: Some(response),

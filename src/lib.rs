@@ -158,3 +158,8 @@ pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey};
 
 /// A boxed error, as the storage backends carry their sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The README's examples compile.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
+use tracing::Instrument as _;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::classify::{classify, signed_method, Action};
@@ -91,6 +92,7 @@ where
         };
         match plan(&config, &request) {
             Err((error, meta_link)) => {
+                tracing::debug!(method = %meta.method, code = error.code(), "request refused");
                 let meta = Meta {
                     link: meta_link,
                     ..meta
@@ -109,6 +111,12 @@ where
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(meta.request_id.clone());
                 parts.extensions.insert(session.path().clone());
+                let span = tracing::info_span!(
+                    "upload",
+                    request_id = meta.request_id.as_str(),
+                    session = session.id(),
+                    path = %session.path(),
+                );
                 match action {
                     Action::Download => ResponseFuture::call(
                         Request::from_parts(parts, RequestBody::new(body)),
@@ -116,18 +124,21 @@ where
                     ),
                     Action::Simple { max } => {
                         let path = session.path().clone();
-                        let step = upload::simple(Arc::clone(&config), path, body, max);
+                        let step =
+                            upload::simple(Arc::clone(&config), path, body, max).instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                     Action::Chunk(range) => {
                         let step =
-                            upload::chunk(Arc::clone(&config), session, range, body, meta.clone());
+                            upload::chunk(Arc::clone(&config), session, range, body, meta.clone())
+                                .instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                     Action::Status { total } => {
                         drop(body);
                         let step =
-                            upload::status(Arc::clone(&config), session, total, meta.clone());
+                            upload::status(Arc::clone(&config), session, total, meta.clone())
+                                .instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                 }
