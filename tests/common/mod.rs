@@ -155,3 +155,327 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the wire-contract tests: a ready server, raw signing, envelope
+// checks, streaming (chunked) bodies, raw TCP exchanges, PNG headers.
+// ---------------------------------------------------------------------------
+
+/// The key every test server signs and verifies with.
+pub const KEY: &str = "secret";
+
+/// The public base every test server describes files with.
+pub const PUBLIC_BASE: &str = "http://files.test";
+
+/// A layered [`tower_signed_upload::RespondCreated`] that counts its calls.
+#[derive(Debug, Clone, Default)]
+pub struct CountingInner {
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<B> Service<Request<B>> for CountingInner {
+    type Response = Response<tower_signed_upload::EnvelopeBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tower_signed_upload::RespondCreated.call(request)
+    }
+}
+
+/// A layer over [`MemoryStorage`](tower_signed_upload::storage::MemoryStorage),
+/// served on 127.0.0.1 in front of a [`CountingInner`], at the fixed [`NOW`].
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub storage: tower_signed_upload::storage::MemoryStorage,
+    pub clock: TestClock,
+    pub signer: Signer,
+    pub inner: CountingInner,
+}
+
+impl TestServer {
+    /// A server with the default settings.
+    pub async fn start() -> Self {
+        Self::with(|layer| layer).await
+    }
+
+    /// A server whose layer `configure` adjusts.
+    pub async fn with(
+        configure: impl FnOnce(
+            tower_signed_upload::SignedUploadLayer,
+        ) -> tower_signed_upload::SignedUploadLayer,
+    ) -> Self {
+        use tower_layer::Layer;
+        let storage = tower_signed_upload::storage::MemoryStorage::new();
+        let clock = TestClock::at(NOW);
+        let layer = tower_signed_upload::SignedUploadLayer::new(
+            tower_signed_upload::SigningKey::new(KEY).unwrap(),
+            storage.clone(),
+        )
+        .clock(clock.clone())
+        .public_base(PUBLIC_BASE)
+        .unwrap();
+        let layer = configure(layer);
+        let signer = layer.signer();
+        let inner = CountingInner::default();
+        let addr = serve(layer.layer(inner.clone())).await;
+        TestServer {
+            addr,
+            storage,
+            clock,
+            signer,
+            inner,
+        }
+    }
+
+    /// A `put` URL for the decoded `path`, valid for an hour.
+    pub fn put_url(&self, path: &str) -> String {
+        sign(&self.signer, self.addr, path, SignedMethod::Put)
+    }
+
+    /// A `get` URL for the decoded `path`, valid for an hour.
+    pub fn get_url(&self, path: &str) -> String {
+        sign(&self.signer, self.addr, path, SignedMethod::Get)
+    }
+
+    /// A URL for `path`, signed with `expiry` (an absolute unix time).
+    pub fn url_expiring_at(&self, path: &str, method: SignedMethod, expiry: u64) -> String {
+        let url = self.signer.sign(
+            &UploadPath::new(path).unwrap(),
+            method,
+            tower_signed_upload::Expiry::At(UNIX_EPOCH + Duration::from_secs(expiry)),
+        );
+        format!("http://{}{}", self.addr, url.path_and_query())
+    }
+
+    /// How often the inner service was called.
+    pub fn calls(&self) -> usize {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// The signature of a signed string under `key`, computed here the way the
+/// contract's Node.js snippet does: HMAC-SHA256, base64url without padding.
+pub fn raw_signature(key: &str, signed: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(signed.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// A URL whose raw path (without its leading `/`, sent byte for byte) and
+/// query are signed here, independently of the crate's signer.
+pub fn raw_url(addr: SocketAddr, raw_path: &str, expiry: u64, method: &str) -> String {
+    let signed = format!("{raw_path}?expiry={expiry}&method={method}");
+    let signature = raw_signature(KEY, &signed);
+    format!("http://{addr}/{signed}&signature={signature}")
+}
+
+/// Checks the envelope of a rejection: status, `error.code`, `meta`, `data: null`.
+pub fn assert_rejected(answer: &Answer, status: u16, code: &str, method: &str, path: &str) {
+    assert_eq!(
+        answer.status.as_u16(),
+        status,
+        "status for {method} {path}: {:?}",
+        answer.body
+    );
+    assert_eq!(answer.code(), code, "code for {method} {path}");
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let json = answer.json();
+    assert_meta(&json, status, method, path);
+    assert!(json["data"].is_null(), "data of a rejection: {json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "error.message: {json}"
+    );
+}
+
+/// Checks `meta` of an envelope against the request and the HTTP status.
+pub fn assert_meta(json: &Value, status: u16, method: &str, path: &str) {
+    let meta = &json["meta"];
+    assert!(
+        meta["request_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("req_") && id.len() > 4),
+        "meta.request_id: {json}"
+    );
+    assert_eq!(meta["method"], method, "meta.method: {json}");
+    assert_eq!(meta["path"], path, "meta.path: {json}");
+    assert_eq!(meta["status"], status, "meta.status: {json}");
+    assert_eq!(meta["type"], "object", "meta.type: {json}");
+}
+
+/// A boxed request body, for bodies streamed without `Content-Length`.
+pub type StreamBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A hyper client that sends [`StreamBody`] requests.
+pub type StreamClient = Client<hyper_util::client::legacy::connect::HttpConnector, StreamBody>;
+
+pub fn stream_client() -> StreamClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A body of `pieces` with no known length: hyper sends it chunked, without
+/// `Content-Length`.
+pub fn chunked_body(pieces: Vec<Vec<u8>>) -> StreamBody {
+    let frames = pieces
+        .into_iter()
+        .map(|piece| Ok(http_body::Frame::data(Bytes::from(piece))));
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )))
+}
+
+/// A `PUT` of a streamed body.
+pub fn stream_put(url: &str, headers: &[(&str, &str)], body: StreamBody) -> Request<StreamBody> {
+    let mut builder = Request::put(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(body).unwrap()
+}
+
+/// Sends a streamed request and reads the answer whole, within 30 s.
+pub async fn send_stream(client: &StreamClient, request: Request<StreamBody>) -> Answer {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let response = client.request(request).await.expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body failed").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+    .expect("request timed out")
+}
+
+/// The request head `METHOD target HTTP/1.1` with `headers`, ready for raw TCP.
+pub fn raw_head(method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: localhost\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// The path and query of a URL, for a raw request line.
+pub fn target(url: &str) -> &str {
+    let rest = url.strip_prefix("http://").unwrap();
+    &rest[rest.find('/').unwrap()..]
+}
+
+/// Writes `bytes` to a fresh connection, keeps it open without sending more,
+/// and reads one response (framed by `Content-Length`), within `within`.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    tokio::time::timeout(within, async {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let read = stream.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "connection closed before a response");
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        let head = std::str::from_utf8(&buffer[..head_end]).unwrap().to_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        for line in lines.filter(|line| !line.is_empty()) {
+            let (name, value) = line.split_once(':').unwrap();
+            headers.append(
+                http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value.trim()).unwrap(),
+            );
+        }
+        let length: usize = headers
+            .get("content-length")
+            .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+        while buffer.len() < head_end + length {
+            let read = stream.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "connection closed inside the response body");
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::copy_from_slice(&buffer[head_end..head_end + length]),
+        }
+    })
+    .await
+    .expect("no response in time")
+}
+
+/// Writes `bytes` to a fresh connection, then closes the writing half, so the
+/// server sees the body break off; waits (at most 10 s) until the server has
+/// closed the connection, which it does once it is done with the request.
+pub async fn raw_cut_off(addr: SocketAddr, bytes: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink).await;
+    })
+    .await
+    .expect("the server kept the cut-off connection open");
+}
+
+/// A PNG file's start: signature, an IHDR chunk of `width` x `height` (with its
+/// CRC) and an IEND chunk, padded with `extra` bytes of pseudo-random data.
+pub fn png(width: u32, height: u32, extra: usize) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA, deflate, no filter, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IEND", &[]);
+    out.extend_from_slice(&bytes(extra, u64::from(width)));
+    out
+}
+
+/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
