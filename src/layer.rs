@@ -150,6 +150,40 @@ impl SignedUploadLayer {
             .expect("the layer's public base was checked when it was set")
     }
 
+    /// Verifies a request's method and target exactly as the layer does, and
+    /// returns the verified path: for handlers that check URLs outside the layer.
+    ///
+    /// # Errors
+    ///
+    /// The [`Error`](crate::Error) the layer would answer with.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::{Method, Uri};
+    /// use tower_signed_upload::{storage::MemoryStorage, SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
+    ///
+    /// let layer = SignedUploadLayer::new(SigningKey::new("secret")?, MemoryStorage::new());
+    /// let url = layer.signer().sign(&UploadPath::new("a.png").unwrap(), SignedMethod::Get, Duration::from_secs(60));
+    /// let uri: Uri = url.path_and_query().parse().unwrap();
+    /// assert_eq!(layer.verify(&Method::GET, &uri).unwrap().as_str(), "a.png");
+    /// assert!(layer.verify(&Method::PUT, &uri).is_err());
+    /// # Ok::<(), tower_signed_upload::ConfigError>(())
+    /// ```
+    pub fn verify(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+    ) -> Result<crate::UploadPath, crate::Error> {
+        let wanted = crate::classify::signed_method(method)?;
+        let config = &self.config;
+        config
+            .verifier
+            .verify(uri.path(), uri.query(), wanted, config.clock.now())
+            .map(|verified| verified.path)
+    }
+
     /// The storage uploads go to.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.config.storage

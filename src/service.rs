@@ -135,9 +135,8 @@ where
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                     Action::Status { total } => {
-                        drop(body);
                         let step =
-                            upload::status(Arc::clone(&config), session, total, meta.clone())
+                            upload::status(Arc::clone(&config), session, total, body, meta.clone())
                                 .instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }

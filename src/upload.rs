@@ -146,13 +146,27 @@ where
     settle(&config, &session, status, StatusCode::ACCEPTED, &meta).await
 }
 
-/// A status query: `308` with what is stored, or `200` once complete.
-pub(crate) async fn status(
+/// A status query: `308` with what is stored, or `200` once complete. Its
+/// body must be empty (a chunked body that carries bytes is `400`).
+pub(crate) async fn status<B>(
     config: Arc<Config>,
     session: Session,
     total: Option<u64>,
+    body: B,
     meta: Meta,
-) -> Result<Outcome, Error> {
+) -> Result<Outcome, Error>
+where
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+{
+    let mut empty = std::pin::pin!(UploadStream::new(
+        body,
+        Expect::Exactly(0),
+        config.body_timeout
+    ));
+    if let Some(Err(error)) = futures_util::StreamExt::next(&mut empty).await {
+        return Err(error.0);
+    }
     let status = config
         .storage
         .status(&session)

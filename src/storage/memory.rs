@@ -161,12 +161,13 @@ impl Storage for MemoryStorage {
             }
             let pieces = collect(body).await?;
             let mut inner = self.lock();
+            match inner.sessions.get(session.id()) {
+                Some(entry) if entry.completed.is_some() => return Ok(status_of(entry)),
+                Some(entry) => entry.state.admit(range, max_ranges)?,
+                None => SessionState::default().admit(range, max_ranges)?,
+            }
             let entry = inner.sessions.entry(session.id().to_owned()).or_default();
             entry.expires = Some(session.expires());
-            if entry.completed.is_some() {
-                return Ok(status_of(entry));
-            }
-            entry.state.admit(range, max_ranges)?;
             let end = usize::try_from(range.last + 1).map_err(|_| StorageError::Full)?;
             if entry.data.len() < end {
                 entry.data.resize(end, 0);
