@@ -1,0 +1,949 @@
+//! The example server (`examples/server.rs`) as users run it: every route of
+//! SERVER.md over HTTP against the real process, its key variables, CORS, and
+//! shutdown on SIGTERM.
+#![cfg(feature = "fs")]
+
+mod common;
+#[path = "common/process.rs"]
+mod process;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use http::{Method, Request};
+use http_body_util::Full;
+use process::*;
+use serde_json::{json, Value};
+use tower_signed_upload::{SignedMethod, Signer, SigningKey, UploadPath};
+
+/// The allowed extra origin the CORS tests start the server with.
+const ORIGIN: &str = "http://localhost:5173";
+
+/// A URL for `path` on `server`, signed with `secret` for an hour.
+fn signed(server: &ServerProcess, secret: &str, path: &str, method: SignedMethod) -> String {
+    let signer = Signer::new(SigningKey::new(secret).unwrap());
+    let url = signer.sign(
+        &UploadPath::new(path).unwrap(),
+        method,
+        Duration::from_secs(3600),
+    );
+    server.url(url.path_and_query())
+}
+
+fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(body.into())).unwrap()
+}
+
+fn post_json(url: &str, headers: &[(&str, &str)], body: &Value) -> Request<Full<Bytes>> {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request(Method::POST, url, &all, serde_json::to_vec(body).unwrap())
+}
+
+/// Checks the File object of a committed PNG of `width` x `height`.
+fn assert_png_file(
+    file: &Value,
+    server: &ServerProcess,
+    path: &str,
+    size: usize,
+    (width, height): (u32, u32),
+) {
+    assert_eq!(file["object"], "source", "{file}");
+    assert_eq!(file["type"], "image/png", "{file}");
+    assert_eq!(file["kind"], "image", "{file}");
+    assert_eq!(file["width"], width, "{file}");
+    assert_eq!(file["height"], height, "{file}");
+    assert_eq!(file["filesize"], size, "{file}");
+    assert_eq!(file["status"], "ready", "{file}");
+    assert_eq!(
+        file["url"],
+        format!("http://{}/{path}", server.addr),
+        "{file}"
+    );
+    let (folder, filename) = path
+        .rsplit_once('/')
+        .map_or((None, path), |(f, n)| (Some(f), n));
+    assert_eq!(file["filename"], filename, "{file}");
+    match folder {
+        Some(folder) => assert_eq!(file["folder"], folder, "{file}"),
+        None => assert!(
+            file.get("folder").is_none_or(|f| f.is_null() || f == ""),
+            "{file}"
+        ),
+    }
+    assert!(
+        file["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("file_")),
+        "{file}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_line_names_the_real_port_and_the_root_page_is_the_uploader() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path()).start();
+    assert_eq!(
+        server.ready_line,
+        format!("listening on http://{}", server.addr)
+    );
+    assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(server.addr.port(), 0, "the ready line shows the real port");
+    assert!(
+        server.stdout_before_ready.is_empty(),
+        "{:?}",
+        server.stdout_before_ready
+    );
+
+    let page = send(
+        &client(),
+        request(Method::GET, &server.url("/"), &[], Bytes::new()),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        page.headers
+    );
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("tower-signed-upload"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_url_mints_put_urls_that_take_a_png_with_and_without_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path()).start();
+    let http = client();
+    let png = png(300, 200, 5000);
+    for (body, path) in [
+        (json!({"filename": "a.png"}), "a.png"),
+        (
+            json!({"filename": "a.png", "folder": "pics/2025"}),
+            "pics/2025/a.png",
+        ),
+        (
+            json!({"filename": "b.png", "folder": "/pics/"}),
+            "pics/b.png",
+        ),
+    ] {
+        let minted = send(&http, post_json(&server.url("/upload-url"), &[], &body)).await;
+        assert_eq!(minted.status, 200, "{body}: {:?}", minted.body);
+        let url = minted.json()["signedUrl"].as_str().unwrap().to_owned();
+        let prefix = format!("http://{}/{path}?expiry=", server.addr);
+        assert!(url.starts_with(&prefix), "{url} for {body}");
+        assert!(url.contains("&method=put&signature="), "{url}");
+
+        let answer = send(
+            &http,
+            put(&url, &[("content-type", "image/png")], png.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, 201, "{path}: {:?}", answer.body);
+        assert_png_file(&answer.json()["data"], &server, path, png.len(), (300, 200));
+        assert!(answer.header("etag").is_some());
+        assert_eq!(
+            answer.header("location"),
+            Some(&*format!("http://{}/{path}", server.addr))
+        );
+        assert_eq!(std::fs::read(dir.path().join(path)).unwrap(), png);
+    }
+    let bad = send(
+        &http,
+        post_json(&server.url("/upload-url"), &[], &json!({"name": 1})),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    let escape = send(
+        &http,
+        post_json(
+            &server.url("/upload-url"),
+            &[],
+            &json!({"filename": "../x.png"}),
+        ),
+    )
+    .await;
+    assert_eq!(escape.status, 400, "{:?}", escape.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_mint_put_and_get_urls_and_downloads_honour_range_and_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path()).start();
+    let http = client();
+    let endpoint = server.url("/signatures");
+    let bearer = [("authorization", "Bearer secret")];
+    let png = png(64, 48, 2000);
+
+    let minted = send(
+        &http,
+        post_json(
+            &endpoint,
+            &bearer,
+            &json!({"filename": "p.png", "folder": "shots", "method": "put"}),
+        ),
+    )
+    .await;
+    assert_eq!(minted.status, 200, "{:?}", minted.body);
+    let envelope = minted.json();
+    assert!(envelope["error"].is_null(), "{envelope}");
+    assert_eq!(envelope["meta"]["status"], 200, "{envelope}");
+    let data = &envelope["data"];
+    assert_eq!(data["method"], "put", "{envelope}");
+    assert_eq!(data["path"], "shots/p.png", "{envelope}");
+    let expiry = data["expiry"].as_u64().unwrap();
+    assert!(
+        (unix_now() + 3000..=unix_now() + 3700).contains(&expiry),
+        "{envelope}"
+    );
+    let put_url = data["url"].as_str().unwrap();
+    assert!(
+        put_url.starts_with(&format!(
+            "http://{}/shots/p.png?expiry={expiry}&method=put&signature=",
+            server.addr
+        )),
+        "{put_url}"
+    );
+    let created = send(&http, put(put_url, &[], png.clone())).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_png_file(
+        &created.json()["data"],
+        &server,
+        "shots/p.png",
+        png.len(),
+        (64, 48),
+    );
+    let etag = created.header("etag").unwrap().to_owned();
+
+    let minted = send(
+        &http,
+        post_json(
+            &endpoint,
+            &bearer,
+            &json!({"filename": "p.png", "folder": "shots", "method": "get"}),
+        ),
+    )
+    .await;
+    assert_eq!(minted.status, 200, "{:?}", minted.body);
+    let data = minted.json()["data"].clone();
+    assert_eq!(data["method"], "get");
+    assert_eq!(data["path"], "shots/p.png");
+    let get_url = data["url"].as_str().unwrap().to_owned();
+    assert!(get_url.contains("&method=get&signature="), "{get_url}");
+
+    let got = send(&http, request(Method::GET, &get_url, &[], Bytes::new())).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.header("content-type"), Some("image/png"));
+    assert_eq!(got.header("content-length"), Some(&*png.len().to_string()));
+    assert_eq!(
+        got.header("etag"),
+        Some(&*etag),
+        "the ETag given at completion"
+    );
+    assert_eq!(got.body, png);
+
+    let head = send(&http, request(Method::HEAD, &get_url, &[], Bytes::new())).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("image/png"));
+    assert_eq!(head.header("content-length"), Some(&*png.len().to_string()));
+    assert_eq!(head.header("etag"), Some(&*etag));
+    assert!(head.body.is_empty());
+
+    let part = send(
+        &http,
+        request(
+            Method::GET,
+            &get_url,
+            &[("range", "bytes=0-9")],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_eq!(part.status, 206, "{:?}", part.body);
+    assert_eq!(
+        part.header("content-range"),
+        Some(&*format!("bytes 0-9/{}", png.len()))
+    );
+    assert_eq!(part.header("content-length"), Some("10"));
+    assert_eq!(part.body, png[..10]);
+
+    let past = send(
+        &http,
+        request(
+            Method::GET,
+            &get_url,
+            &[("range", "bytes=999999999-")],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_eq!(past.status, 416, "{:?}", past.body);
+    assert_eq!(
+        past.header("content-range"),
+        Some(&*format!("bytes */{}", png.len()))
+    );
+
+    let cached = send(
+        &http,
+        request(
+            Method::GET,
+            &get_url,
+            &[("if-none-match", &etag)],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_eq!(cached.status, 304, "{:?}", cached.body);
+    assert!(cached.body.is_empty());
+    assert_eq!(cached.header("etag"), Some(&*etag));
+
+    // A get URL grants no PUT, a put URL no GET.
+    let refused = send(&http, put(&get_url, &[], png.clone())).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.code(), "method_not_signed");
+    let refused = send(&http, request(Method::GET, put_url, &[], Bytes::new())).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.code(), "method_not_signed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_without_a_valid_bearer_is_a_401_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path()).start();
+    let http = client();
+    let body = json!({"filename": "a.png", "method": "put"});
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong")],
+        vec![("authorization", "Bearer secretx")],
+        vec![("authorization", "Basic c2VjcmV0")],
+        vec![("authorization", "secret")],
+    ] {
+        let answer = send(
+            &http,
+            post_json(&server.url("/signatures"), &headers, &body),
+        )
+        .await;
+        assert_rejected(&answer, 401, "unauthorized", "POST", "/signatures");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_without_content_length_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path()).start();
+    let url = signed(&server, KEY, "stream/chunked.bin", SignedMethod::Put);
+    let data = bytes(300_000, 3);
+    let pieces: Vec<Vec<u8>> = data.chunks(7000).map(<[u8]>::to_vec).collect();
+    let request = stream_put(&url, &[], chunked_body(pieces));
+    assert!(request.headers().get("content-length").is_none());
+    let answer = send_stream(&stream_client(), request).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.json()["data"]["filesize"], data.len());
+    assert_eq!(
+        std::fs::read(dir.path().join("stream/chunked.bin")).unwrap(),
+        data
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_style_two_chunk_upload_then_status_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path()).start();
+    let http = client();
+    let url = signed(&server, KEY, "two/chunks.txt", SignedMethod::Put);
+    let first = send(
+        &http,
+        put(
+            &url,
+            &[("content-range", "bytes 0-4/10")],
+            b"hello".to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    assert_eq!(first.header("range"), Some("bytes=0-4"));
+    assert_eq!(first.json()["data"]["object"], "upload");
+    let status = send(
+        &http,
+        put(&url, &[("content-range", "bytes */10")], Vec::new()),
+    )
+    .await;
+    assert_eq!(status.status, 308, "{:?}", status.body);
+    assert_eq!(status.header("range"), Some("bytes=0-4"));
+    let second = send(
+        &http,
+        put(
+            &url,
+            &[("content-range", "bytes=5-9/10")],
+            b"world".to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(second.status, 201, "{:?}", second.body);
+    let file = second.json()["data"].clone();
+    assert_eq!(file["filesize"], 10);
+    assert_eq!(file["type"], "text/plain", "extension fallback: {file}");
+    assert!(second.header("etag").is_some());
+    let done = send(
+        &http,
+        put(&url, &[("content-range", "bytes */10")], Vec::new()),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.json()["data"], file);
+    assert_eq!(done.header("etag"), second.header("etag"));
+    assert_eq!(
+        std::fs::read(dir.path().join("two/chunks.txt")).unwrap(),
+        b"helloworld"
+    );
+}
+
+fn header_list(answer: &Answer, name: &str) -> Vec<String> {
+    answer
+        .headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_answers_allowed_origins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--allow-origin")
+        .arg(ORIGIN)
+        .start();
+    let http = client();
+    let own = format!("http://{}", server.addr);
+    let upload = signed(&server, KEY, "cors/a.png", SignedMethod::Put);
+    for origin in [ORIGIN, own.as_str()] {
+        let preflight = send(
+            &http,
+            request(
+                Method::OPTIONS,
+                &upload,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "PUT"),
+                    ("access-control-request-headers", "content-range"),
+                ],
+                Bytes::new(),
+            ),
+        )
+        .await;
+        assert!(
+            preflight.status.is_success(),
+            "{origin}: {:?}",
+            preflight.status
+        );
+        assert_eq!(
+            preflight.header("access-control-allow-origin"),
+            Some(origin),
+            "{:?}",
+            preflight.headers
+        );
+        assert!(header_list(&preflight, "access-control-allow-methods").contains(&"put".into()));
+        assert!(
+            header_list(&preflight, "access-control-allow-headers")
+                .contains(&"content-range".into()),
+            "{:?}",
+            preflight.headers
+        );
+    }
+    let post = send(
+        &http,
+        request(
+            Method::OPTIONS,
+            &server.url("/signatures"),
+            &[
+                ("origin", ORIGIN),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                ),
+            ],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_eq!(post.header("access-control-allow-origin"), Some(ORIGIN));
+    let allowed = header_list(&post, "access-control-allow-headers");
+    assert!(
+        allowed.contains(&"authorization".into()) && allowed.contains(&"content-type".into()),
+        "{allowed:?}"
+    );
+
+    let evil = send(
+        &http,
+        request(
+            Method::OPTIONS,
+            &upload,
+            &[
+                ("origin", "http://evil.example"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "content-range"),
+            ],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert!(
+        evil.header("access-control-allow-origin").is_none(),
+        "{:?}",
+        evil.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_an_allowed_origin_carry_cors_headers_errors_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--allow-origin")
+        .arg(ORIGIN)
+        .start();
+    let http = client();
+    let good = signed(&server, KEY, "cors/b.txt", SignedMethod::Put);
+    let forged = signed(&server, "not the key", "cors/b.txt", SignedMethod::Put);
+    let origin = [("origin", ORIGIN)];
+
+    let refused = send(&http, put(&forged, &origin, b"hello".to_vec())).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.code(), "signature_invalid");
+    let created = send(&http, put(&good, &origin, b"hello".to_vec())).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let no_auth = send(
+        &http,
+        post_json(
+            &server.url("/signatures"),
+            &origin,
+            &json!({"filename": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(no_auth.status, 401);
+    for answer in [&refused, &created, &no_auth] {
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some(ORIGIN),
+            "{}: {:?}",
+            answer.status,
+            answer.headers
+        );
+        let exposed = header_list(answer, "access-control-expose-headers");
+        for name in ["etag", "location", "range"] {
+            assert!(
+                exposed.contains(&name.into()),
+                "{}: {name} not in {exposed:?}",
+                answer.status
+            );
+        }
+    }
+    let evil = send(
+        &http,
+        put(
+            &forged,
+            &[("origin", "http://evil.example")],
+            b"hello".to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(evil.status, 403);
+    assert!(evil.header("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn both_key_variables_set_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stdout, stderr) = Launch::new(dir.path())
+        .env("SIGNED_UPLOAD_KEYS", Some("k1:s1"))
+        .run_to_exit(Duration::from_secs(20));
+    assert!(!status.success(), "{status}");
+    assert!(status.code().is_some(), "exits, not killed: {status}");
+    assert!(
+        stderr.contains("SIGNED_UPLOAD_KEY") && stderr.contains("SIGNED_UPLOAD_KEYS"),
+        "a message naming both: {stderr}"
+    );
+    assert!(!stdout.contains("listening on"), "{stdout}");
+}
+
+#[test]
+fn malformed_key_lists_are_startup_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for keys in ["nocolon", "k1:", ":secret", "k 1:s", "k1:s1,,k2:s2"] {
+        let (status, stdout, stderr) = Launch::new(dir.path())
+            .env("SIGNED_UPLOAD_KEY", None)
+            .env("SIGNED_UPLOAD_KEYS", Some(keys))
+            .run_to_exit(Duration::from_secs(20));
+        assert!(!status.success(), "{keys}: {status}");
+        assert!(stderr.contains("SIGNED_UPLOAD_KEYS"), "{keys}: {stderr}");
+        assert!(!stdout.contains("listening on"), "{keys}: {stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_the_server_prints_a_random_one_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .env("SIGNED_UPLOAD_KEY", None)
+        .start();
+    assert_eq!(
+        server.stdout_before_ready.len(),
+        1,
+        "{:?}",
+        server.stdout_before_ready
+    );
+    let line = &server.stdout_before_ready[0];
+    let key = line
+        .rsplit_once("SIGNED_UPLOAD_KEY=")
+        .map(|(_, key)| key.trim())
+        .unwrap_or_else(|| panic!("no key in {line:?}"));
+    assert!(key.len() >= 32, "{key}");
+    let http = client();
+    let url = signed(&server, key, "random/key.txt", SignedMethod::Put);
+    let answer = send(&http, put(&url, &[], b"hi".to_vec())).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let wrong = signed(&server, "secret", "random/key.txt", SignedMethod::Put);
+    let answer = send(&http, put(&wrong, &[], b"hi".to_vec())).await;
+    assert_eq!(answer.status, 403, "{:?}", answer.body);
+
+    let other = Launch::new(dir.path())
+        .env("SIGNED_UPLOAD_KEY", None)
+        .start();
+    assert_ne!(
+        other.stdout_before_ready, server.stdout_before_ready,
+        "a fresh key per run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_signed_upload_keys_verifies_and_the_first_is_the_bearer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .env("SIGNED_UPLOAD_KEY", None)
+        .env("SIGNED_UPLOAD_KEYS", Some("k1:s1,k2:s2:with-colon"))
+        .start();
+    let http = client();
+    for (secret, path) in [("s1", "keys/one.txt"), ("s2:with-colon", "keys/two.txt")] {
+        let url = signed(&server, secret, path, SignedMethod::Put);
+        let answer = send(&http, put(&url, &[], secret.as_bytes().to_vec())).await;
+        assert_eq!(answer.status, 201, "{secret}: {:?}", answer.body);
+    }
+    for secret in ["k1:s1", "s2", "secret"] {
+        let url = signed(&server, secret, "keys/bad.txt", SignedMethod::Put);
+        let answer = send(&http, put(&url, &[], b"x".to_vec())).await;
+        assert_eq!(answer.status, 403, "{secret}: {:?}", answer.body);
+    }
+    // The first key's secret is the bearer, and it signs the URLs minted.
+    let minted = send(
+        &http,
+        post_json(
+            &server.url("/signatures"),
+            &[("authorization", "Bearer s1")],
+            &json!({"filename": "keys/three.txt"}),
+        ),
+    )
+    .await;
+    assert_eq!(minted.status, 200, "{:?}", minted.body);
+    let url = minted.json()["data"]["url"].as_str().unwrap().to_owned();
+    assert!(!url.contains("kid="), "{url}");
+    let expected = signed(&server, "s1", "keys/three.txt", SignedMethod::Put);
+    let signature = |u: &str| u.rsplit_once("&signature=").map(|(_, s)| s.to_owned());
+    let expiry = |u: &str| {
+        u.split("expiry=")
+            .nth(1)
+            .and_then(|s| s.split('&').next())
+            .map(str::to_owned)
+    };
+    if expiry(&url) == expiry(&expected) {
+        assert_eq!(signature(&url), signature(&expected), "signed with s1");
+    }
+    let answer = send(&http, put(&url, &[], b"3".to_vec())).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let denied = send(
+        &http,
+        post_json(
+            &server.url("/signatures"),
+            &[("authorization", "Bearer s2:with-colon")],
+            &json!({"filename": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        denied.status, 401,
+        "only the first key's secret is the bearer"
+    );
+}
+
+/// Starts a simple PUT of `total` bytes (declared in `Content-Length`) whose
+/// body the returned sender feeds.
+fn slow_put(
+    url: &str,
+    total: usize,
+) -> (
+    futures::channel::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<Result<Answer, String>>,
+) {
+    let (sender, receiver) = futures::channel::mpsc::channel::<Bytes>(0);
+    let frames = receiver.map(|piece| Ok(http_body::Frame::data(piece)));
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames));
+    let request = stream_put(url, &[("content-length", &total.to_string())], body);
+    let http = stream_client();
+    let task = tokio::spawn(async move {
+        let response = http.request(request).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    });
+    (sender, task)
+}
+
+async fn feed(sender: &mut futures::channel::mpsc::Sender<Bytes>, data: &[u8]) {
+    for piece in data.chunks(64 * 1024) {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            sender.send(Bytes::copy_from_slice(piece)),
+        )
+        .await
+        .expect("the client takes the body")
+        .expect("the request is still running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_upload_the_client_abandons_exits_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut server = Launch::new(root).start();
+    let url = signed(&server, KEY, "term/abandoned.bin", SignedMethod::Put);
+    let data = bytes(4 * 1024 * 1024, 9);
+    let (mut sender, task) = slow_put(&url, data.len());
+    feed(&mut sender, &data[..data.len() / 2]).await;
+    let tmp = root.join(".uploads/tmp");
+    assert!(
+        eventually_async(Duration::from_secs(10), || !entries(&tmp).is_empty()).await,
+        "the upload never streamed into a temporary file"
+    );
+
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !task.is_finished(),
+        "the in-flight upload was cut at SIGTERM"
+    );
+    // The client gives up: its body ends short of Content-Length.
+    drop(sender);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert!(
+        !matches!(outcome, Ok(Ok(Ok(ref answer))) if answer.status.is_success()),
+        "a short body succeeded: {outcome:?}"
+    );
+
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(35)));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running 35 s after SIGTERM; stderr: {}",
+            server.stderr()
+        )
+    });
+    println!(
+        "exited {:?} after the client left: {status}",
+        started.elapsed()
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal().is_some(),
+        "{status}; stderr: {}",
+        server.stderr()
+    );
+    assert!(
+        !root.join("term/abandoned.bin").exists(),
+        "a half upload was committed"
+    );
+    assert!(
+        entries(&tmp).is_empty(),
+        "temporaries left: {:?}",
+        entries(&tmp)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_upload_finish_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut server = Launch::new(root).start();
+    let url = signed(&server, KEY, "term/finished.bin", SignedMethod::Put);
+    let data = bytes(4 * 1024 * 1024, 10);
+    let (mut sender, task) = slow_put(&url, data.len());
+    feed(&mut sender, &data[..data.len() / 2]).await;
+    let tmp = root.join(".uploads/tmp");
+    assert!(
+        eventually_async(Duration::from_secs(10), || !entries(&tmp).is_empty()).await,
+        "the upload never streamed into a temporary file"
+    );
+
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    feed(&mut sender, &data[data.len() / 2..]).await;
+    drop(sender);
+    let answer = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("an answer after SIGTERM")
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+
+    let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(35)));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running 35 s after SIGTERM; stderr: {}",
+            server.stderr()
+        )
+    });
+    assert!(status.success(), "{status}; stderr: {}", server.stderr());
+    assert_eq!(std::fs::read(root.join("term/finished.bin")).unwrap(), data);
+    assert!(
+        entries(&tmp).is_empty(),
+        "temporaries left: {:?}",
+        entries(&tmp)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_idle_keep_alive_connections_exits_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Launch::new(dir.path()).start();
+    let http = client();
+    let url = signed(&server, KEY, "idle/a.txt", SignedMethod::Put);
+    let answer = send(&http, put(&url, &[], b"a".to_vec())).await;
+    assert_eq!(answer.status, 201);
+    let page = send(
+        &http,
+        request(Method::GET, &server.url("/"), &[], Bytes::new()),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    // The client keeps its connection open in its pool, as browsers do.
+    server.terminate();
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(35)));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running 35 s after SIGTERM; stderr: {}",
+            server.stderr()
+        )
+    });
+    println!(
+        "exited {:?} after SIGTERM with an idle connection: {status}",
+        started.elapsed()
+    );
+    assert!(status.success(), "{status}; stderr: {}", server.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "idle connections held shutdown for {:?}",
+        started.elapsed()
+    );
+    drop(http);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_url_names_minted_urls_file_urls_and_the_own_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = "http://files.example:8080";
+    let server = Launch::new(dir.path())
+        .arg("--public-url")
+        .arg(public)
+        .start();
+    let http = client();
+    let minted = send(
+        &http,
+        post_json(
+            &server.url("/upload-url"),
+            &[],
+            &json!({"filename": "pub.txt", "folder": "f"}),
+        ),
+    )
+    .await;
+    let url = minted.json()["signedUrl"].as_str().unwrap().to_owned();
+    let path_and_query = url
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("{url} starts with {public}"));
+    assert!(path_and_query.starts_with("/f/pub.txt?expiry="), "{url}");
+    let answer = send(
+        &http,
+        put(
+            &server.url(path_and_query),
+            &[("origin", public)],
+            b"public".to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.json()["data"]["url"], format!("{public}/f/pub.txt"));
+    assert_eq!(
+        answer.header("location"),
+        Some(&*format!("{public}/f/pub.txt"))
+    );
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some(public),
+        "the server's own origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_size_flag_limits_simple_and_resumable_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--max-size")
+        .arg("1000")
+        .start();
+    let http = client();
+    let url = signed(&server, KEY, "limit/a.bin", SignedMethod::Put);
+    let exact = send(&http, put(&url, &[], bytes(1000, 1))).await;
+    assert_eq!(exact.status, 201, "{:?}", exact.body);
+    let over = send(&http, put(&url, &[], bytes(1001, 1))).await;
+    assert_eq!(over.status, 413, "{:?}", over.body);
+    assert_eq!(over.code(), "too_large");
+    let streamed = send_stream(
+        &stream_client(),
+        stream_put(&url, &[], chunked_body(vec![bytes(600, 2), bytes(600, 3)])),
+    )
+    .await;
+    assert_eq!(streamed.status, 413, "{:?}", streamed.body);
+    let chunk = send(
+        &http,
+        put(&url, &[("content-range", "bytes 0-9/1001")], bytes(10, 4)),
+    )
+    .await;
+    assert_eq!(chunk.status, 413, "{:?}", chunk.body);
+    assert_eq!(chunk.code(), "too_large");
+    assert_eq!(
+        std::fs::read(dir.path().join("limit/a.bin")).unwrap(),
+        bytes(1000, 1)
+    );
+    assert!(entries(&dir.path().join(".uploads/tmp")).is_empty());
+}
