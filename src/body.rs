@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
 
+use crate::inspect::Inspect;
 use crate::storage::BodyError;
 use crate::Error;
 
@@ -170,6 +171,7 @@ pin_project! {
         idle: Sleep,
         timeout: Duration,
         expect: Expect,
+        inspect: Option<Box<Inspect>>,
         received: u64,
         done: bool,
     }
@@ -182,9 +184,16 @@ impl<B> UploadStream<B> {
             idle: sleep(timeout),
             timeout,
             expect,
+            inspect: None,
             received: 0,
             done: false,
         }
+    }
+
+    /// Also checks the bytes with `inspect` (type, digests).
+    pub(crate) fn inspect(mut self, inspect: Inspect) -> Self {
+        self.inspect = (!inspect.is_empty()).then(|| Box::new(inspect));
+        self
     }
 }
 
@@ -216,7 +225,10 @@ where
                         Expect::Exactly(len) if *this.received != len => {
                             Error::ContentRangeMismatch
                         }
-                        _ => return Poll::Ready(None),
+                        _ => match this.inspect.as_mut().map_or(Ok(()), |i| i.end()) {
+                            Ok(()) => return Poll::Ready(None),
+                            Err(error) => error,
+                        },
                     }
                 }
                 Some(Err(_)) => Error::BodyIncomplete,
@@ -237,7 +249,11 @@ where
                         _ => {
                             let deadline = Instant::now() + *this.timeout;
                             this.idle.as_mut().reset(deadline);
-                            return Poll::Ready(Some(Ok(data.copy_to_bytes(len))));
+                            let bytes = data.copy_to_bytes(len);
+                            match this.inspect.as_mut().map_or(Ok(()), |i| i.data(&bytes)) {
+                                Ok(()) => return Poll::Ready(Some(Ok(bytes))),
+                                Err(error) => error,
+                            }
                         }
                     }
                 }

@@ -2,8 +2,10 @@
 
 use http::{header, HeaderMap, Method};
 
+use crate::digest::{self, Expected};
 use crate::signing::SignedMethod;
 use crate::storage::ChunkRange;
+use crate::TypeRule;
 use crate::{ContentRange, Error};
 
 /// What a request asks for, once its URL is verified.
@@ -70,6 +72,38 @@ pub(crate) fn classify(
             Ok(Action::Chunk(ChunkRange { first, last, total }))
         }
     }
+}
+
+/// What a `PUT` asks the layer to check besides its range: the signed type
+/// rule and the integrity headers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Checks {
+    /// The URL's signed `type`.
+    pub(crate) types: Option<TypeRule>,
+    /// `Content-Digest`: this request's bytes.
+    pub(crate) content_digest: Option<Expected>,
+    /// `Repr-Digest`: the whole file.
+    pub(crate) repr_digest: Option<Expected>,
+}
+
+/// Reads the integrity headers; one that does not parse, or appears twice, is
+/// `400 digest_invalid`.
+pub(crate) fn checks(headers: &HeaderMap, types: Option<TypeRule>) -> Result<Checks, Error> {
+    let digest = |name: &str| -> Result<Option<Expected>, Error> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(Error::DigestInvalid);
+        }
+        digest::parse(value.as_bytes()).map_err(|()| Error::DigestInvalid)
+    };
+    Ok(Checks {
+        types,
+        content_digest: digest("content-digest")?,
+        repr_digest: digest("repr-digest")?,
+    })
 }
 
 /// The `Content-Length` header, if present; several or a malformed one is `400`.
@@ -185,6 +219,22 @@ mod tests {
             put(&[("content-range", "bytes */100"), ("content-length", "3")]),
             Err(Error::ContentRangeMismatch)
         );
+    }
+
+    #[test]
+    fn digest_headers_parse_or_are_400() {
+        let mut map = HeaderMap::new();
+        assert!(checks(&map, None).unwrap().content_digest.is_none());
+        map.insert(
+            "content-digest",
+            HeaderValue::from_static("sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
+        );
+        assert!(checks(&map, None).unwrap().content_digest.is_some());
+        map.append("content-digest", HeaderValue::from_static("sha-256=:AAAA:"));
+        assert_eq!(checks(&map, None).unwrap_err(), Error::DigestInvalid);
+        let mut map = HeaderMap::new();
+        map.insert("repr-digest", HeaderValue::from_static("sha-256=AAAA"));
+        assert_eq!(checks(&map, None).unwrap_err(), Error::DigestInvalid);
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum Error {
     StorageUnavailable,
     /// The stored file does not exist (404).
     NotFound,
+    /// The file's sniffed type is outside the URL's signed `type` (415).
+    TypeNotAllowed,
+    /// A digest does not match the bytes (400).
+    DigestMismatch,
+    /// A `Content-Digest` or `Repr-Digest` header does not parse (400).
+    DigestInvalid,
+    /// A `Repr-Digest` differs from the one the session has (409).
+    DigestConflict,
+    /// A range was resent with other bytes than the stored ones (409).
+    RangeConflict,
     /// The request lacks valid credentials (401); the signatures endpoint's answer.
     Unauthorized,
     /// The request body is not the JSON the endpoint takes (400).
@@ -77,7 +87,11 @@ impl Error {
             | Error::TooManyRanges
             | Error::BodyIncomplete
             | Error::BodyInvalid => StatusCode::BAD_REQUEST,
-            Error::TotalMismatch => StatusCode::CONFLICT,
+            Error::TotalMismatch | Error::DigestConflict | Error::RangeConflict => {
+                StatusCode::CONFLICT
+            }
+            Error::TypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::DigestMismatch | Error::DigestInvalid => StatusCode::BAD_REQUEST,
             Error::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -111,6 +125,11 @@ impl Error {
             Error::StorageError | Error::StorageUnavailable => "storage_error",
             Error::NotFound => "not_found",
             Error::Unauthorized => "unauthorized",
+            Error::TypeNotAllowed => "type_not_allowed",
+            Error::DigestMismatch => "digest_mismatch",
+            Error::DigestInvalid => "digest_invalid",
+            Error::DigestConflict => "digest_conflict",
+            Error::RangeConflict => "range_conflict",
             Error::BodyInvalid => "body_invalid",
         }
     }
@@ -142,6 +161,11 @@ impl fmt::Display for Error {
             Error::StorageUnavailable => "the storage is unavailable, try again later",
             Error::NotFound => "no file is stored at this path",
             Error::Unauthorized => "a valid `Authorization: Bearer` key is required",
+            Error::TypeNotAllowed => "the file's type is not one this URL allows",
+            Error::DigestMismatch => "the digest does not match the bytes received",
+            Error::DigestInvalid => "the digest header does not parse",
+            Error::DigestConflict => "the Repr-Digest differs from the one this upload already has",
+            Error::RangeConflict => "this range was already stored with other bytes",
             Error::BodyInvalid => "the request body is not valid JSON of the expected shape",
         })
     }
@@ -157,8 +181,13 @@ pub enum ConfigError {
     PublicBase(&'static str),
     /// A signing key is empty.
     EmptyKey,
-    /// A key id contains characters other than letters, digits, `-`, `_`, `.`, `~`.
+    /// A key id is empty, too long, or holds characters other than letters,
+    /// digits, `-`, `_`, `.`, `~`; or a URL asked for the id of a key that has none.
     KeyId,
+    /// A MIME type pattern is not `type/subtype`, `type/*` or `*/*`.
+    TypePattern,
+    /// A `get` URL cannot carry an upload policy (`max_size`, `type`).
+    PolicyOnGet,
 }
 
 impl fmt::Display for ConfigError {
@@ -166,9 +195,14 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::PublicBase(why) => write!(f, "invalid public base URL: {why}"),
             ConfigError::EmptyKey => f.write_str("a signing key must not be empty"),
-            ConfigError::KeyId => {
-                f.write_str("a key id may only hold ASCII letters, digits, '-', '_', '.' and '~'")
+            ConfigError::KeyId => f.write_str(
+                "a key id holds 1 to 64 ASCII letters, digits, '-', '_', '.' and '~', \
+                 and a URL can only name a key that has one",
+            ),
+            ConfigError::TypePattern => {
+                f.write_str("a type pattern is `type/subtype`, `type/*` or `*/*`")
             }
+            ConfigError::PolicyOnGet => f.write_str("a get URL carries no upload policy"),
         }
     }
 }

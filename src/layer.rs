@@ -61,6 +61,7 @@ pub(crate) struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) body_timeout: Duration,
     pub(crate) max_ranges: usize,
+    pub(crate) compute_sha256: bool,
 }
 
 impl SignedUploadLayer {
@@ -86,6 +87,7 @@ impl SignedUploadLayer {
                 clock: Arc::new(SystemClock),
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 max_ranges: DEFAULT_MAX_RANGES,
+                compute_sha256: false,
             }),
         }
     }
@@ -138,6 +140,16 @@ impl SignedUploadLayer {
     /// The most disjoint ranges one session may be split into (`400 too_many_ranges` past it).
     pub fn max_ranges(mut self, ranges: usize) -> Self {
         self.config().max_ranges = ranges.max(1);
+        self
+    }
+
+    /// Whether every File object gets its `sha256`, computed while a simple
+    /// upload streams and, for resumable uploads, by the storage backend at
+    /// completion (the disk backend reads the file once more). Off by default:
+    /// SHA-256 costs more CPU per byte than the rest of an upload. A File gets
+    /// its `sha256` whenever the client sent a `Repr-Digest` with `sha-256` either way.
+    pub fn compute_sha256(mut self, enabled: bool) -> Self {
+        self.config().compute_sha256 = enabled;
         self
     }
 
@@ -208,6 +220,7 @@ impl fmt::Debug for Config {
             .field("clock", &self.clock)
             .field("body_timeout", &self.body_timeout)
             .field("max_ranges", &self.max_ranges)
+            .field("compute_sha256", &self.compute_sha256)
             .finish()
     }
 }

@@ -122,13 +122,16 @@ mod body;
 mod classify;
 mod clock;
 mod content_range;
+mod digest;
 mod download;
 mod envelope;
 mod error;
 mod file;
 mod future;
+mod inspect;
 mod layer;
 mod path;
+mod policy;
 mod respond;
 mod service;
 mod session;
@@ -150,6 +153,7 @@ pub use layer::{
     DEFAULT_MAX_SIZE,
 };
 pub use path::UploadPath;
+pub use policy::{TypeRule, UrlOptions};
 pub use respond::RespondCreated;
 pub use service::SignedUpload;
 pub use session::{ByteRanges, SessionState};

@@ -11,7 +11,7 @@ use tower_service::Service;
 use tracing::Instrument as _;
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::classify::{classify, signed_method, Action};
+use crate::classify::{checks, classify, signed_method, Action, Checks};
 use crate::envelope::{self, Meta, RequestId};
 use crate::file::public_url;
 use crate::future::ResponseFuture;
@@ -101,6 +101,7 @@ where
             }
             Ok(Plan {
                 action,
+                checks,
                 session,
                 link,
             }) => {
@@ -124,20 +125,32 @@ where
                     ),
                     Action::Simple { max } => {
                         let path = session.path().clone();
-                        let step =
-                            upload::simple(Arc::clone(&config), path, body, max).instrument(span);
+                        let step = upload::simple(Arc::clone(&config), path, body, max, checks)
+                            .instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                     Action::Chunk(range) => {
-                        let step =
-                            upload::chunk(Arc::clone(&config), session, range, body, meta.clone())
-                                .instrument(span);
+                        let step = upload::chunk(
+                            Arc::clone(&config),
+                            session,
+                            range,
+                            body,
+                            meta.clone(),
+                            checks,
+                        )
+                        .instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                     Action::Status { total } => {
-                        let step =
-                            upload::status(Arc::clone(&config), session, total, body, meta.clone())
-                                .instrument(span);
+                        let step = upload::status(
+                            Arc::clone(&config),
+                            session,
+                            total,
+                            body,
+                            meta.clone(),
+                            checks,
+                        )
+                        .instrument(span);
                         ResponseFuture::store(step, parts, meta, ready)
                     }
                 }
@@ -149,6 +162,7 @@ where
 /// A verified, classified request.
 struct Plan {
     action: Action,
+    checks: Checks,
     session: Session,
     link: String,
 }
@@ -167,17 +181,28 @@ fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, 
         )
         .map_err(|error| (error, None))?;
     let link = public_url(&config.public_base, &verified.path);
+    let refuse = |error| (error, Some(link.clone()));
+    // The signed limit narrows the server's, never widens it.
+    let max_size = verified
+        .policy
+        .max_size
+        .map_or(config.max_size, |signed| signed.min(config.max_size));
     let action = classify(
         request.method(),
         request.headers(),
         request.body().size_hint().exact(),
-        config.max_size,
+        max_size,
     )
-    .map_err(|error| (error, Some(link.clone())))?;
+    .map_err(refuse)?;
+    let checks = match action {
+        Action::Download => Checks::default(),
+        _ => checks(request.headers(), verified.policy.types).map_err(refuse)?,
+    };
     let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expiry);
     let session = Session::new(session_id(verified.signed), verified.path, expires);
     Ok(Plan {
         action,
+        checks,
         session,
         link,
     })

@@ -23,7 +23,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::clock::unix_seconds;
-use crate::{Clock, ConfigError, Error, SystemClock, UploadPath};
+use crate::policy::{Policy, TypeRule};
+use crate::{Clock, ConfigError, Error, SystemClock, UploadPath, UrlOptions};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -35,6 +36,7 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct SigningKey {
     mac: HmacSha256,
+    id: Option<Arc<str>>,
 }
 
 impl SigningKey {
@@ -51,7 +53,27 @@ impl SigningKey {
         }
         let mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
             .expect("HMAC accepts keys of any length");
-        Ok(SigningKey { mac })
+        Ok(SigningKey { mac, id: None })
+    }
+
+    /// Gives the key an id, the `kid` a URL may name to select it: ASCII
+    /// letters, digits, `-`, `_`, `.` and `~`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::KeyId`] if the id is empty, longer than 64 bytes, or has
+    /// another character.
+    pub fn with_id(mut self, id: &str) -> Result<Self, ConfigError> {
+        if !is_key_id(id) {
+            return Err(ConfigError::KeyId);
+        }
+        self.id = Some(Arc::from(id));
+        Ok(self)
+    }
+
+    /// The key's id, if it has one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     fn signature(&self, parts: &[&[u8]]) -> [u8; 32] {
@@ -74,8 +96,19 @@ impl SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SigningKey(<redacted>)")
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
     }
+}
+
+fn is_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
 }
 
 /// What a signed URL grants.
@@ -239,25 +272,57 @@ impl Signer {
         method: SignedMethod,
         expiry: impl Into<Expiry>,
     ) -> SignedUrl {
+        self.sign_with(path, method, expiry, &UrlOptions::new())
+            .expect("a URL without policy or key id always signs")
+    }
+
+    /// Signs a URL that also carries `options`: the signed policy (`max_size`,
+    /// `type`) and the key id (`kid`). The parameters stand before the
+    /// signature, so it covers them.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::PolicyOnGet`] for a policy on a `get` URL, and
+    /// [`ConfigError::KeyId`] when asked for a key id the signing key lacks.
+    pub fn sign_with(
+        &self,
+        path: &UploadPath,
+        method: SignedMethod,
+        expiry: impl Into<Expiry>,
+        options: &UrlOptions,
+    ) -> Result<SignedUrl, ConfigError> {
         let expiry = match expiry.into() {
             Expiry::At(time) => unix_seconds(time),
             Expiry::In(duration) => {
                 unix_seconds(self.clock.now()).saturating_add(duration.as_secs())
             }
         };
-        let signed = format!(
+        let mut signed = format!(
             "{}?expiry={expiry}&method={}",
             path.encoded(),
             method.as_str()
         );
+        if method == SignedMethod::Get && (options.max_size.is_some() || options.types.is_some()) {
+            return Err(ConfigError::PolicyOnGet);
+        }
+        if let Some(max_size) = options.max_size {
+            signed.push_str(&format!("&max_size={max_size}"));
+        }
+        if let Some(types) = &options.types {
+            signed.push_str(&format!("&type={types}"));
+        }
+        if options.key_id {
+            let id = self.key.id().ok_or(ConfigError::KeyId)?;
+            signed.push_str(&format!("&kid={id}"));
+        }
         let signature = URL_SAFE_NO_PAD.encode(self.key.signature(&[signed.as_bytes()]));
         let url = format!("{}/{signed}&signature={signature}", self.public_base);
-        SignedUrl {
+        Ok(SignedUrl {
             path_start: self.public_base.len(),
             url,
             expiry,
             method,
-        }
+        })
     }
 }
 
@@ -299,6 +364,7 @@ pub(crate) fn parse_public_base(base: &str) -> Result<String, ConfigError> {
 pub(crate) struct Verified<'a> {
     pub(crate) path: UploadPath,
     pub(crate) expiry: u64,
+    pub(crate) policy: Policy,
     /// The raw path without its leading `/`, then the signed query bytes:
     /// together with a `?` between them, the signed string.
     pub(crate) signed: [&'a str; 2],
@@ -332,7 +398,16 @@ impl Verifier {
         let mut buffer = [0u8; 64];
         let signature =
             decode_signature(query.signature, &mut buffer).ok_or(Error::SignatureInvalid)?;
-        if !self.keys.iter().any(|key| key.verifies(&parts, signature)) {
+        let verified = match query.kid {
+            // A named key is the only one tried; an unknown name verifies nothing.
+            Some(kid) => self
+                .keys
+                .iter()
+                .filter(|key| key.id() == Some(kid))
+                .any(|key| key.verifies(&parts, signature)),
+            None => self.keys.iter().any(|key| key.verifies(&parts, signature)),
+        };
+        if !verified {
             return Err(Error::SignatureInvalid);
         }
         let now = unix_seconds(now);
@@ -348,6 +423,7 @@ impl Verifier {
         Ok(Verified {
             path,
             expiry: query.expiry,
+            policy: query.policy,
             signed: [unslashed, query.signed],
         })
     }
@@ -368,6 +444,8 @@ struct SignedQuery<'a> {
     signed: &'a str,
     expiry: u64,
     method: SignedMethod,
+    policy: Policy,
+    kid: Option<&'a str>,
     signature: &'a str,
 }
 
@@ -375,6 +453,9 @@ struct SignedQuery<'a> {
 fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     let mut expiry = None;
     let mut method = None;
+    let mut max_size = None;
+    let mut types = None;
+    let mut kid = None;
     let mut signature = None;
     let mut offset = 0;
     for param in query.split('&') {
@@ -391,6 +472,9 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
         match name {
             "expiry" if expiry.is_none() => expiry = Some(value),
             "method" if method.is_none() => method = Some(value),
+            "max_size" if max_size.is_none() => max_size = Some(value),
+            "type" if types.is_none() => types = Some(value),
+            "kid" if kid.is_none() => kid = Some(value),
             "signature" => signature = Some((start.saturating_sub(1), value)),
             _ => return Err(Error::QueryInvalid),
         }
@@ -407,10 +491,29 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     }
     let expiry = expiry.parse().map_err(|_| Error::QueryInvalid)?;
     let method = SignedMethod::parse(method).ok_or(Error::QueryInvalid)?;
+    if method == SignedMethod::Get && (max_size.is_some() || types.is_some()) {
+        return Err(Error::QueryInvalid);
+    }
+    let max_size = match max_size {
+        Some(digits) if digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(Error::QueryInvalid)
+        }
+        Some(digits) => Some(digits.parse().map_err(|_| Error::QueryInvalid)?),
+        None => None,
+    };
+    let types = match types {
+        Some(patterns) => Some(TypeRule::parse(patterns).ok_or(Error::QueryInvalid)?),
+        None => None,
+    };
+    if kid.is_some_and(|kid| !is_key_id(kid)) {
+        return Err(Error::QueryInvalid);
+    }
     Ok(SignedQuery {
         signed: &query[..signed_end],
         expiry,
         method,
+        policy: Policy { max_size, types },
+        kid,
         signature,
     })
 }
@@ -651,7 +754,31 @@ mod tests {
             ("expiry=1&&method=put&signature=abc", Error::QueryInvalid),
             ("expiry&method=put&signature=abc", Error::QueryInvalid),
             (
-                "max_size=10&expiry=1&method=put&signature=abc",
+                "max_size=1x&expiry=1&method=put&signature=abc",
+                Error::QueryInvalid,
+            ),
+            (
+                "max_size=1&max_size=1&expiry=1&method=put&signature=abc",
+                Error::QueryInvalid,
+            ),
+            (
+                "type=image&expiry=1&method=put&signature=abc",
+                Error::QueryInvalid,
+            ),
+            (
+                "expiry=1&method=get&type=image/*&signature=abc",
+                Error::QueryInvalid,
+            ),
+            (
+                "expiry=1&method=get&max_size=5&signature=abc",
+                Error::QueryInvalid,
+            ),
+            (
+                "expiry=1&method=put&kid=a%20b&signature=abc",
+                Error::QueryInvalid,
+            ),
+            (
+                "expiry=1&method=put&kid=&signature=abc",
                 Error::QueryInvalid,
             ),
         ];

@@ -2,7 +2,7 @@
 //! queries. Each step ends in an answer for the client or a committed file for
 //! the inner service.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
@@ -11,12 +11,16 @@ use http_body::Body;
 use sha2::{Digest, Sha256};
 
 use crate::body::{Expect, UploadStream};
+use crate::classify::Checks;
+use crate::digest::{self, DigestSet, Expected, FileDigests};
 use crate::envelope::{self, Meta};
+use crate::inspect::{sniffed_type, Inspect};
 use crate::layer::Config;
 use crate::storage::{
-    ChunkRange, CommitInfo, Completion, MakeRecord, Session, SessionStatus, StorageError,
+    ChunkOptions, ChunkRange, CommitInfo, CommitRefused, CompleteOptions, Completion, MakeRecord,
+    Session, SessionStatus, StorageError,
 };
-use crate::{Error, UploadPath, UploadedFile};
+use crate::{Error, TypeRule, UploadPath, UploadedFile};
 
 /// How an upload step ended.
 #[derive(Debug)]
@@ -79,6 +83,10 @@ pub(crate) fn storage_error(error: StorageError) -> Error {
         StorageError::RangeNotSatisfiable => Error::RangeNotSatisfiable,
         StorageError::TooManyRanges => Error::TooManyRanges,
         StorageError::InvalidPath => Error::PathInvalid,
+        StorageError::RangeConflict => Error::RangeConflict,
+        StorageError::DigestConflict => Error::DigestConflict,
+        // The layer's record builder refused; `settle` knows why.
+        StorageError::CommitRefused => Error::StorageError,
         StorageError::Full => Error::StorageFull,
         StorageError::Body(body) => body.0,
         StorageError::Unavailable { backend, source } => {
@@ -93,23 +101,41 @@ pub(crate) fn storage_error(error: StorageError) -> Error {
 }
 
 /// A simple upload: the whole body into storage, then the File object.
+///
+/// The type, `Content-Digest`, `Repr-Digest` and the File's SHA-256 are all
+/// judged on the one stream; a refusal fails the stream, so storage keeps nothing.
 pub(crate) async fn simple<B>(
     config: Arc<Config>,
     path: UploadPath,
     body: B,
     max: u64,
+    checks: Checks,
 ) -> Result<Outcome, Error>
 where
     B: Body + Send + 'static,
     B::Data: Buf + Send,
 {
-    let stream = UploadStream::new(body, Expect::AtMost(max), config.body_timeout);
+    let digests = Arc::new(Mutex::new(FileDigests::default()));
+    let wanted = DigestSet {
+        sha256: config.compute_sha256 || checks.repr_digest.is_some(),
+        sha512: false,
+    };
+    let inspect = Inspect::new(
+        checks.types,
+        checks
+            .content_digest
+            .into_iter()
+            .chain(checks.repr_digest)
+            .collect(),
+        (!wanted.is_empty()).then(|| (wanted, Arc::clone(&digests))),
+    );
+    let stream = UploadStream::new(body, Expect::AtMost(max), config.body_timeout).inspect(inspect);
     let (meta, head) = config
         .storage
         .put(&path, Box::pin(stream))
         .await
         .map_err(storage_error)?;
-    let file = UploadedFile::describe(
+    let mut file = UploadedFile::describe(
         random_file_id(),
         &path,
         meta.size,
@@ -117,6 +143,7 @@ where
         &config.public_base,
         config.clock.now(),
     );
+    file.sha256 = lock(&digests).sha256.map(|digest| hex(&digest));
     tracing::info!(path = %path, size = meta.size, file = %file.id, "upload committed");
     Ok(Outcome::Committed {
         file,
@@ -125,25 +152,65 @@ where
 }
 
 /// One chunk of a session: stored, then, if it completed the file, committed.
+///
+/// The chunk that carries offset 0 is judged against the signed type as its
+/// first bytes arrive; a refusal discards the whole session.
 pub(crate) async fn chunk<B>(
     config: Arc<Config>,
     session: Session,
     range: ChunkRange,
     body: B,
     meta: Meta,
+    checks: Checks,
 ) -> Result<Outcome, Error>
 where
     B: Body + Send + 'static,
     B::Data: Buf + Send,
 {
-    let stream = UploadStream::new(body, Expect::Exactly(range.len()), config.body_timeout);
-    let status = config
+    let sniff = checks.types.clone().filter(|_| range.first == 0);
+    let inspect = Inspect::new(
+        sniff,
+        checks.content_digest.clone().into_iter().collect(),
+        None,
+    );
+    let stream =
+        UploadStream::new(body, Expect::Exactly(range.len()), config.body_timeout).inspect(inspect);
+    let mut options = ChunkOptions::new(config.max_ranges);
+    options.repr_digest = checks.repr_digest.as_ref().map(Expected::to_header);
+    let written = config
         .storage
-        .write_chunk(&session, range, config.max_ranges, Box::pin(stream))
+        .write_chunk(&session, range, &options, Box::pin(stream))
         .await
-        .map_err(storage_error)?;
+        .map_err(storage_error);
+    let status = match written {
+        Err(Error::TypeNotAllowed) => {
+            return Err(discard(&config, &session, Error::TypeNotAllowed).await)
+        }
+        other => other?,
+    };
     tracing::debug!(session = session.id(), first = range.first, last = range.last, total = ?range.total, "chunk stored");
-    settle(&config, &session, status, StatusCode::ACCEPTED, &meta).await
+    settle(
+        &config,
+        &session,
+        status,
+        StatusCode::ACCEPTED,
+        &meta,
+        &checks,
+    )
+    .await
+}
+
+/// Removes a session refused by its policy, and answers with `error`.
+async fn discard(config: &Config, session: &Session, error: Error) -> Error {
+    tracing::info!(
+        session = session.id(),
+        code = error.code(),
+        "session discarded"
+    );
+    match config.storage.discard(session).await {
+        Ok(()) => error,
+        Err(failure) => storage_error(failure),
+    }
 }
 
 /// A status query: `308` with what is stored, or `200` once complete. Its
@@ -154,6 +221,7 @@ pub(crate) async fn status<B>(
     total: Option<u64>,
     body: B,
     meta: Meta,
+    checks: Checks,
 ) -> Result<Outcome, Error>
 where
     B: Body + Send + 'static,
@@ -194,6 +262,7 @@ where
         status,
         StatusCode::PERMANENT_REDIRECT,
         &meta,
+        &checks,
     )
     .await
 }
@@ -206,16 +275,39 @@ async fn settle(
     status: SessionStatus,
     progress: StatusCode,
     meta: &Meta,
+    checks: &Checks,
 ) -> Result<Outcome, Error> {
     let status = match status {
         SessionStatus::InProgress {
             total: Some(total),
             ranges,
-        } if ranges.is_complete(total) && total > 0 => config
-            .storage
-            .complete(session, make_record(config, session))
-            .await
-            .map_err(storage_error)?,
+        } if ranges.is_complete(total) && total > 0 => {
+            let mut digests = DigestSet {
+                sha256: config.compute_sha256 || checks.repr_digest.is_some(),
+                sha512: false,
+            };
+            if let Some(repr) = &checks.repr_digest {
+                digests = digests.with(repr.algorithm);
+            }
+            let refusal = Arc::new(Mutex::new(None));
+            let record = make_record(config, session, checks.types.clone(), Arc::clone(&refusal));
+            match config
+                .storage
+                .complete(session, &CompleteOptions::new(digests), record)
+                .await
+            {
+                Err(StorageError::CommitRefused) => {
+                    let error = lock(&refusal).take().unwrap_or(Error::StorageError);
+                    tracing::info!(
+                        session = session.id(),
+                        code = error.code(),
+                        "session discarded at commit"
+                    );
+                    return Err(error);
+                }
+                other => other.map_err(storage_error)?,
+            }
+        }
         other => other,
     };
     match status {
@@ -248,18 +340,51 @@ fn completed(session: &Session, completion: Completion, meta: &Meta) -> Result<O
     Ok(Outcome::Respond(response))
 }
 
-/// The record builder handed to storage: the File object, as JSON.
-fn make_record(config: &Config, session: &Session) -> MakeRecord {
+/// The record builder handed to storage: the File object, as JSON. It judges
+/// the assembled file once more before commit: its sniffed type against the
+/// signed rule, and its digest against the session's `Repr-Digest`; a refusal
+/// leaves its reason in `refusal`.
+fn make_record(
+    config: &Config,
+    session: &Session,
+    types: Option<TypeRule>,
+    refusal: Arc<Mutex<Option<Error>>>,
+) -> MakeRecord {
     let id = file_id_for(session.id());
     let path = session.path().clone();
     let public_base = config.public_base.clone();
     let now = config.clock.now();
     Box::new(move |info: &CommitInfo| {
-        let file = UploadedFile::describe(id, &path, info.size, &info.head, &public_base, now);
-        Bytes::from(
-            serde_json::to_vec(&file).expect("a File object serializes: plain strings and numbers"),
-        )
+        let refuse = |error: Error| {
+            *lock(&refusal) = Some(error);
+            Err(CommitRefused)
+        };
+        if types.is_some_and(|rule| !rule.allows(sniffed_type(&info.head))) {
+            return refuse(Error::TypeNotAllowed);
+        }
+        if let Some(kept) = &info.repr_digest {
+            let matches = match digest::parse(kept.as_bytes()) {
+                Ok(Some(expected)) => {
+                    info.digests.get(expected.algorithm) == Some(&expected.value[..])
+                }
+                _ => false,
+            };
+            if !matches {
+                return refuse(Error::DigestMismatch);
+            }
+        }
+        let mut file = UploadedFile::describe(id, &path, info.size, &info.head, &public_base, now);
+        file.sha256 = info.digests.sha256.map(|digest| hex(&digest));
+        Ok(Bytes::from(serde_json::to_vec(&file).expect(
+            "a File object serializes: plain strings and numbers",
+        )))
     })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Adds `ETag` and `Location` to a completing answer unless it has its own.

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{
-    BoxFuture, ByteStream, ChunkRange, FileMeta, FileRead, MakeRecord, MemoryStorage, PurgeReport,
-    Session, SessionStatus, Storage, StorageError,
+    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
+    MakeRecord, MemoryStorage, PurgeReport, Session, SessionStatus, Storage, StorageError,
 };
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
 
@@ -54,7 +54,7 @@ impl Storage for Failing {
         &self,
         _: &Session,
         _: ChunkRange,
-        _: usize,
+        _: &ChunkOptions,
         _: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let error = self.failure.error();
@@ -68,9 +68,14 @@ impl Storage for Failing {
     fn complete(
         &self,
         session: &Session,
+        options: &CompleteOptions,
         make_record: MakeRecord,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
-        self.memory.complete(session, make_record)
+        self.memory.complete(session, options, make_record)
+    }
+
+    fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.memory.discard(session)
     }
 
     fn put(

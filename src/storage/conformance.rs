@@ -14,8 +14,8 @@ use bytes::Bytes;
 use futures_util::{future, stream, StreamExt};
 
 use super::{
-    BodyError, ByteStream, ChunkRange, MakeRecord, Session, SessionStatus, Storage, StorageError,
-    HEAD_LEN,
+    BodyError, ByteStream, ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, DigestSet,
+    MakeRecord, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
 };
 use crate::UploadPath;
 
@@ -64,7 +64,7 @@ pub(crate) fn make_record(calls: &Arc<AtomicUsize>) -> MakeRecord {
         calls.fetch_add(1, Ordering::SeqCst);
         let mut record = format!("{}:{}:", info.size, info.etag).into_bytes();
         record.extend_from_slice(&info.head);
-        Bytes::from(record)
+        Ok(Bytes::from(record))
     })
 }
 
@@ -172,7 +172,7 @@ pub(crate) async fn check_unknown_session(storage: &dyn Storage) {
     assert_eq!(progress(&status), (None, vec![]));
     let calls = Arc::new(AtomicUsize::new(0));
     let status = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete");
     assert_eq!(progress(&status), (None, vec![]));
@@ -190,28 +190,38 @@ pub(crate) async fn check_chunks_out_of_order(storage: &dyn Storage) {
         .write_chunk(
             &session,
             chunk(10, 14, Some(15)),
-            100,
+            &ChunkOptions::new(100),
             body(&[b"KLM", b"NO"]),
         )
         .await
         .expect("last chunk");
     assert_eq!(progress(&status), (Some(15), vec![[10, 14]]));
     let status = storage
-        .write_chunk(&session, chunk(0, 4, None), 100, body(&[b"ABCDE"]))
+        .write_chunk(
+            &session,
+            chunk(0, 4, None),
+            &ChunkOptions::new(100),
+            body(&[b"ABCDE"]),
+        )
         .await
         .expect("first chunk");
     assert_eq!(progress(&status), (Some(15), vec![[0, 4], [10, 14]]));
 
     let calls = Arc::new(AtomicUsize::new(0));
     let status = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete");
     assert_eq!(progress(&status), (Some(15), vec![[0, 4], [10, 14]]));
     assert_eq!(calls.load(Ordering::SeqCst), 0, "incomplete: no record");
 
     let status = storage
-        .write_chunk(&session, chunk(5, 9, Some(15)), 100, body(&[b"F", b"GHIJ"]))
+        .write_chunk(
+            &session,
+            chunk(5, 9, Some(15)),
+            &ChunkOptions::new(100),
+            body(&[b"F", b"GHIJ"]),
+        )
         .await
         .expect("middle chunk");
     assert_eq!(progress(&status), (Some(15), vec![[0, 14]]));
@@ -221,7 +231,7 @@ pub(crate) async fn check_chunks_out_of_order(storage: &dyn Storage) {
     );
 
     let status = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete");
     let SessionStatus::Completed(completion) = status else {
@@ -245,7 +255,12 @@ pub(crate) async fn check_chunks_out_of_order(storage: &dyn Storage) {
 pub(crate) async fn check_chunk_errors(storage: &dyn Storage) {
     let session = live_session(3, "conformance/chunks/errors.bin");
     let result = storage
-        .write_chunk(&session, chunk(0, 10, Some(10)), 100, body(&[&[0; 11]]))
+        .write_chunk(
+            &session,
+            chunk(0, 10, Some(10)),
+            &ChunkOptions::new(100),
+            body(&[&[0; 11]]),
+        )
         .await;
     assert!(
         matches!(result, Err(StorageError::RangeNotSatisfiable)),
@@ -253,29 +268,54 @@ pub(crate) async fn check_chunk_errors(storage: &dyn Storage) {
     );
 
     storage
-        .write_chunk(&session, chunk(0, 4, Some(10)), 100, body(&[b"01234"]))
+        .write_chunk(
+            &session,
+            chunk(0, 4, Some(10)),
+            &ChunkOptions::new(100),
+            body(&[b"01234"]),
+        )
         .await
         .expect("first chunk");
     let result = storage
-        .write_chunk(&session, chunk(5, 9, Some(20)), 100, body(&[b"56789"]))
+        .write_chunk(
+            &session,
+            chunk(5, 9, Some(20)),
+            &ChunkOptions::new(100),
+            body(&[b"56789"]),
+        )
         .await;
     assert!(
         matches!(result, Err(StorageError::TotalMismatch)),
         "{result:?}"
     );
     let result = storage
-        .write_chunk(&session, chunk(8, 10, None), 100, body(&[b"89A"]))
+        .write_chunk(
+            &session,
+            chunk(8, 10, None),
+            &ChunkOptions::new(100),
+            body(&[b"89A"]),
+        )
         .await;
     assert!(
         matches!(result, Err(StorageError::RangeNotSatisfiable)),
         "{result:?}"
     );
     storage
-        .write_chunk(&session, chunk(6, 6, None), 2, body(&[b"6"]))
+        .write_chunk(
+            &session,
+            chunk(6, 6, None),
+            &ChunkOptions::new(2),
+            body(&[b"6"]),
+        )
         .await
         .expect("second range");
     let result = storage
-        .write_chunk(&session, chunk(8, 8, None), 2, body(&[b"8"]))
+        .write_chunk(
+            &session,
+            chunk(8, 8, None),
+            &ChunkOptions::new(2),
+            body(&[b"8"]),
+        )
         .await;
     assert!(
         matches!(result, Err(StorageError::TooManyRanges)),
@@ -283,7 +323,12 @@ pub(crate) async fn check_chunk_errors(storage: &dyn Storage) {
     );
     // A range that bridges the gap is fine under the same limit.
     storage
-        .write_chunk(&session, chunk(5, 5, None), 2, body(&[b"5"]))
+        .write_chunk(
+            &session,
+            chunk(5, 5, None),
+            &ChunkOptions::new(2),
+            body(&[b"5"]),
+        )
         .await
         .expect("bridging range");
     assert_eq!(
@@ -294,11 +339,21 @@ pub(crate) async fn check_chunk_errors(storage: &dyn Storage) {
     // A total smaller than the bytes already stored is a mismatch too.
     let other = live_session(4, "conformance/chunks/errors-2.bin");
     storage
-        .write_chunk(&other, chunk(10, 19, None), 100, body(&[&[1; 10]]))
+        .write_chunk(
+            &other,
+            chunk(10, 19, None),
+            &ChunkOptions::new(100),
+            body(&[&[1; 10]]),
+        )
         .await
         .expect("chunk without total");
     let result = storage
-        .write_chunk(&other, chunk(0, 4, Some(15)), 100, body(&[b"01234"]))
+        .write_chunk(
+            &other,
+            chunk(0, 4, Some(15)),
+            &ChunkOptions::new(100),
+            body(&[b"01234"]),
+        )
         .await;
     assert!(
         matches!(result, Err(StorageError::TotalMismatch)),
@@ -315,11 +370,21 @@ pub(crate) async fn check_chunk_errors(storage: &dyn Storage) {
 pub(crate) async fn check_failed_chunk_counts_for_nothing(storage: &dyn Storage) {
     let session = live_session(5, "conformance/chunks/failed.bin");
     storage
-        .write_chunk(&session, chunk(0, 4, Some(10)), 100, body(&[b"aaaaa"]))
+        .write_chunk(
+            &session,
+            chunk(0, 4, Some(10)),
+            &ChunkOptions::new(100),
+            body(&[b"aaaaa"]),
+        )
         .await
         .expect("first chunk");
     let result = storage
-        .write_chunk(&session, chunk(0, 9, None), 100, failing(&[b"bbbbbbb"]))
+        .write_chunk(
+            &session,
+            chunk(0, 9, None),
+            &ChunkOptions::new(100),
+            failing(&[b"bbbbbbb"]),
+        )
         .await;
     assert!(matches!(result, Err(StorageError::Body(_))), "{result:?}");
     assert_eq!(
@@ -328,17 +393,22 @@ pub(crate) async fn check_failed_chunk_counts_for_nothing(storage: &dyn Storage)
     );
     let calls = Arc::new(AtomicUsize::new(0));
     let status = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete");
     assert_eq!(progress(&status), (Some(10), vec![[0, 4]]));
 
     storage
-        .write_chunk(&session, chunk(5, 9, None), 100, body(&[b"ccccc"]))
+        .write_chunk(
+            &session,
+            chunk(5, 9, None),
+            &ChunkOptions::new(100),
+            body(&[b"ccccc"]),
+        )
         .await
         .expect("last chunk");
     let status = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete");
     assert!(
@@ -361,7 +431,7 @@ pub(crate) async fn check_complete_exactly_once(storage: &dyn Storage) {
         storage.write_chunk(
             &session,
             chunk(i * 100, i * 100 + 99, Some(800)),
-            100,
+            &ChunkOptions::new(100),
             body(&[&piece]),
         )
     });
@@ -369,8 +439,11 @@ pub(crate) async fn check_complete_exactly_once(storage: &dyn Storage) {
         result.expect("parallel chunk");
     }
     let calls = Arc::new(AtomicUsize::new(0));
-    let results =
-        future::join_all((0..16).map(|_| storage.complete(&session, make_record(&calls)))).await;
+    let results = future::join_all(
+        (0..16)
+            .map(|_| storage.complete(&session, &CompleteOptions::default(), make_record(&calls))),
+    )
+    .await;
     let completions: Vec<_> = results
         .into_iter()
         .map(|result| match result.expect("complete") {
@@ -400,12 +473,17 @@ pub(crate) async fn check_complete_exactly_once(storage: &dyn Storage) {
 pub(crate) async fn check_chunk_after_completion(storage: &dyn Storage) {
     let session = live_session(7, "conformance/chunks/after.bin");
     storage
-        .write_chunk(&session, chunk(0, 3, Some(4)), 100, body(&[b"done"]))
+        .write_chunk(
+            &session,
+            chunk(0, 3, Some(4)),
+            &ChunkOptions::new(100),
+            body(&[b"done"]),
+        )
         .await
         .expect("chunk");
     let calls = Arc::new(AtomicUsize::new(0));
     let SessionStatus::Completed(first) = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete")
     else {
@@ -419,7 +497,12 @@ pub(crate) async fn check_chunk_after_completion(storage: &dyn Storage) {
         Poll::Ready(Some(Ok(Bytes::from_static(b"XXXX"))))
     }));
     let status = storage
-        .write_chunk(&session, chunk(0, 3, Some(4)), 100, watched)
+        .write_chunk(
+            &session,
+            chunk(0, 3, Some(4)),
+            &ChunkOptions::new(100),
+            watched,
+        )
         .await
         .expect("retried chunk");
     let SessionStatus::Completed(again) = status else {
@@ -438,7 +521,7 @@ pub(crate) async fn check_chunk_after_completion(storage: &dyn Storage) {
         "{status:?}"
     );
     let status = storage
-        .complete(&session, make_record(&calls))
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete again");
     assert!(
@@ -463,17 +546,27 @@ pub(crate) async fn check_purge_removes_expired_keeps_live(storage: &dyn Storage
     let live = live_session(10, "conformance/purge/live.bin");
     for session in [&expired, &finished, &live] {
         storage
-            .write_chunk(session, chunk(0, 1, Some(4)), 100, body(&[b"ab"]))
+            .write_chunk(
+                session,
+                chunk(0, 1, Some(4)),
+                &ChunkOptions::new(100),
+                body(&[b"ab"]),
+            )
             .await
             .expect("chunk");
     }
     storage
-        .write_chunk(&finished, chunk(2, 3, None), 100, body(&[b"cd"]))
+        .write_chunk(
+            &finished,
+            chunk(2, 3, None),
+            &ChunkOptions::new(100),
+            body(&[b"cd"]),
+        )
         .await
         .expect("chunk");
     let calls = Arc::new(AtomicUsize::new(0));
     let status = storage
-        .complete(&finished, make_record(&calls))
+        .complete(&finished, &CompleteOptions::default(), make_record(&calls))
         .await
         .expect("complete");
     assert!(matches!(status, SessionStatus::Completed(_)));
@@ -506,6 +599,254 @@ pub(crate) async fn check_purge_removes_expired_keeps_live(storage: &dyn Storage
 }
 
 /// Runs every check against one store.
+async fn write(
+    storage: &dyn Storage,
+    session: &Session,
+    range: ChunkRange,
+    options: &ChunkOptions,
+    bytes: &[u8],
+) -> Result<SessionStatus, StorageError> {
+    storage
+        .write_chunk(session, range, options, body(&[bytes]))
+        .await
+}
+
+/// A resent range must carry the stored bytes: identical resends are accepted,
+/// changed ones (whole or partly overlapping) are `RangeConflict`, count for
+/// nothing, and leave the stored bytes as they were.
+pub(crate) async fn check_range_conflicts(storage: &dyn Storage) {
+    let session = live_session(20, "conformance/conflict/file.bin");
+    let options = ChunkOptions::new(100);
+    write(storage, &session, chunk(0, 4, Some(15)), &options, b"01234")
+        .await
+        .expect("first chunk");
+    write(storage, &session, chunk(0, 4, Some(15)), &options, b"01234")
+        .await
+        .expect("identical resend");
+    let changed = write(storage, &session, chunk(0, 4, None), &options, b"01x34").await;
+    assert!(
+        matches!(changed, Err(StorageError::RangeConflict)),
+        "{changed:?}"
+    );
+    // Overlaps the stored [0, 4] with a changed byte at 4, and brings new bytes 5..9.
+    let partly = write(storage, &session, chunk(3, 9, None), &options, b"3X56789").await;
+    assert!(
+        matches!(partly, Err(StorageError::RangeConflict)),
+        "{partly:?}"
+    );
+    assert_eq!(
+        progress(&storage.status(&session).await.expect("status")),
+        (Some(15), vec![[0, 4]])
+    );
+    // The same overlap with the right bytes is accepted and stores the new ones.
+    write(storage, &session, chunk(3, 9, None), &options, b"3456789")
+        .await
+        .expect("overlap with equal bytes");
+    write(storage, &session, chunk(10, 14, None), &options, b"abcde")
+        .await
+        .expect("last chunk");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let status = storage
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
+        .await
+        .expect("complete");
+    assert!(
+        matches!(status, SessionStatus::Completed(ref c) if c.fresh),
+        "{status:?}"
+    );
+    assert_eq!(
+        read_all(storage, "conformance/conflict/file.bin")
+            .await
+            .expect("reads"),
+        b"0123456789abcde"
+    );
+}
+
+/// Of overlapping chunks that race with different bytes, the recorded range
+/// holds its own bytes, and a loser counts for nothing.
+pub(crate) async fn check_racing_conflicts_keep_one_version(storage: &dyn Storage) {
+    for round in 0..8u64 {
+        let file = format!("conformance/conflict/race-{round}.bin");
+        let session = live_session(40 + round, &file);
+        let options = ChunkOptions::new(100);
+        let versions: Vec<Vec<u8>> = (0..4u8).map(|v| vec![b'a' + v; 64 * 1024]).collect();
+        let results = future::join_all(versions.iter().map(|bytes| {
+            write(
+                storage,
+                &session,
+                chunk(0, bytes.len() as u64 - 1, Some(bytes.len() as u64)),
+                &options,
+                bytes,
+            )
+        }))
+        .await;
+        let stored: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+        assert!(
+            !stored.is_empty(),
+            "round {round}: every version failed: {results:?}"
+        );
+        for result in &results {
+            assert!(
+                matches!(result, Ok(_) | Err(StorageError::RangeConflict)),
+                "round {round}: {result:?}"
+            );
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        storage
+            .complete(&session, &CompleteOptions::default(), make_record(&calls))
+            .await
+            .expect("complete");
+        let bytes = read_all(storage, &file).await.expect("reads");
+        let winners: Vec<_> = results
+            .iter()
+            .zip(&versions)
+            .filter(|(result, _)| result.is_ok())
+            .map(|(_, version)| version)
+            .collect();
+        assert!(
+            winners.iter().all(|version| **version == bytes),
+            "round {round}: the file mixes versions or holds a refused one"
+        );
+    }
+}
+
+/// The first `Repr-Digest` is kept with the session, a different one is
+/// `DigestConflict`, and the commit sees the kept one and the digests asked for.
+pub(crate) async fn check_repr_digest_and_file_digests(storage: &dyn Storage) {
+    use sha2::Digest as _;
+    let session = live_session(21, "conformance/digest/file.bin");
+    let kept = "sha-256=:LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=:";
+    write(
+        storage,
+        &session,
+        chunk(0, 2, Some(5)),
+        &ChunkOptions::new(100).repr_digest(kept),
+        b"hel",
+    )
+    .await
+    .expect("first chunk");
+    let other = "sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:";
+    let conflict = write(
+        storage,
+        &session,
+        chunk(3, 4, None),
+        &ChunkOptions::new(100).repr_digest(other),
+        b"lo",
+    )
+    .await;
+    assert!(
+        matches!(conflict, Err(StorageError::DigestConflict)),
+        "{conflict:?}"
+    );
+    write(
+        storage,
+        &session,
+        chunk(3, 4, None),
+        &ChunkOptions::new(100),
+        b"lo",
+    )
+    .await
+    .expect("chunk without Repr-Digest");
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record: MakeRecord = {
+        let seen = Arc::clone(&seen);
+        Box::new(move |info| {
+            *seen.lock().expect("unpoisoned") = Some(info.clone());
+            Ok(Bytes::from_static(b"record"))
+        })
+    };
+    let options = CompleteOptions::new(DigestSet {
+        sha256: false,
+        sha512: true,
+    });
+    storage
+        .complete(&session, &options, record)
+        .await
+        .expect("complete");
+    let info = seen
+        .lock()
+        .expect("unpoisoned")
+        .take()
+        .expect("make_record was called");
+    assert_eq!(info.repr_digest.as_deref(), Some(kept));
+    // sha-256 because the kept Repr-Digest names it; sha-512 because it was asked for.
+    assert_eq!(
+        info.digests.sha256.map(|d| d.to_vec()),
+        Some(sha2::Sha256::digest(b"hello").to_vec())
+    );
+    assert_eq!(
+        info.digests.sha512,
+        Some(sha2::Sha512::digest(b"hello").to_vec())
+    );
+}
+
+/// A refused commit commits nothing and discards the session; `discard`
+/// removes an incomplete session and leaves a completed one.
+pub(crate) async fn check_refused_commit_and_discard(storage: &dyn Storage) {
+    let session = live_session(22, "conformance/refused/file.bin");
+    let options = ChunkOptions::new(100);
+    write(storage, &session, chunk(0, 3, Some(4)), &options, b"zip!")
+        .await
+        .expect("chunk");
+    let refuse: MakeRecord = Box::new(|_| Err(CommitRefused));
+    let result = storage
+        .complete(&session, &CompleteOptions::default(), refuse)
+        .await;
+    assert!(
+        matches!(result, Err(StorageError::CommitRefused)),
+        "{result:?}"
+    );
+    assert!(matches!(
+        read_all(storage, "conformance/refused/file.bin").await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        progress(&storage.status(&session).await.expect("status")),
+        (None, vec![])
+    );
+    // The same URL starts afresh.
+    write(storage, &session, chunk(0, 3, Some(4)), &options, b"good")
+        .await
+        .expect("fresh start");
+    storage.discard(&session).await.expect("discard");
+    assert_eq!(
+        progress(&storage.status(&session).await.expect("status")),
+        (None, vec![])
+    );
+    storage
+        .discard(&session)
+        .await
+        .expect("discarding nothing succeeds");
+    write(storage, &session, chunk(0, 3, Some(4)), &options, b"good")
+        .await
+        .expect("fresh start again");
+    let calls = Arc::new(AtomicUsize::new(0));
+    storage
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
+        .await
+        .expect("complete");
+    storage
+        .discard(&session)
+        .await
+        .expect("discard after completion");
+    let status = storage.status(&session).await.expect("status");
+    assert!(matches!(status, SessionStatus::Completed(_)), "{status:?}");
+    assert_eq!(
+        read_all(storage, "conformance/refused/file.bin")
+            .await
+            .expect("reads"),
+        b"good"
+    );
+}
+
+/// The checks of the trait's policy and integrity guarantees.
+pub(crate) async fn run_integrity(storage: &dyn Storage) {
+    check_range_conflicts(storage).await;
+    check_racing_conflicts_keep_one_version(storage).await;
+    check_repr_digest_and_file_digests(storage).await;
+    check_refused_commit_and_discard(storage).await;
+}
+
 pub(crate) async fn run_all(storage: &dyn Storage) {
     check_put_read_head(storage).await;
     check_put_replaces(storage).await;

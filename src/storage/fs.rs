@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -15,8 +15,9 @@ use futures_util::{stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use super::{
-    BodyError, BoxFuture, ByteStream, ChunkRange, CommitInfo, Completion, FileMeta, FileRead,
-    MakeRecord, PurgeReport, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+    BodyError, BoxFuture, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CompleteOptions,
+    Completion, FileDigests, FileHasher, FileMeta, FileRead, MakeRecord, PurgeReport, Session,
+    SessionStatus, Storage, StorageError, HEAD_LEN,
 };
 use crate::{ByteRanges, SessionState, UploadPath};
 
@@ -811,6 +812,7 @@ fn complete_session(
     root: &Path,
     dir: &Path,
     path: &UploadPath,
+    options: &CompleteOptions,
     make_record: MakeRecord,
 ) -> Result<SessionStatus, StorageError> {
     if !dir_exists(dir)? {
@@ -850,13 +852,35 @@ fn complete_session(
     let mut head = vec![0; head_len];
     data.read_exact_at(&mut head, 0).map_err(write_error)?;
     let meta = data.metadata().map_err(write_error)?;
+    let digests = if options.digests.is_empty() {
+        FileDigests::default()
+    } else {
+        let mut hasher = FileHasher::new(options.digests);
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut reader = &data;
+        loop {
+            let read = reader.read(&mut buffer).map_err(write_error)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        hasher.finish()
+    };
     let info = CommitInfo {
         size: total,
         head: Bytes::from(head),
         etag: etag_of(&meta),
+        repr_digest: None,
+        digests,
+    };
+    let Ok(record) = make_record(&info) else {
+        drop(data_lock);
+        fs::remove_dir_all(dir).map_err(write_error)?;
+        return Err(StorageError::CommitRefused);
     };
     let record = StoredRecord {
-        record: make_record(&info),
+        record,
         etag: info.etag,
         path: path.as_str().to_owned(),
     };
@@ -966,9 +990,10 @@ impl Storage for FsStorage {
         &self,
         session: &Session,
         range: ChunkRange,
-        max_ranges: usize,
+        options: &ChunkOptions,
         mut body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let max_ranges = options.max_ranges;
         let session = session.clone();
         let root = Arc::clone(&self.root);
         let dir = self.session_dir(&session);
@@ -1062,15 +1087,40 @@ impl Storage for FsStorage {
     fn complete(
         &self,
         session: &Session,
+        options: &CompleteOptions,
         make_record: MakeRecord,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let root = Arc::clone(&self.root);
         let dir = self.session_dir(session);
         let path = session.path().clone();
+        let options = *options;
         Box::pin(async move {
             let dir = dir?;
             checked_segments(&path)?;
-            blocking(move || complete_session(&root, &dir, &path, make_record)).await
+            blocking(move || complete_session(&root, &dir, &path, &options, make_record)).await
+        })
+    }
+
+    fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
+        let dir = self.session_dir(session);
+        Box::pin(async move {
+            let dir = dir?;
+            blocking(move || {
+                if !dir_exists(&dir)? {
+                    return Ok(());
+                }
+                let _lock = lock_session(&dir)?;
+                if read_record(&dir)?.is_some() {
+                    return Ok(());
+                }
+                match fs::remove_dir_all(&dir) {
+                    Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                        Err(write_error(error))
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .await
         })
     }
 
@@ -1361,7 +1411,12 @@ mod tests {
         let dir = session_dir(&storage, &session);
         assert_eq!(dir, root.join(".uploads").join(session.id()));
         storage
-            .write_chunk(&session, chunk(0, 2, Some(6)), 10, body(&[b"abc"]))
+            .write_chunk(
+                &session,
+                chunk(0, 2, Some(6)),
+                &ChunkOptions::new(10),
+                body(&[b"abc"]),
+            )
             .await
             .expect("chunk");
         for name in [DATA, JOURNAL, LOCK, META, DATA_LOCK] {
@@ -1376,13 +1431,22 @@ mod tests {
         assert!(!root.join("a/chunked.bin").exists());
 
         storage
-            .write_chunk(&session, chunk(3, 5, None), 10, body(&[b"def"]))
+            .write_chunk(
+                &session,
+                chunk(3, 5, None),
+                &ChunkOptions::new(10),
+                body(&[b"def"]),
+            )
             .await
             .expect("chunk");
         let data_inode = fs::metadata(dir.join(DATA)).expect("data").ino();
         let calls = Arc::new(AtomicUsize::new(0));
-        let completion =
-            expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        let completion = expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
         assert!(completion.fresh);
         assert!(dir.join(RECORD).exists());
         assert!(!dir.join(DATA).exists());
@@ -1415,13 +1479,20 @@ mod tests {
             let session = live_session(2, name);
             assert!(matches!(
                 storage
-                    .write_chunk(&session, chunk(0, 0, Some(1)), 10, body(&[b"x"]))
+                    .write_chunk(
+                        &session,
+                        chunk(0, 0, Some(1)),
+                        &ChunkOptions::new(10),
+                        body(&[b"x"])
+                    )
                     .await,
                 Err(StorageError::InvalidPath)
             ));
             let calls = Arc::new(AtomicUsize::new(0));
             assert!(matches!(
-                storage.complete(&session, make_record(&calls)).await,
+                storage
+                    .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                    .await,
                 Err(StorageError::InvalidPath)
             ));
         }
@@ -1477,12 +1548,19 @@ mod tests {
 
         let session = live_session(3, "link/chunked.txt");
         storage
-            .write_chunk(&session, chunk(0, 4, Some(5)), 10, body(&[b"pwned"]))
+            .write_chunk(
+                &session,
+                chunk(0, 4, Some(5)),
+                &ChunkOptions::new(10),
+                body(&[b"pwned"]),
+            )
             .await
             .expect("chunks are staged inside the root");
         let calls = Arc::new(AtomicUsize::new(0));
         assert!(matches!(
-            storage.complete(&session, make_record(&calls)).await,
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
             Err(StorageError::InvalidPath)
         ));
         assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -1536,7 +1614,12 @@ mod tests {
         let (folder, storage) = storage();
         let session = live_session(4, "rolled/forward.bin");
         storage
-            .write_chunk(&session, chunk(0, 4, Some(5)), 10, body(&[b"hello"]))
+            .write_chunk(
+                &session,
+                chunk(0, 4, Some(5)),
+                &ChunkOptions::new(10),
+                body(&[b"hello"]),
+            )
             .await
             .expect("chunk");
         // What a commit leaves when killed right after writing its record.
@@ -1563,7 +1646,12 @@ mod tests {
 
         // A later completion replays it and does not call make_record.
         let calls = Arc::new(AtomicUsize::new(0));
-        let again = expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        let again = expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
         assert!(!again.fresh);
         assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
@@ -1578,7 +1666,7 @@ mod tests {
                 .write_chunk(
                     &session,
                     chunk(0, content.len() as u64 - 1, Some(content.len() as u64)),
-                    10,
+                    &ChunkOptions::new(10),
                     body(&[content.as_bytes()]),
                 )
                 .await
@@ -1588,7 +1676,11 @@ mod tests {
                 .map(|_| {
                     let (storage, session) = (storage.clone(), session.clone());
                     let record = make_record(&calls);
-                    tokio::spawn(async move { storage.complete(&session, record).await })
+                    tokio::spawn(async move {
+                        storage
+                            .complete(&session, &CompleteOptions::default(), record)
+                            .await
+                    })
                 })
                 .collect();
             let mut fresh = 0;
@@ -1623,15 +1715,20 @@ mod tests {
             let storage = if i % 2 == 0 { &first } else { &second };
             let at = i as u64 * 10;
             let status = storage
-                .write_chunk(&session, chunk(at, at + 9, Some(100)), 100, body(&[piece]))
+                .write_chunk(
+                    &session,
+                    chunk(at, at + 9, Some(100)),
+                    &ChunkOptions::new(100),
+                    body(&[piece]),
+                )
                 .await
                 .expect("chunk");
             assert_eq!(progress(&status), (Some(100), vec![[0, at + 9]]));
         }
         let calls = Arc::new(AtomicUsize::new(0));
         let (a, b) = tokio::join!(
-            first.complete(&session, make_record(&calls)),
-            second.complete(&session, make_record(&calls))
+            first.complete(&session, &CompleteOptions::default(), make_record(&calls)),
+            second.complete(&session, &CompleteOptions::default(), make_record(&calls))
         );
         let (a, b) = (expect_completed(a).await, expect_completed(b).await);
         assert!(a.fresh != b.fresh, "exactly one commits");
@@ -1652,7 +1749,12 @@ mod tests {
         let (_folder, storage) = storage();
         let session = live_session(6, "torn.bin");
         storage
-            .write_chunk(&session, chunk(0, 3, Some(12)), 10, body(&[b"abcd"]))
+            .write_chunk(
+                &session,
+                chunk(0, 3, Some(12)),
+                &ChunkOptions::new(10),
+                body(&[b"abcd"]),
+            )
             .await
             .expect("chunk");
         let journal = session_dir(&storage, &session).join(JOURNAL);
@@ -1669,7 +1771,12 @@ mod tests {
 
         // The next append replaces the torn tail.
         storage
-            .write_chunk(&session, chunk(8, 11, None), 10, body(&[b"ijkl"]))
+            .write_chunk(
+                &session,
+                chunk(8, 11, None),
+                &ChunkOptions::new(10),
+                body(&[b"ijkl"]),
+            )
             .await
             .expect("chunk");
         assert_eq!(
@@ -1686,14 +1793,23 @@ mod tests {
         file.write_all(&garbage).expect("garbage");
         drop(file);
         storage
-            .write_chunk(&session, chunk(4, 7, None), 10, body(&[b"efgh"]))
+            .write_chunk(
+                &session,
+                chunk(4, 7, None),
+                &ChunkOptions::new(10),
+                body(&[b"efgh"]),
+            )
             .await
             .expect("chunk");
         let status = storage.status(&session).await.expect("status");
         assert_eq!(progress(&status), (Some(12), vec![[0, 11]]));
         let calls = Arc::new(AtomicUsize::new(0));
-        let completion =
-            expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        let completion = expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
         assert!(completion.fresh);
         assert_eq!(
             read_all(&storage, "torn.bin").await.expect("reads"),
@@ -1710,27 +1826,37 @@ mod tests {
             .write_chunk(
                 &session,
                 chunk(0, WRITE_BATCH as u64 - 1, Some(size)),
-                10,
+                &ChunkOptions::new(10),
                 body(&[&vec![b'a'; WRITE_BATCH]]),
             )
             .await
             .expect("first chunk");
         let wrong = vec![b'b'; 2 * WRITE_BATCH];
         let result = storage
-            .write_chunk(&session, chunk(0, size - 1, None), 10, failing(&[&wrong]))
+            .write_chunk(
+                &session,
+                chunk(0, size - 1, None),
+                &ChunkOptions::new(10),
+                failing(&[&wrong]),
+            )
             .await;
         assert!(matches!(result, Err(StorageError::Body(_))), "{result:?}");
         storage
             .write_chunk(
                 &session,
                 chunk(WRITE_BATCH as u64, size - 1, None),
-                10,
+                &ChunkOptions::new(10),
                 body(&[&vec![b'c'; 2 * WRITE_BATCH]]),
             )
             .await
             .expect("last chunk");
         let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
         let data = read_all(&storage, "overwrite.bin").await.expect("reads");
         assert_eq!(data.len() as u64, size);
         assert!(data[..WRITE_BATCH].iter().all(|b| *b == b'a'));
@@ -1746,19 +1872,33 @@ mod tests {
             let (storage, session) = (storage.clone(), session.clone());
             tokio::spawn(async move {
                 storage
-                    .write_chunk(&session, chunk(0, 9, Some(10)), 10, stream)
+                    .write_chunk(
+                        &session,
+                        chunk(0, 9, Some(10)),
+                        &ChunkOptions::new(10),
+                        stream,
+                    )
                     .await
             })
         };
         // The late chunk is admitted and waits for its body.
         wait_for_poll(&mut polls, 0).await;
         storage
-            .write_chunk(&session, chunk(0, 9, Some(10)), 10, body(&[b"0123456789"]))
+            .write_chunk(
+                &session,
+                chunk(0, 9, Some(10)),
+                &ChunkOptions::new(10),
+                body(&[b"0123456789"]),
+            )
             .await
             .expect("chunk");
         let calls = Arc::new(AtomicUsize::new(0));
-        let completion =
-            expect_completed(storage.complete(&session, make_record(&calls)).await).await;
+        let completion = expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
         assert!(completion.fresh);
 
         tx.send(Ok(Bytes::from_static(b"XXXXXXXXXX")))
@@ -1786,7 +1926,12 @@ mod tests {
         let session = live_session(9, "length.bin");
         for pieces in [&[b"abc".as_slice()][..], &[b"abcdef".as_slice()][..]] {
             let result = storage
-                .write_chunk(&session, chunk(0, 4, Some(5)), 10, body(pieces))
+                .write_chunk(
+                    &session,
+                    chunk(0, 4, Some(5)),
+                    &ChunkOptions::new(10),
+                    body(pieces),
+                )
                 .await;
             assert!(
                 matches!(
@@ -1828,7 +1973,12 @@ mod tests {
             SystemTime::now() - 30 * Duration::from_secs(86_400),
         );
         storage
-            .write_chunk(&session, chunk(0, 1, Some(2)), 10, body(&[b"ok"]))
+            .write_chunk(
+                &session,
+                chunk(0, 1, Some(2)),
+                &ChunkOptions::new(10),
+                body(&[b"ok"]),
+            )
             .await
             .expect("chunk");
         let dir = session_dir(&storage, &session);

@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 
 use super::{
-    BoxFuture, ByteStream, ChunkRange, CommitInfo, Completion, FileMeta, FileRead, MakeRecord,
-    PurgeReport, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused, CompleteOptions,
+    Completion, FileHasher, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus,
+    Storage, StorageError, HEAD_LEN,
 };
 use crate::{SessionState, UploadPath};
 
@@ -52,6 +53,7 @@ struct StoredFile {
 #[derive(Debug, Default)]
 struct SessionEntry {
     state: SessionState,
+    repr_digest: Option<String>,
     data: Vec<u8>,
     expires: Option<SystemTime>,
     completed: Option<(String, Bytes)>,
@@ -93,6 +95,30 @@ impl MemoryStorage {
 }
 
 impl Inner {
+    /// Checks a chunk against its session: `Some` status if the session is
+    /// complete, an error if the chunk breaks a rule.
+    fn admit(
+        &self,
+        session: &Session,
+        range: ChunkRange,
+        options: &ChunkOptions,
+    ) -> Result<Option<SessionStatus>, StorageError> {
+        let Some(entry) = self.sessions.get(session.id()) else {
+            SessionState::default().admit(range, options.max_ranges)?;
+            return Ok(None);
+        };
+        if entry.completed.is_some() {
+            return Ok(Some(status_of(entry)));
+        }
+        entry.state.admit(range, options.max_ranges)?;
+        if let (Some(kept), Some(sent)) = (&entry.repr_digest, &options.repr_digest) {
+            if kept != sent {
+                return Err(StorageError::DigestConflict);
+            }
+        }
+        Ok(None)
+    }
+
     fn store(&mut self, path: &UploadPath, data: Bytes, now: SystemTime) -> FileMeta {
         self.versions += 1;
         let meta = FileMeta {
@@ -143,28 +169,19 @@ impl Storage for MemoryStorage {
         &self,
         session: &Session,
         range: ChunkRange,
-        max_ranges: usize,
+        options: &ChunkOptions,
         body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let session = session.clone();
+        let options = options.clone();
         Box::pin(async move {
-            {
-                let inner = self.lock();
-                if let Some(entry) = inner.sessions.get(session.id()) {
-                    if entry.completed.is_some() {
-                        return Ok(status_of(entry));
-                    }
-                    entry.state.admit(range, max_ranges)?;
-                } else {
-                    SessionState::default().admit(range, max_ranges)?;
-                }
+            if let Some(done) = self.lock().admit(&session, range, &options)? {
+                return Ok(done);
             }
             let pieces = collect(body).await?;
             let mut inner = self.lock();
-            match inner.sessions.get(session.id()) {
-                Some(entry) if entry.completed.is_some() => return Ok(status_of(entry)),
-                Some(entry) => entry.state.admit(range, max_ranges)?,
-                None => SessionState::default().admit(range, max_ranges)?,
+            if let Some(done) = inner.admit(&session, range, &options)? {
+                return Ok(done);
             }
             let entry = inner.sessions.entry(session.id().to_owned()).or_default();
             entry.expires = Some(session.expires());
@@ -172,12 +189,31 @@ impl Storage for MemoryStorage {
             if entry.data.len() < end {
                 entry.data.resize(end, 0);
             }
+            // Bytes already stored must match; only then is anything written.
+            let mut offset = range.first;
+            for piece in &pieces {
+                let (start, stop) = (offset, offset + piece.len() as u64);
+                for [first, last] in entry.state.ranges.as_slice() {
+                    let (from, to) = (start.max(*first), stop.min(last + 1));
+                    if from < to {
+                        let stored = &entry.data[from as usize..to as usize];
+                        let sent = &piece[(from - start) as usize..(to - start) as usize];
+                        if stored != sent {
+                            return Err(StorageError::RangeConflict);
+                        }
+                    }
+                }
+                offset = stop;
+            }
             let mut offset = range.first as usize;
             for piece in pieces {
                 entry.data[offset..offset + piece.len()].copy_from_slice(&piece);
                 offset += piece.len();
             }
             entry.state.record(range);
+            if entry.repr_digest.is_none() {
+                entry.repr_digest = options.repr_digest;
+            }
             Ok(status_of(entry))
         })
     }
@@ -196,6 +232,7 @@ impl Storage for MemoryStorage {
     fn complete(
         &self,
         session: &Session,
+        options: &CompleteOptions,
         make_record: MakeRecord,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let mut inner = self.lock();
@@ -209,29 +246,55 @@ impl Storage for MemoryStorage {
                 Ok(status_of(entry))
             }
             Some(entry) => {
-                let data = Bytes::from(std::mem::take(&mut entry.data));
+                let wanted = options
+                    .digests
+                    .with_repr_digest(entry.repr_digest.as_deref());
+                let mut hasher = FileHasher::new(wanted);
+                hasher.update(&entry.data);
                 let version = inner.versions + 1;
-                let info = CommitInfo {
-                    size: data.len() as u64,
-                    head: head_of(&data),
-                    etag: format!("{:x}-{:x}", data.len(), version),
-                };
-                let record = make_record(&info);
-                let meta = inner.store(session.path(), data, now);
-                debug_assert_eq!(meta.etag, info.etag);
                 let entry = inner
                     .sessions
                     .get_mut(session.id())
                     .expect("the entry was found under the same lock");
-                entry.completed = Some((info.etag.clone(), record.clone()));
-                Ok(SessionStatus::Completed(Completion {
-                    etag: info.etag,
-                    record,
-                    fresh: true,
-                }))
+                let info = CommitInfo {
+                    size: entry.data.len() as u64,
+                    head: Bytes::copy_from_slice(&entry.data[..entry.data.len().min(HEAD_LEN)]),
+                    etag: format!("{:x}-{:x}", entry.data.len(), version),
+                    repr_digest: entry.repr_digest.clone(),
+                    digests: hasher.finish(),
+                };
+                match make_record(&info) {
+                    Err(CommitRefused) => {
+                        inner.sessions.remove(session.id());
+                        Err(StorageError::CommitRefused)
+                    }
+                    Ok(record) => {
+                        let data = Bytes::from(std::mem::take(&mut entry.data));
+                        entry.completed = Some((info.etag.clone(), record.clone()));
+                        let meta = inner.store(session.path(), data, now);
+                        debug_assert_eq!(meta.etag, info.etag);
+                        Ok(SessionStatus::Completed(Completion {
+                            etag: info.etag,
+                            record,
+                            fresh: true,
+                        }))
+                    }
+                }
             }
         };
         Box::pin(async move { result })
+    }
+
+    fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
+        let mut inner = self.lock();
+        if inner
+            .sessions
+            .get(session.id())
+            .is_some_and(|entry| entry.completed.is_none())
+        {
+            inner.sessions.remove(session.id());
+        }
+        Box::pin(async { Ok(()) })
     }
 
     fn put(
@@ -310,5 +373,6 @@ mod tests {
     #[tokio::test]
     async fn memory_storage_passes_conformance() {
         conformance::run_all(&MemoryStorage::new()).await;
+        conformance::run_integrity(&MemoryStorage::new()).await;
     }
 }

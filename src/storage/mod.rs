@@ -25,6 +25,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::Stream;
 
+pub use crate::digest::{DigestSet, FileDigests, FileHasher};
 use crate::{BoxError, ByteRanges, UploadPath};
 
 #[cfg(test)]
@@ -131,6 +132,50 @@ impl ChunkRange {
     }
 }
 
+/// What the layer asks of a chunk beyond its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChunkOptions {
+    /// The most disjoint ranges the session may hold after this chunk.
+    pub max_ranges: usize,
+    /// The whole file's digest this request announced (`Repr-Digest`), in a
+    /// normalized form: equal digests are equal strings. The first one is kept
+    /// with the session; a different one later is [`StorageError::DigestConflict`].
+    pub repr_digest: Option<String>,
+}
+
+impl ChunkOptions {
+    /// Options with `max_ranges` and no `Repr-Digest`.
+    pub fn new(max_ranges: usize) -> Self {
+        ChunkOptions {
+            max_ranges,
+            repr_digest: None,
+        }
+    }
+
+    /// The announced whole-file digest.
+    pub fn repr_digest(mut self, digest: impl Into<String>) -> Self {
+        self.repr_digest = Some(digest.into());
+        self
+    }
+}
+
+/// What the layer asks of a completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompleteOptions {
+    /// The whole-file digests to compute before committing, in
+    /// [`CommitInfo::digests`].
+    pub digests: DigestSet,
+}
+
+impl CompleteOptions {
+    /// Options that ask for the digests in `digests`.
+    pub fn new(digests: DigestSet) -> Self {
+        CompleteOptions { digests }
+    }
+}
+
 /// What a session has received so far, or its completion.
 #[derive(Debug, Clone)]
 pub enum SessionStatus {
@@ -167,11 +212,21 @@ pub struct CommitInfo {
     pub head: Bytes,
     /// The file's entity tag, unquoted.
     pub etag: String,
+    /// The `Repr-Digest` kept with the session, if a chunk announced one.
+    pub repr_digest: Option<String>,
+    /// The whole-file digests [`CompleteOptions::digests`] asked for.
+    pub digests: FileDigests,
 }
 
-/// Builds the completion record from what the backend knows of the file; called
-/// at most once per session, by the call that commits it.
-pub type MakeRecord = Box<dyn FnOnce(&CommitInfo) -> Bytes + Send>;
+/// The layer refused to commit a session (its type or digest broke the signed
+/// policy): the backend discards the session instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitRefused;
+
+/// Builds the completion record from what the backend knows of the file, or
+/// refuses the commit; called at most once per session, by the call that would
+/// commit it.
+pub type MakeRecord = Box<dyn FnOnce(&CommitInfo) -> Result<Bytes, CommitRefused> + Send>;
 
 /// A stored file's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +283,13 @@ pub enum StorageError {
     TooManyRanges,
     /// The backend refuses this path, for instance a name it reserves (400).
     InvalidPath,
+    /// The chunk overlaps stored bytes that differ from its own (409); the
+    /// stored bytes stay and the chunk counts for nothing.
+    RangeConflict,
+    /// The chunk announces another `Repr-Digest` than the session kept (409).
+    DigestConflict,
+    /// The layer's record builder refused the commit; the session was discarded.
+    CommitRefused,
     /// No space left (507).
     Full,
     /// The request body failed; nothing of it was kept.
@@ -256,6 +318,9 @@ impl fmt::Display for StorageError {
             StorageError::RangeNotSatisfiable => f.write_str("range past the session's total"),
             StorageError::TooManyRanges => f.write_str("too many ranges in the session"),
             StorageError::InvalidPath => f.write_str("path refused by the backend"),
+            StorageError::RangeConflict => f.write_str("range stored with other bytes"),
+            StorageError::DigestConflict => f.write_str("another Repr-Digest than the session's"),
+            StorageError::CommitRefused => f.write_str("commit refused; session discarded"),
             StorageError::Full => f.write_str("no space left"),
             StorageError::Body(error) => fmt::Display::fmt(error, f),
             StorageError::Unavailable { backend, source } => {
@@ -291,17 +356,30 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// complete it returns [`SessionStatus::Completed`] (with `fresh: false`) without
     /// reading the body; a total that differs fails with
     /// [`StorageError::TotalMismatch`], a range past the total with
-    /// [`StorageError::RangeNotSatisfiable`], and a range that would make more
-    /// than `max_ranges` disjoint ranges with [`StorageError::TooManyRanges`].
+    /// [`StorageError::RangeNotSatisfiable`], a range that would make more
+    /// than `options.max_ranges` disjoint ranges with
+    /// [`StorageError::TooManyRanges`], and a `Repr-Digest` other than the one
+    /// the session kept with [`StorageError::DigestConflict`] (the first one
+    /// announced is kept with the session).
+    ///
     /// It then streams the bytes to their offset, and only when the body ended
     /// without error, the bytes are durable (for a durable backend) and the same
     /// checks pass again, records the range. A range that failed counts for
-    /// nothing. Returns the session's status after the chunk.
+    /// nothing.
+    ///
+    /// Stored bytes are never overwritten: where the chunk overlaps bytes
+    /// already stored, its bytes must equal them, else the chunk fails with
+    /// [`StorageError::RangeConflict`], counts for nothing, and the stored bytes
+    /// stay. An identical resend is accepted. This holds for chunks racing each
+    /// other too: of two overlapping chunks with different bytes, at most one
+    /// is recorded, and the recorded bytes are its own.
+    ///
+    /// Returns the session's status after the chunk.
     fn write_chunk(
         &self,
         session: &Session,
         range: ChunkRange,
-        max_ranges: usize,
+        options: &ChunkOptions,
         body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
 
@@ -312,16 +390,29 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Commits a session whose bytes have all arrived, exactly once.
     ///
     /// Of all the calls for one session, across tasks and processes, exactly one
-    /// commits: it calls `make_record` with the file's size, first bytes and
-    /// entity tag, atomically places the file at the session's path (replacing
-    /// an older file), keeps the record, and returns it with `fresh: true`. Every
-    /// other call returns the kept record with `fresh: false`. Returns
-    /// [`SessionStatus::InProgress`] if the session is not complete.
+    /// commits: it computes the whole-file digests `options` asks for (and the
+    /// one the kept `Repr-Digest` names, see [`DigestSet::with_repr_digest`]), calls
+    /// `make_record` with the file's size, first bytes, entity tag, kept
+    /// `Repr-Digest` and digests, atomically places the file at the session's
+    /// path (replacing an older file), keeps the record, and returns it with
+    /// `fresh: true`. Every other call returns the kept record with
+    /// `fresh: false`. Returns [`SessionStatus::InProgress`] if the session is
+    /// not complete.
+    ///
+    /// If `make_record` refuses, nothing is committed, the session is discarded
+    /// (as by [`Storage::discard`]; the same URL starts afresh), and the call
+    /// fails with [`StorageError::CommitRefused`].
     fn complete(
         &self,
         session: &Session,
+        options: &CompleteOptions,
         make_record: MakeRecord,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
+
+    /// Removes an incomplete session's stored bytes and bookkeeping, so the same
+    /// URL starts afresh. A completed session is left as it is. Discarding a
+    /// session nothing was stored for succeeds.
+    fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>>;
 
     /// Stores a whole file from one stream (a simple upload).
     ///
@@ -359,10 +450,10 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
         &self,
         session: &Session,
         range: ChunkRange,
-        max_ranges: usize,
+        options: &ChunkOptions,
         body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
-        (**self).write_chunk(session, range, max_ranges, body)
+        (**self).write_chunk(session, range, options, body)
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
@@ -372,9 +463,14 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     fn complete(
         &self,
         session: &Session,
+        options: &CompleteOptions,
         make_record: MakeRecord,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
-        (**self).complete(session, make_record)
+        (**self).complete(session, options, make_record)
+    }
+
+    fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
+        (**self).discard(session)
     }
 
     fn put(
