@@ -24,7 +24,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
 use tower_signed_upload::{
-    FileService, SignatureEndpoint, SignedMethod, SignedUploadLayer, Signer, SigningKey, UploadPath,
+    FileService, SignatureEndpoint, SignedMethod, SignedUploadLayer, Signer, SigningKey,
+    UploadPath, UrlOptions,
 };
 
 const PAGE: &str = include_str!("server/index.html");
@@ -89,6 +90,12 @@ struct UploadUrlRequest {
     filename: String,
     #[serde(default)]
     folder: Option<String>,
+    /// Signed limit on the file's size, in bytes.
+    #[serde(default)]
+    max_size: Option<u64>,
+    /// Signed MIME patterns the file's sniffed type must match, such as `image/*`.
+    #[serde(default, rename = "type")]
+    types: Option<String>,
 }
 
 /// The demo's own URL endpoint. A real app checks here who its user is and
@@ -114,8 +121,25 @@ async fn upload_url(
     let Some(path) = UploadPath::new(&joined) else {
         return bad("the filename is not a valid path");
     };
-    let url = signer.sign(&path, SignedMethod::Put, Duration::from_secs(3600));
-    Json(serde_json::json!({ "signedUrl": url.as_str() })).into_response()
+    let mut options = UrlOptions::new();
+    if let Some(max_size) = request.max_size {
+        options = options.max_size(max_size);
+    }
+    if let Some(types) = &request.types {
+        let Ok(with_types) = options.types(types) else {
+            return bad("type is a list of MIME patterns such as image/* or video/mp4");
+        };
+        options = with_types;
+    }
+    match signer.sign_with(
+        &path,
+        SignedMethod::Put,
+        Duration::from_secs(3600),
+        &options,
+    ) {
+        Ok(url) => Json(serde_json::json!({ "signedUrl": url.as_str() })).into_response(),
+        Err(error) => bad(&error.to_string()),
+    }
 }
 
 async fn page() -> impl IntoResponse {
@@ -164,13 +188,20 @@ async fn run(args: Args) -> Result<(), String> {
     let storage =
         FsStorage::new(&args.dir).map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?;
 
-    let signing_key = |secret: &str| SigningKey::new(secret).map_err(|e| e.to_string());
-    let mut layer = SignedUploadLayer::new(signing_key(&keys[0].1)?, storage.clone())
+    // Keys from SIGNED_UPLOAD_KEYS carry their id, the `kid` a URL may name.
+    let signing_key = |(id, secret): &(Option<String>, String)| {
+        let key = SigningKey::new(secret).map_err(|e| e.to_string())?;
+        match id {
+            Some(id) => key.with_id(id).map_err(|e| e.to_string()),
+            None => Ok(key),
+        }
+    };
+    let mut layer = SignedUploadLayer::new(signing_key(&keys[0])?, storage.clone())
         .public_base(&public_url)
         .map_err(|e| e.to_string())?
         .max_size(args.max_size);
-    for (_, secret) in &keys[1..] {
-        layer = layer.verify_key(signing_key(secret)?);
+    for key in &keys[1..] {
+        layer = layer.verify_key(signing_key(key)?);
     }
     let uploads = layer.layer(FileService::for_layer(&layer));
     let signatures = SignatureEndpoint::for_layer(&layer, &keys[0].1);

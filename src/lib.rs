@@ -94,11 +94,46 @@
 //! The completing answer carries `ETag` and `Location` unless your service sets
 //! its own.
 //!
+//! # Signed policy and integrity
+//!
+//! A URL can carry limits its signature covers ([`UrlOptions`], minted with
+//! [`Signer::sign_with`]), and any `PUT` can carry digests:
+//!
+//! | rule | how | refused with |
+//! |---|---|---|
+//! | `max_size=BYTES` | the file may hold at most BYTES; judged from `Content-Length` or `Content-Range`'s total before the body is read, else as soon as the bytes pass it | `413 too_large` |
+//! | `type=image/*,video/mp4` | the type **sniffed from the first bytes** (never the client's `Content-Type`, never the extension) must match; judged when the bytes at offset 0 arrive and again on the assembled file before commit; a refusal discards the session | `415 type_not_allowed` |
+//! | `kid=ID` | only the key with that id verifies | `403 signature_invalid` |
+//! | `Content-Digest: sha-256=:…:` | this request's bytes, checked while they stream | `400 digest_mismatch` / `digest_invalid` |
+//! | `Repr-Digest: sha-256=:…:` | the whole file, checked before commit (streaming for simple uploads; one read by the backend for sessions); a mismatch discards the session | `400 digest_mismatch`, `409 digest_conflict` when a session's requests disagree |
+//! | a range resent with other bytes | stored bytes are never overwritten; an identical resend is accepted | `409 range_conflict` |
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_signed_upload::{storage::MemoryStorage, SignedMethod, SignedUploadLayer, SigningKey, UploadPath, UrlOptions};
+//!
+//! let layer = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new());
+//! // An avatar: an image of at most 5 MB.
+//! let options = UrlOptions::new().max_size(5_000_000).types("image/*")?;
+//! let url = layer.signer().sign_with(&UploadPath::new("avatars/me.png").unwrap(), SignedMethod::Put, Duration::from_secs(600), &options)?;
+//! assert!(url.as_str().contains("&max_size=5000000&type=image/*&signature="));
+//! # Ok::<(), tower_signed_upload::ConfigError>(())
+//! ```
+//!
+//! A File object gets `sha256` (lowercase hex) whenever the client sent a
+//! `Repr-Digest`, or always with [`SignedUploadLayer::compute_sha256`].
+//!
 //! # Key rotation and time
 //!
-//! [`SignedUploadLayer::verify_key`] adds keys that verify but do not sign: add
-//! the new key first, keep the old one as a verify key for the longest URL
-//! lifetime ([`SignedUploadLayer::max_lifetime`], 7 days by default), then drop it.
+//! [`SignedUploadLayer::verify_key`] adds keys that verify but do not sign. To
+//! rotate: add the new key as the first (signing) key and keep the old one as
+//! a verify key; every URL minted from then on uses the new key; after the
+//! longest URL lifetime ([`SignedUploadLayer::max_lifetime`], 7 days by
+//! default) no valid URL names the old key any more, so drop it. Keys may carry
+//! ids ([`SigningKey::with_id`]); a URL minted with [`UrlOptions::key_id`]
+//! names its key as `kid`, and only that key is tried. Without `kid` every key
+//! is tried.
+//!
 //! The layer reads the time from its [`Clock`]; tests pass a fixed clock and
 //! never sleep.
 //!

@@ -19,15 +19,18 @@ use tower_service::Service;
 use crate::body::EnvelopeBody;
 use crate::clock::unix_seconds;
 use crate::envelope::{self, Meta, RequestId};
-use crate::{Clock, Error, SignedMethod, SignedUploadLayer, Signer, SystemClock, UploadPath};
+use crate::{
+    Clock, Error, SignedMethod, SignedUploadLayer, Signer, SystemClock, UploadPath, UrlOptions,
+};
 
 /// The largest request body the endpoint reads.
 const MAX_BODY: usize = 16 * 1024;
 
 /// A `POST /signatures` endpoint, shaped like ittybit's: a caller holding the
 /// API key as `Authorization: Bearer KEY` sends
-/// `{"filename", "folder"?, "method": "put"|"get", "expiry"?}` and gets the
-/// envelope with `data: {"url", "expiry", "method", "path"}`.
+/// `{"filename", "folder"?, "method": "put"|"get", "expiry"?, "max_size"?, "type"?}`
+/// and gets the envelope with `data: {"url", "expiry", "method", "path"}`.
+/// `max_size` and `type` become the URL's signed policy (put URLs only).
 ///
 /// `expiry` is unix seconds; without it URLs live for the default lifetime
 /// (one hour). An expiry in the past or beyond the maximum lifetime (7 days) is
@@ -61,6 +64,10 @@ struct SignatureRequest {
     method: Option<String>,
     #[serde(default)]
     expiry: Option<u64>,
+    #[serde(default)]
+    max_size: Option<u64>,
+    #[serde(default, rename = "type")]
+    types: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -140,11 +147,18 @@ impl SignatureEndpoint {
         if expiry - now > self.max_lifetime.as_secs() {
             return Err(Error::ExpiryTooFar);
         }
-        let url = self.signer.sign(
-            &path,
-            method,
-            std::time::UNIX_EPOCH + Duration::from_secs(expiry),
-        );
+        let mut options = UrlOptions::new();
+        if let Some(max_size) = asked.max_size {
+            options = options.max_size(max_size);
+        }
+        if let Some(types) = &asked.types {
+            options = options.types(types).map_err(|_| Error::BodyInvalid)?;
+        }
+        let expires = std::time::UNIX_EPOCH + Duration::from_secs(expiry);
+        let url = self
+            .signer
+            .sign_with(&path, method, expires, &options)
+            .map_err(|_| Error::BodyInvalid)?;
         Ok((url.into(), expiry, method, path))
     }
 }
