@@ -3,12 +3,34 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+
+/// The example's binary, built first (`cargo test --test examples` alone does
+/// not build examples): `{target}/{profile}/examples/{name}`.
+fn example_binary(name: &str) -> PathBuf {
+    // Test binaries live in {target}/{profile}/deps.
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--example", name, "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(profile.parent().unwrap())
+        .stdin(Stdio::null());
+    if profile.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build --example {name} failed");
+    profile.join("examples").join(name)
+}
 
 /// A running example; killed when dropped.
 struct Example {
@@ -25,23 +47,16 @@ impl Drop for Example {
 
 impl Example {
     fn start(name: &str, envs: &[(&str, &str)]) -> Example {
-        // Test binaries live in target/debug/deps; examples in target/debug/examples.
-        let exe = std::env::current_exe().unwrap();
-        let bin: PathBuf = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples")
-            .join(name);
-        let mut command = Command::new(&bin);
+        let mut command = Command::new(example_binary(name));
         command.stdout(Stdio::piped()).stderr(Stdio::null());
         for (key, value) in envs {
             command.env(key, value);
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        Example::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Example {
+        let mut child = command.spawn().expect("the example starts");
         let stdout = child.stdout.take().unwrap();
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -133,4 +148,76 @@ async fn hyper_example_answers_the_completed_upload() {
     assert_eq!(answer.status, 201, "{:?}", answer.body);
     assert_eq!(answer.json()["filesize"], 10);
     assert_eq!(answer.json()["type"], "text/plain");
+}
+
+#[tokio::test]
+async fn sign_and_upload_examples_resume_a_chunked_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(example_binary("server"));
+    command
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .env("SIGNED_UPLOAD_KEY", "cli-key")
+        .env_remove("SIGNED_UPLOAD_KEYS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let server = Example::spawn(command);
+    let base = server.line("listening on ");
+
+    let output = Command::new(example_binary("sign"))
+        .args([
+            "--path",
+            "cli/big.bin",
+            "--expires-in",
+            "10m",
+            "--public-url",
+            &base,
+        ])
+        .env("SIGNED_UPLOAD_KEY", "cli-key")
+        .output()
+        .expect("sign runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(
+        url.starts_with(&format!("{base}/cli/big.bin?expiry=")),
+        "{url}"
+    );
+
+    // Part of the file is stored already: the uploader resumes from the status query.
+    let data = bytes(3 * 1024 * 1024 + 123, 9);
+    let range = format!("bytes 0-1048575/{}", data.len());
+    let client = client();
+    let first = send(
+        &client,
+        put(&url, &[("content-range", &range)], data[..1 << 20].to_vec()),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let source = dir.path().join("source.bin");
+    std::fs::write(&source, &data).unwrap();
+    let upload = example_binary("upload");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(upload)
+            .arg(&source)
+            .arg(&url)
+            .args(["--chunk-size", "1000000", "--parallel", "3"])
+            .output()
+            .expect("upload runs")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming: 1048576 of"), "{stderr}");
+    let file: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the File object");
+    assert_eq!(file["filesize"], data.len());
+    assert_eq!(std::fs::read(dir.path().join("cli/big.bin")).unwrap(), data);
 }
