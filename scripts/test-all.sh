@@ -10,6 +10,7 @@ echo "== cargo test (all features)"
 cargo test --all-features
 echo "== cargo test (no default features)"
 cargo test --no-default-features --lib --tests
+FUZZ_SECONDS=15 scripts/fuzz-smoke.sh
 
 if [ -f tests/browser/upload.mjs ] && [ -f examples/server.rs ]; then
   echo "== browser test"

@@ -1,0 +1,419 @@
+//! The `request` target: arbitrary method, headers, path, query and body
+//! through the layer over `MemoryStorage`; every status must be one that
+//! PROTOCOL section 5 allows for the input.
+
+use std::collections::BTreeSet;
+
+use arbitrary::Arbitrary;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{header, HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Either, Full};
+use tower::{Layer, ServiceExt};
+use tower_signed_upload::storage::MemoryStorage;
+use tower_signed_upload::{
+    ContentRange, RespondCreated, SignedUploadLayer, SigningKey, DEFAULT_MAX_LIFETIME,
+};
+
+use crate::session_model::TestBody;
+use crate::{FixedClock, NOW};
+
+/// The key the layer verifies with; signed queries are computed here with it.
+pub const KEY: &str = "request fuzz key";
+/// The layer's `max_size`.
+pub const MAX_SIZE: u64 = 64;
+
+#[derive(Arbitrary, Debug)]
+pub struct RequestInput {
+    method: MethodChoice,
+    /// The path without its leading `/` (`?` and `#` are dropped from it).
+    path: String,
+    query: QueryChoice,
+    headers: Vec<(NameChoice, ValueChoice)>,
+    body: BodyChoice,
+}
+
+#[derive(Arbitrary, Debug)]
+enum MethodChoice {
+    Get,
+    Head,
+    Put,
+    Post,
+    Delete,
+    Options,
+    Patch,
+    Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum QueryChoice {
+    None,
+    Raw(String),
+    /// `expiry=E&method=M&signature=S`, signed here for the request's raw path.
+    Signed {
+        put: bool,
+        expiry: ExpiryChoice,
+    },
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum ExpiryChoice {
+    Within(u32),
+    Expired(u32),
+    TooFar(u32),
+}
+
+#[derive(Arbitrary, Debug)]
+enum NameChoice {
+    ContentRange,
+    ContentLength,
+    ContentType,
+    ContentDigest,
+    ReprDigest,
+    TransferEncoding,
+    Expect,
+    Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum ValueChoice {
+    Raw(Vec<u8>),
+    Range {
+        equals: bool,
+        first: u8,
+        last: u8,
+        total: Option<u8>,
+    },
+    Status {
+        total: Option<u8>,
+    },
+    Number(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+enum BodyChoice {
+    Full(Vec<u8>),
+    Streamed(Vec<u8>, u8),
+    CutOff(Vec<u8>),
+}
+
+impl ValueChoice {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            ValueChoice::Raw(bytes) => bytes.clone(),
+            ValueChoice::Range {
+                equals,
+                first,
+                last,
+                total,
+            } => {
+                let unit = if *equals { "bytes=" } else { "bytes " };
+                let total = total.map_or("*".to_owned(), |t| t.to_string());
+                format!("{unit}{first}-{last}/{total}").into_bytes()
+            }
+            ValueChoice::Status { total } => format!(
+                "bytes */{}",
+                total.map_or("*".to_owned(), |t| t.to_string())
+            )
+            .into_bytes(),
+            ValueChoice::Number(n) => n.to_string().into_bytes(),
+        }
+    }
+}
+
+fn signature(signed: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).expect("any key length");
+    mac.update(signed.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// PROTOCOL section 1's path rule, written out independently of the crate:
+/// well-formed `%XX` escapes, valid UTF-8 once decoded, no empty, `.` or `..`
+/// segment, no control character or backslash.
+fn path_is_valid(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return false;
+        }
+    }
+    let Ok(decoded) = percent_encoding::percent_decode(bytes).decode_utf8() else {
+        return false;
+    };
+    !decoded.is_empty()
+        && decoded
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        && !decoded.chars().any(|c| c.is_control() || c == '\\')
+}
+
+/// What the layer sees of the body: its bytes, whether its size is exact, and
+/// whether it is cut off at the end.
+struct BodyFacts {
+    len: u64,
+    exact: bool,
+    cut_off: bool,
+}
+
+/// The statuses PROTOCOL section 5 allows for a `PUT` whose URL verified, on a
+/// fresh session: every problem the request has gives its status; a request
+/// without problems is stored (`201` for a simple upload or a chunk that is
+/// the whole file, `202` for another chunk, `308` for a status query).
+fn verified_put(headers: &HeaderMap, body: &BodyFacts) -> BTreeSet<u16> {
+    let mut problems = BTreeSet::new();
+    let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    let parsed: Vec<Option<u64>> = lengths
+        .iter()
+        .map(|v| {
+            let b = v.as_bytes();
+            (!b.is_empty() && b.len() <= 20 && b.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(b).ok()?.parse().ok())
+                .flatten()
+        })
+        .collect();
+    let declared = if parsed.is_empty() {
+        body.exact.then_some(body.len)
+    } else if parsed.iter().all(|p| p.is_some() && *p == parsed[0]) {
+        parsed[0]
+    } else {
+        problems.insert(400); // content_range_mismatch: a bad Content-Length
+        None
+    };
+    let ranges: Vec<_> = headers.get_all(header::CONTENT_RANGE).iter().collect();
+    let success = match ranges.as_slice() {
+        [] => {
+            if declared.is_some_and(|d| d > MAX_SIZE) || body.len > MAX_SIZE {
+                problems.insert(413);
+            }
+            if body.cut_off {
+                problems.insert(400);
+            }
+            201
+        }
+        [value] => match ContentRange::parse(value.as_bytes()) {
+            Err(_) => {
+                problems.insert(400);
+                0
+            }
+            Ok(ContentRange::Status { .. }) => {
+                if declared.is_some_and(|d| d > 0) || body.len > 0 || body.cut_off {
+                    problems.insert(400);
+                }
+                308
+            }
+            Ok(ContentRange::Bytes { first, last, total }) => {
+                let len = last - first + 1;
+                if total.is_some_and(|t| last >= t) {
+                    problems.insert(416);
+                }
+                if total.unwrap_or(0) > MAX_SIZE || last >= MAX_SIZE {
+                    problems.insert(413);
+                }
+                if declared.is_some_and(|d| d != len) || body.len != len || body.cut_off {
+                    problems.insert(400);
+                }
+                if first == 0 && total == Some(last + 1) {
+                    201
+                } else {
+                    202
+                }
+            }
+        },
+        _ => {
+            problems.insert(400);
+            0
+        }
+    };
+    let mut allowed = if problems.is_empty() {
+        BTreeSet::from([success])
+    } else {
+        problems
+    };
+    // Integrity headers (PROTOCOL section 6): one that does not parse or does
+    // not match is 400 (`digest_invalid`, `digest_mismatch`); a fresh session
+    // has no earlier `Repr-Digest` to conflict with.
+    if headers.contains_key("content-digest") || headers.contains_key("repr-digest") {
+        allowed.insert(400);
+    }
+    allowed
+}
+
+pub fn run(input: &RequestInput) {
+    let method = match &input.method {
+        MethodChoice::Get => Method::GET,
+        MethodChoice::Head => Method::HEAD,
+        MethodChoice::Put => Method::PUT,
+        MethodChoice::Post => Method::POST,
+        MethodChoice::Delete => Method::DELETE,
+        MethodChoice::Options => Method::OPTIONS,
+        MethodChoice::Patch => Method::PATCH,
+        MethodChoice::Other(name) => match Method::from_bytes(name.as_bytes()) {
+            Ok(method) => method,
+            Err(_) => return,
+        },
+    };
+    let path: String = input
+        .path
+        .chars()
+        .filter(|c| !matches!(c, '?' | '#'))
+        .collect();
+    let lifetime = DEFAULT_MAX_LIFETIME.as_secs();
+    // (signed for put, expiry acceptable) when the query is signed here.
+    let mut signed = None;
+    let target = match &input.query {
+        QueryChoice::None => format!("/{path}"),
+        QueryChoice::Raw(query) => format!("/{path}?{query}"),
+        QueryChoice::Signed { put, expiry } => {
+            let (expiry, fresh) = match *expiry {
+                ExpiryChoice::Within(o) => (NOW + u64::from(o) % (lifetime + 1), true),
+                ExpiryChoice::Expired(b) => (NOW - 1 - u64::from(b) % NOW, false),
+                ExpiryChoice::TooFar(a) => (NOW + lifetime + 1 + u64::from(a), false),
+            };
+            let signed_string = format!(
+                "{path}?expiry={expiry}&method={}",
+                if *put { "put" } else { "get" }
+            );
+            signed = Some((*put, fresh));
+            format!("/{signed_string}&signature={}", signature(&signed_string))
+        }
+    };
+    let mut builder = Request::builder().method(method.clone()).uri(target);
+    for (name, value) in &input.headers {
+        let name: &[u8] = match name {
+            NameChoice::ContentRange => b"content-range",
+            NameChoice::ContentLength => b"content-length",
+            NameChoice::ContentType => b"content-type",
+            NameChoice::ContentDigest => b"content-digest",
+            NameChoice::ReprDigest => b"repr-digest",
+            NameChoice::TransferEncoding => b"transfer-encoding",
+            NameChoice::Expect => b"expect",
+            NameChoice::Other(name) => name.as_bytes(),
+        };
+        builder = builder.header(name, value.bytes());
+    }
+    let (facts, body) = match &input.body {
+        BodyChoice::Full(bytes) => (
+            BodyFacts {
+                len: bytes.len() as u64,
+                exact: true,
+                cut_off: false,
+            },
+            Either::Left(Full::new(Bytes::from(bytes.clone()))),
+        ),
+        BodyChoice::Streamed(bytes, pieces) => (
+            BodyFacts {
+                len: bytes.len() as u64,
+                exact: false,
+                cut_off: false,
+            },
+            Either::Right(TestBody::new(bytes, usize::from(pieces % 4 + 1), false)),
+        ),
+        BodyChoice::CutOff(bytes) => (
+            BodyFacts {
+                len: bytes.len() as u64,
+                exact: false,
+                cut_off: true,
+            },
+            Either::Right(TestBody::new(bytes, 2, true)),
+        ),
+    };
+    let Ok(request) = builder.body(body) else {
+        return; // the builder refuses the method, target or a header
+    };
+    let allowed = if !matches!(method, Method::GET | Method::HEAD | Method::PUT) {
+        BTreeSet::from([405])
+    } else {
+        match signed {
+            // Without the key no query verifies: a missing, malformed or wrong signature.
+            None => BTreeSet::from([400, 401, 403]),
+            Some((put, fresh)) => {
+                let mut problems = BTreeSet::new();
+                if !path_is_valid(&path) {
+                    problems.insert(400);
+                }
+                if !fresh || put != (method == Method::PUT) {
+                    problems.insert(403);
+                }
+                if !problems.is_empty() {
+                    problems
+                } else if method == Method::PUT {
+                    verified_put(request.headers(), &facts)
+                } else {
+                    // The inner service (RespondCreated answers downloads 404).
+                    BTreeSet::from([200, 404])
+                }
+            }
+        }
+    };
+    check(request, allowed);
+}
+
+/// Sends `request` through a fresh layer and checks its answer: a status in
+/// `allowed`, the same verdict as [`SignedUploadLayer::verify`], and the JSON
+/// envelope of PROTOCOL section 4 (with `Allow` on a 405).
+fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>) {
+    let layer = SignedUploadLayer::new(
+        SigningKey::new(KEY).expect("the key is not empty"),
+        MemoryStorage::new(),
+    )
+    .clock(FixedClock)
+    .max_size(MAX_SIZE)
+    .max_ranges(4);
+    let verdict = layer.verify(request.method(), request.uri());
+    let described = format!("{request:?}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime builds");
+    let (status, headers, body) = runtime.block_on(async {
+        let response = match layer.layer(RespondCreated).oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        (parts.status.as_u16(), parts.headers, body)
+    });
+    assert!(
+        allowed.contains(&status),
+        "status {status} not in {allowed:?} for {described}: {body:?}"
+    );
+    match verdict {
+        Err(error) => assert_eq!(
+            status,
+            error.status().as_u16(),
+            "verify said {error:?} for {described}: {body:?}"
+        ),
+        Ok(_) => assert!(
+            ![401, 403, 405].contains(&status),
+            "verified, yet {status} for {described}: {body:?}"
+        ),
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}) for {described}: {body:?}"));
+    assert_eq!(json["meta"]["status"], status, "{described}: {body:?}");
+    if status >= 400 {
+        assert!(json["data"].is_null(), "{described}: {body:?}");
+        assert!(
+            json["error"]["code"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "{described}: {body:?}"
+        );
+    }
+    if status == 405 {
+        assert_eq!(
+            headers.get(header::ALLOW).and_then(|v| v.to_str().ok()),
+            Some("GET, HEAD, PUT"),
+            "{described}"
+        );
+    }
+}
