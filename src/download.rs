@@ -12,7 +12,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body::{Body, Frame, SizeHint};
 use tower_service::Service;
 
-use crate::envelope::{self, Meta, RequestId};
+use crate::envelope::{self, Meta};
 use crate::file::public_url;
 use crate::storage::{BoxStream, FileMeta, Storage, StorageError};
 use crate::upload::storage_error;
@@ -79,15 +79,7 @@ impl<B> Service<Request<B>> for FileService {
         let extensions = request.extensions();
         let file = extensions.get::<UploadedFile>().cloned();
         let path = extensions.get::<UploadPath>().cloned();
-        let meta = Meta {
-            request_id: extensions
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::next),
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            link: file.as_ref().map(|file| file.url.clone()),
-        };
+        let meta = Meta::of_request(&request);
         let method = request.method().clone();
         let headers = request.headers().clone();
         Box::pin(async move {

@@ -56,6 +56,25 @@ pub(crate) struct Meta {
     pub(crate) link: Option<String>,
 }
 
+impl Meta {
+    /// The meta of a request a service behind the layer answers: the layer's
+    /// request id (or a new one) and the committed file's URL as the link.
+    pub(crate) fn of_request<B>(request: &http::Request<B>) -> Self {
+        let extensions = request.extensions();
+        Meta {
+            request_id: extensions
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::next),
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            link: extensions
+                .get::<UploadedFile>()
+                .map(|file| file.url.clone()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
     meta: MetaJson<'a>,

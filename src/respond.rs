@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use crate::body::EnvelopeBody;
-use crate::envelope::{self, Meta, RequestId};
+use crate::envelope::{self, Meta};
 use crate::file::public_url;
 use crate::{Error, UploadPath, UploadedFile};
 
@@ -41,21 +41,11 @@ impl<B> Service<Request<B>> for RespondCreated {
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let extensions = request.extensions();
-        let file = extensions.get::<UploadedFile>();
-        let meta = Meta {
-            request_id: extensions
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::next),
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            link: match (file, extensions.get::<UploadPath>()) {
-                (Some(file), _) => Some(file.url.clone()),
-                (None, Some(path)) => Some(public_url("", path)),
-                (None, None) => None,
-            },
-        };
+        let file = request.extensions().get::<UploadedFile>();
+        let mut meta = Meta::of_request(&request);
+        if let (None, Some(path)) = (file, request.extensions().get::<UploadPath>()) {
+            meta.link = Some(public_url("", path));
+        }
         let response = match file {
             Some(file) => envelope::file(&meta, StatusCode::CREATED, file),
             None => envelope::error(&meta, Error::NotFound),

@@ -110,14 +110,7 @@ impl ByteRanges {
     /// If `first > last`; the layer never builds such a range.
     pub fn insert(&mut self, first: u64, last: u64) {
         assert!(first <= last, "a byte range starts at or before its end");
-        // Index of the first range that ends at or after `first - 1` (may touch).
-        let start = self
-            .ranges
-            .partition_point(|r| r[1].saturating_add(1) < first);
-        // Index past the last range that starts at or before `last + 1`.
-        let end = self
-            .ranges
-            .partition_point(|r| r[0] <= last.saturating_add(1));
+        let (start, end) = self.touching(first, last);
         if start >= end {
             self.ranges.insert(start, [first, last]);
             return;
@@ -131,13 +124,22 @@ impl ByteRanges {
 
     /// How many disjoint ranges there would be after inserting `[first, last]`.
     pub fn count_after_insert(&self, first: u64, last: u64) -> usize {
+        let (start, end) = self.touching(first, last);
+        self.ranges.len() + 1 - (end - start)
+    }
+
+    /// The indices `start..end` of the stored ranges that `[first, last]`
+    /// overlaps or touches, and so would merge with.
+    fn touching(&self, first: u64, last: u64) -> (usize, usize) {
+        // The first range that ends at or after `first - 1`.
         let start = self
             .ranges
             .partition_point(|r| r[1].saturating_add(1) < first);
+        // Past the last range that starts at or before `last + 1`.
         let end = self
             .ranges
             .partition_point(|r| r[0] <= last.saturating_add(1));
-        self.ranges.len() + 1 - (end - start)
+        (start, end)
     }
 
     /// Whether `[first, last]` is stored already, byte for byte.

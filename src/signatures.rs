@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use crate::body::EnvelopeBody;
 use crate::clock::unix_seconds;
-use crate::envelope::{self, Meta, RequestId};
+use crate::envelope::{self, Meta};
 use crate::{
     Clock, Error, SignedMethod, SignedUploadLayer, Signer, SystemClock, UploadPath, UrlOptions,
 };
@@ -191,16 +191,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let endpoint = self.clone();
         Box::pin(async move {
-            let meta = Meta {
-                request_id: request
-                    .extensions()
-                    .get::<RequestId>()
-                    .cloned()
-                    .unwrap_or_else(RequestId::next),
-                method: request.method().clone(),
-                path: request.uri().path().to_owned(),
-                link: None,
-            };
+            let meta = Meta::of_request(&request);
             let answer = if request.method() != Method::POST {
                 Err(Error::MethodNotAllowed)
             } else if !endpoint.authorized(&request) {
