@@ -479,3 +479,335 @@ pub fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the policy and integrity tests (PROTOCOL section 6): a server
+// over any `Arc<dyn Storage>`, URLs minted with `UrlOptions`, digest headers,
+// and real files (PNG, JPEG, GIF, ZIP) built byte by byte.
+// ---------------------------------------------------------------------------
+
+/// A [`MemoryStorage`](tower_signed_upload::storage::MemoryStorage) behind an `Arc<dyn Storage>`.
+pub fn memory_storage() -> Arc<dyn tower_signed_upload::storage::Storage> {
+    Arc::new(tower_signed_upload::storage::MemoryStorage::new())
+}
+
+/// An [`FsStorage`](tower_signed_upload::storage::FsStorage) in a fresh
+/// temporary folder; keep the folder alive as long as the storage.
+#[cfg(feature = "fs")]
+pub fn fs_storage() -> (
+    tempfile::TempDir,
+    Arc<dyn tower_signed_upload::storage::Storage>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tower_signed_upload::storage::FsStorage::new(dir.path()).unwrap();
+    (dir, Arc::new(storage))
+}
+
+/// A layer over `storage` with `key`, the fixed clock at [`NOW`] and [`PUBLIC_BASE`].
+pub fn layer_over(
+    storage: Arc<dyn tower_signed_upload::storage::Storage>,
+    key: tower_signed_upload::SigningKey,
+) -> tower_signed_upload::SignedUploadLayer {
+    tower_signed_upload::SignedUploadLayer::with_storage(key, storage)
+        .clock(TestClock::at(NOW))
+        .public_base(PUBLIC_BASE)
+        .unwrap()
+}
+
+/// A layer over any storage, served on 127.0.0.1 in front of a [`CountingInner`].
+pub struct StorageServer {
+    pub addr: SocketAddr,
+    pub storage: Arc<dyn tower_signed_upload::storage::Storage>,
+    pub signer: Signer,
+    pub inner: CountingInner,
+}
+
+impl StorageServer {
+    /// A server with key [`KEY`] over `storage`, its layer adjusted by `configure`.
+    pub async fn start(
+        storage: Arc<dyn tower_signed_upload::storage::Storage>,
+        configure: impl FnOnce(
+            tower_signed_upload::SignedUploadLayer,
+        ) -> tower_signed_upload::SignedUploadLayer,
+    ) -> Self {
+        let layer = configure(layer_over(
+            Arc::clone(&storage),
+            tower_signed_upload::SigningKey::new(KEY).unwrap(),
+        ));
+        Self::serve(layer).await
+    }
+
+    /// Serves `layer` as it is.
+    pub async fn serve(layer: tower_signed_upload::SignedUploadLayer) -> Self {
+        use tower_layer::Layer;
+        let storage = Arc::clone(layer.storage());
+        let signer = layer.signer();
+        let inner = CountingInner::default();
+        let addr = serve(layer.layer(inner.clone())).await;
+        StorageServer {
+            addr,
+            storage,
+            signer,
+            inner,
+        }
+    }
+
+    /// A URL for `path` minted by the layer's signer with `options`, valid for an hour.
+    pub fn url(
+        &self,
+        path: &str,
+        method: SignedMethod,
+        options: &tower_signed_upload::UrlOptions,
+    ) -> String {
+        let url = self
+            .signer
+            .sign_with(
+                &UploadPath::new(path).unwrap(),
+                method,
+                Duration::from_secs(3600),
+                options,
+            )
+            .unwrap();
+        format!("http://{}{}", self.addr, url.path_and_query())
+    }
+
+    /// A `put` URL for `path` with `options`.
+    pub fn put_url(&self, path: &str, options: &tower_signed_upload::UrlOptions) -> String {
+        self.url(path, SignedMethod::Put, options)
+    }
+
+    /// A URL whose signed string `{path}?{query}` is signed here with `key`.
+    pub fn hand_signed(&self, key: &str, path: &str, query: &str) -> String {
+        let signed = format!("{path}?{query}");
+        let signature = raw_signature(key, &signed);
+        format!("http://{}/{signed}&signature={signature}", self.addr)
+    }
+
+    /// The bytes stored at `path`, if a file is there.
+    pub async fn file(&self, path: &str) -> Option<Vec<u8>> {
+        stored_file(&*self.storage, path).await
+    }
+
+    /// How often the inner service was called.
+    pub fn calls(&self) -> usize {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// The bytes stored at `path` in `storage`, read through the `Storage` trait.
+pub async fn stored_file(
+    storage: &dyn tower_signed_upload::storage::Storage,
+    path: &str,
+) -> Option<Vec<u8>> {
+    use futures_util::StreamExt as _;
+    use tower_signed_upload::storage::StorageError;
+    let path = UploadPath::new(path).unwrap();
+    let mut read = match storage.read(&path, None).await {
+        Ok(read) => read,
+        Err(StorageError::NotFound) => return None,
+        Err(error) => panic!("reading {path}: {error}"),
+    };
+    let mut out = Vec::new();
+    while let Some(piece) = read.body.next().await {
+        out.extend_from_slice(&piece.unwrap());
+    }
+    Some(out)
+}
+
+/// An RFC 9530 `sha-256=:…:` value for `data`.
+pub fn sha256_field(data: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(data))
+    )
+}
+
+/// An RFC 9530 `sha-512=:…:` value for `data`.
+pub fn sha512_field(data: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    format!(
+        "sha-512=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(data))
+    )
+}
+
+/// Lowercase hex SHA-256 of `data`, as the File object's `sha256`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A `Content-Range` chunk of `data[first..=last]` with `total` (`None`: `*`)
+/// and extra headers.
+pub fn range_put(
+    url: &str,
+    data: &[u8],
+    first: usize,
+    last: usize,
+    total: Option<usize>,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let total = total.map_or("*".to_owned(), |total| total.to_string());
+    let range = format!("bytes {first}-{last}/{total}");
+    let mut all = vec![("content-range", range.as_str())];
+    all.extend_from_slice(headers);
+    put(url, &all, data[first..=last].to_vec())
+}
+
+/// A status query (`Content-Range: bytes */*`) answer.
+pub async fn status_query(client: &HttpClient, url: &str) -> Answer {
+    send(client, put(url, &[("content-range", "bytes */*")], "")).await
+}
+
+/// The `ranges` and `received` of a `308` status query answer.
+pub async fn session_progress(client: &HttpClient, url: &str) -> (Value, u64) {
+    let answer = status_query(client, url).await;
+    assert_eq!(answer.status, 308, "status query: {:?}", answer.body);
+    let data = &answer.json()["data"];
+    assert_eq!(data["object"], "upload", "{data}");
+    (data["ranges"].clone(), data["received"].as_u64().unwrap())
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
+}
+
+/// A complete, decodable PNG of `width` x `height` RGBA pixels: signature,
+/// IHDR, one IDAT (zlib with stored deflate blocks), a `tEXt` chunk holding
+/// `comment`, and IEND, every chunk with its CRC.
+pub fn png_with_comment(width: u32, height: u32, comment: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for row in 0..height {
+        raw.push(0); // filter: none
+        for col in 0..width {
+            raw.extend_from_slice(&[(row * 40) as u8, (col * 40) as u8, 0x80, 0xff]);
+        }
+    }
+    let mut zlib = vec![0x78, 0x01];
+    let mut blocks = raw.chunks(65_535).peekable();
+    if raw.is_empty() {
+        zlib.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        zlib.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        zlib.extend_from_slice(&len.to_le_bytes());
+        zlib.extend_from_slice(&(!len).to_le_bytes());
+        zlib.extend_from_slice(block);
+    }
+    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
+    let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA, deflate, no filter, no interlace
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    png_chunk(&mut out, b"IDAT", &zlib);
+    let mut text = b"Comment\0".to_vec();
+    text.extend_from_slice(comment);
+    png_chunk(&mut out, b"tEXt", &text);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A complete PNG of `width` x `height`.
+pub fn png_image(width: u32, height: u32) -> Vec<u8> {
+    png_with_comment(width, height, b"test")
+}
+
+/// A complete 2 x 2 PNG of exactly `len` bytes (at least 113), padded by its comment.
+pub fn png_of_len(len: usize) -> Vec<u8> {
+    let base = png_with_comment(2, 2, b"").len();
+    assert!(len >= base, "a PNG takes at least {base} bytes");
+    let comment: Vec<u8> = (0..len - base).map(|i| b'a' + (i % 26) as u8).collect();
+    let png = png_with_comment(2, 2, &comment);
+    assert_eq!(png.len(), len);
+    png
+}
+
+/// A JPEG header: SOI, a JFIF APP0 segment, a baseline SOF0 of `width` x
+/// `height` with three components, then EOI.
+pub fn jpeg_image(width: u16, height: u16) -> Vec<u8> {
+    let mut out = vec![0xff, 0xd8];
+    out.extend_from_slice(&[0xff, 0xe0, 0x00, 0x10]);
+    out.extend_from_slice(b"JFIF\0");
+    out.extend_from_slice(&[1, 1, 0, 0, 1, 0, 1, 0, 0]);
+    out.extend_from_slice(&[0xff, 0xc0, 0x00, 0x11, 8]);
+    out.extend_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(&width.to_be_bytes());
+    out.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    out.extend_from_slice(&[0xff, 0xd9]);
+    out
+}
+
+/// A GIF89a of `width` x `height` with no frames: header, logical screen, trailer.
+pub fn gif_image(width: u16, height: u16) -> Vec<u8> {
+    let mut out = b"GIF89a".to_vec();
+    out.extend_from_slice(&width.to_le_bytes());
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0x3b]);
+    out
+}
+
+/// A ZIP archive holding one stored (uncompressed) file `name` with `data`:
+/// local file header, data, central directory, end of central directory.
+pub fn zip_file(name: &str, data: &[u8]) -> Vec<u8> {
+    let crc = crc32(data);
+    let size = data.len() as u32;
+    let name_len = name.len() as u16;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"PK\x03\x04");
+    out.extend_from_slice(&20u16.to_le_bytes()); // version needed
+    out.extend_from_slice(&0u16.to_le_bytes()); // flags
+    out.extend_from_slice(&0u16.to_le_bytes()); // method: stored
+    out.extend_from_slice(&0u16.to_le_bytes()); // time
+    out.extend_from_slice(&0x5a21u16.to_le_bytes()); // date
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&name_len.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes()); // extra
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(data);
+    let directory = out.len() as u32;
+    out.extend_from_slice(b"PK\x01\x02");
+    out.extend_from_slice(&20u16.to_le_bytes()); // version made by
+    out.extend_from_slice(&20u16.to_le_bytes()); // version needed
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0x5a21u16.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&name_len.to_le_bytes());
+    out.extend_from_slice(&[0; 12]); // extra, comment, disk, internal and external attributes
+    out.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+    out.extend_from_slice(name.as_bytes());
+    let directory_len = out.len() as u32 - directory;
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]); // this disk, directory disk
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&directory_len.to_le_bytes());
+    out.extend_from_slice(&directory.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
