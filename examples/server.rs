@@ -7,10 +7,21 @@
 //! ```
 //!
 //! Then open http://127.0.0.1:3000. Flags and routes: see SERVER.md in the docs.
+//!
+//! With `--features object-store` and `--s3-bucket`, files and sessions live in
+//! an S3 bucket instead (credentials and region from the usual `AWS_*`
+//! variables), so several servers behind a load balancer share uploads:
+//!
+//! ```sh
+//! AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… AWS_REGION=us-east-1 SIGNED_UPLOAD_KEY=secret \
+//!     cargo run --release --features object-store --example server -- \
+//!     --s3-bucket uploads --s3-url http://127.0.0.1:9000 --s3-prefix site
+//! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -54,6 +65,42 @@ struct Args {
     /// Another origin allowed to upload from a browser (repeatable).
     #[arg(long = "allow-origin")]
     allow_origins: Vec<String>,
+    /// Keep files and sessions in this S3 bucket instead of `--dir`; credentials
+    /// and region come from the AWS_* environment variables.
+    #[cfg(feature = "object-store")]
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    /// The S3 endpoint, for S3-compatible stores (MinIO, R2, moto…) [default: AWS].
+    #[cfg(feature = "object-store")]
+    #[arg(long, requires = "s3_bucket")]
+    s3_url: Option<String>,
+    /// The key prefix under which files and sessions are kept in the bucket.
+    #[cfg(feature = "object-store")]
+    #[arg(long, default_value = "", requires = "s3_bucket")]
+    s3_prefix: String,
+}
+
+/// The storage the flags ask for: a bucket, or the folder.
+fn storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
+    #[cfg(feature = "object-store")]
+    if let Some(bucket) = &args.s3_bucket {
+        let mut builder =
+            object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket.as_str());
+        if let Some(url) = &args.s3_url {
+            builder = builder
+                .with_endpoint(url.as_str())
+                .with_allow_http(url.starts_with("http://"));
+        }
+        let store = builder
+            .build()
+            .map_err(|e| format!("cannot use bucket {bucket}: {e}"))?;
+        let storage =
+            tower_signed_upload::storage::ObjectStoreStorage::new(Arc::new(store), &args.s3_prefix);
+        return Ok(Arc::new(storage));
+    }
+    let storage =
+        FsStorage::new(&args.dir).map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?;
+    Ok(Arc::new(storage))
 }
 
 /// The keys from the environment: (id, secret) pairs, the first signs.
@@ -184,9 +231,11 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let public_url = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
-    let storage =
-        FsStorage::new(&args.dir).map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let storage = storage(&args)?;
 
     // Keys from SIGNED_UPLOAD_KEYS carry their id, the `kid` a URL may name.
     let signing_key = |(id, secret): &(Option<String>, String)| {
@@ -196,7 +245,7 @@ async fn run(args: Args) -> Result<(), String> {
             None => Ok(key),
         }
     };
-    let mut layer = SignedUploadLayer::new(signing_key(&keys[0])?, storage.clone())
+    let mut layer = SignedUploadLayer::with_storage(signing_key(&keys[0])?, Arc::clone(&storage))
         .public_base(&public_url)
         .map_err(|e| e.to_string())?
         .max_size(args.max_size);

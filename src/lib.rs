@@ -142,6 +142,7 @@
 //! | feature | what | default |
 //! |---|---|---|
 //! | `fs` | `storage::FsStorage`, the durable local-disk backend | yes |
+//! | `object-store` | `storage::ObjectStoreStorage`, sessions and files in an object store (S3, GCS, Azure…) shared by many instances | no |
 //!
 //! [`storage::MemoryStorage`] is always built.
 #![forbid(unsafe_code)]

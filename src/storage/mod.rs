@@ -14,6 +14,7 @@
 //! |---|---|---|---|
 //! | [`MemoryStorage`] | always | no | no |
 //! | [`FsStorage`] | `fs` (default) | yes, fsynced before `202` | yes, same folder |
+//! | [`ObjectStoreStorage`] | `object-store` | yes, one object per chunk before `202` | yes, same bucket and prefix |
 
 use std::fmt;
 use std::future::Future;
@@ -33,6 +34,11 @@ pub(crate) mod conformance;
 #[cfg(feature = "fs")]
 mod fs;
 mod memory;
+#[cfg(feature = "object-store")]
+mod object_store;
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+pub use self::object_store::ObjectStoreStorage;
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub use fs::FsStorage;
