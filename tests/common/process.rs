@@ -359,16 +359,11 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// SHA-256 in lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(data))
-}
 
 /// The session folder name of a signed string (`{path}?{query before
 /// &signature=}`): its SHA-256 in hex, as the layer derives it.
 pub fn session_id(signed: &str) -> String {
-    sha256_hex(signed.as_bytes())
+    super::common::sha256_hex(signed.as_bytes())
 }
 
 /// Unix seconds now.
