@@ -14,8 +14,9 @@ use tower_signed_upload::UrlOptions;
 
 type Store = Arc<dyn Storage>;
 
-/// Runs each `case` once on a MemoryStorage and once on an FsStorage in a
-/// fresh temporary folder.
+/// Runs each `case` once on a MemoryStorage, once on an FsStorage in a fresh
+/// temporary folder, and (with the `object-store` feature) once on an
+/// ObjectStoreStorage over an in-memory object store.
 macro_rules! on_both_backends {
     ($($name:ident => $case:ident),* $(,)?) => {
         mod memory {
@@ -32,6 +33,15 @@ macro_rules! on_both_backends {
                 async fn $name() {
                     let (_dir, storage) = super::fs_storage();
                     super::$case(storage).await;
+                }
+            )*
+        }
+        #[cfg(feature = "object-store")]
+        mod object_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$case(super::object_store_storage()).await;
                 }
             )*
         }

@@ -811,3 +811,13 @@ pub fn zip_file(name: &str, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&0u16.to_le_bytes());
     out
 }
+
+/// An [`ObjectStoreStorage`](tower_signed_upload::storage::ObjectStoreStorage)
+/// over a fresh in-memory object store, under the prefix `uploads`.
+#[cfg(feature = "object-store")]
+pub fn object_store_storage() -> Arc<dyn tower_signed_upload::storage::Storage> {
+    let store = Arc::new(object_store::memory::InMemory::new());
+    Arc::new(tower_signed_upload::storage::ObjectStoreStorage::new(
+        store, "uploads",
+    ))
+}
