@@ -116,8 +116,12 @@ where
     B::Data: Buf + Send,
 {
     let digests = Arc::new(Mutex::new(FileDigests::default()));
+    // A simple upload's body is the whole file: any digest the client sent of
+    // it makes its SHA-256 worth knowing.
     let wanted = DigestSet {
-        sha256: config.compute_sha256 || checks.repr_digest.is_some(),
+        sha256: config.compute_sha256
+            || checks.repr_digest.is_some()
+            || checks.content_digest.is_some(),
         sha512: false,
     };
     let inspect = Inspect::new(
@@ -290,7 +294,13 @@ async fn settle(
                 digests = digests.with(repr.algorithm);
             }
             let refusal = Arc::new(Mutex::new(None));
-            let record = make_record(config, session, checks.types.clone(), Arc::clone(&refusal));
+            let record = make_record(
+                config,
+                session,
+                checks.types.clone(),
+                checks.repr_digest.clone(),
+                Arc::clone(&refusal),
+            );
             match config
                 .storage
                 .complete(session, &CompleteOptions::new(digests), record)
@@ -348,6 +358,7 @@ fn make_record(
     config: &Config,
     session: &Session,
     types: Option<TypeRule>,
+    own_digest: Option<Expected>,
     refusal: Arc<Mutex<Option<Error>>>,
 ) -> MakeRecord {
     let id = file_id_for(session.id());
@@ -362,14 +373,16 @@ fn make_record(
         if types.is_some_and(|rule| !rule.allows(sniffed_type(&info.head))) {
             return refuse(Error::TypeNotAllowed);
         }
-        if let Some(kept) = &info.repr_digest {
-            let matches = match digest::parse(kept.as_bytes()) {
-                Ok(Some(expected)) => {
-                    info.digests.get(expected.algorithm) == Some(&expected.value[..])
-                }
-                _ => false,
-            };
-            if !matches {
+        // The digest the session kept, else this request's own.
+        let expected = match &info.repr_digest {
+            Some(kept) => match digest::parse(kept.as_bytes()) {
+                Ok(Some(expected)) => Some(expected),
+                _ => return refuse(Error::DigestMismatch),
+            },
+            None => own_digest,
+        };
+        if let Some(expected) = expected {
+            if info.digests.get(expected.algorithm) != Some(&expected.value[..]) {
                 return refuse(Error::DigestMismatch);
             }
         }

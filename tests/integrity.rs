@@ -85,13 +85,11 @@ async fn status_query_with_another_repr_digest_is_409_on_fs() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a verified sha-256 Content-Digest of a simple upload is the whole file's digest, yet the File has no sha256 (src/upload.rs `simple`)"]
 async fn content_digest_of_a_simple_upload_gives_its_sha256_on_memory() {
     case_content_digest_gives_sha256(memory_storage()).await;
 }
 
 #[tokio::test]
-#[ignore = "bug: a verified sha-256 Content-Digest of a simple upload is the whole file's digest, yet the File has no sha256 (src/upload.rs `simple`)"]
 async fn content_digest_of_a_simple_upload_gives_its_sha256_on_fs() {
     let (_dir, storage) = fs_storage();
     case_content_digest_gives_sha256(storage).await;
