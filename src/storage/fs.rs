@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::{xxh3_128, Xxh3Default};
 
 use super::{
     BodyError, BoxFuture, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CompleteOptions,
@@ -29,18 +30,38 @@ const TMP: &str = "tmp";
 const LOCK: &str = "lock";
 const DATA_LOCK: &str = "data.lock";
 const DATA: &str = "data";
-const JOURNAL: &str = "journal";
+const JOURNAL: &str = "journal.v2";
+const JOURNAL_TMP: &str = "journal.v2.tmp";
+/// The journal of sessions started before chunk digests: 40-byte entries.
+const JOURNAL_V1: &str = "journal";
 const RECORD: &str = "record";
 const RECORD_TMP: &str = "record.tmp";
 const META: &str = "meta";
+const REPR: &str = "repr";
+const REPR_TMP: &str = "repr.tmp";
+/// The folder of in-flight writers' markers, inside a session folder.
+const WRITING: &str = "writing";
+/// Prefix of a removed session folder's name under [`TMP`], while it is deleted.
+const GONE: &str = "gone-";
 
 /// Bytes gathered from a body before one positional write.
 const WRITE_BATCH: usize = 1024 * 1024;
 /// Bytes per piece when a file is read back.
 const READ_PIECE: usize = 256 * 1024;
-/// One journal entry: first, last, total, flags (u64 little-endian each), then
-/// the first 8 bytes of the SHA-256 of those 32 bytes.
-const ENTRY_LEN: usize = 40;
+/// One journal entry: first, last, total, flags (u64 little-endian each), the
+/// chunk digest (u128 little-endian), then the first 8 bytes of the SHA-256 of
+/// those 48 bytes.
+const ENTRY_LEN: usize = 56;
+/// One entry of a [`JOURNAL_V1`] journal: no digest, checksum at 32.
+const ENTRY_V1_LEN: usize = 40;
+/// Flag bit: the chunk named a total.
+const FLAG_TOTAL: u64 = 1;
+/// Flag bit: the entry carries the chunk's digest.
+const FLAG_DIGEST: u64 = 2;
+/// Chunks are hashed in blocks aligned on this many bytes of the file.
+const BLOCK: u64 = 64 * 1024;
+/// Attempts at a session call that met the session folder being removed.
+const ATTEMPTS: usize = 3;
 /// The first bytes of a completion record file.
 const RECORD_MAGIC: &[u8; 8] = b"tsu-rec1";
 /// Longest accepted session id.
@@ -54,22 +75,36 @@ const MAX_ID_LEN: usize = 128;
 /// any ASCII case, is refused with [`StorageError::InvalidPath`]):
 ///
 /// ```text
-/// {root}/nested/folders/image.png      committed files
+/// {root}/nested/folders/image.png         committed files
 /// {root}/.uploads/tmp/put-{random}.part   simple uploads while they stream
+/// {root}/.uploads/tmp/gone-{random}/      a removed session folder, while it is deleted
 /// {root}/.uploads/{session id}/meta       the session URL's expiry, `{secs}.{nanos}`
 /// {root}/.uploads/{session id}/data       the file being assembled (sparse)
-/// {root}/.uploads/{session id}/journal    the ranges stored, one checksummed entry per chunk
+/// {root}/.uploads/{session id}/journal.v2 the ranges stored, one checksummed entry per chunk
+/// {root}/.uploads/{session id}/repr       the kept `Repr-Digest`, once a chunk announced one
+/// {root}/.uploads/{session id}/writing/   one marker per chunk writer in flight
 /// {root}/.uploads/{session id}/lock       locked (flock) while the journal changes
-/// {root}/.uploads/{session id}/data.lock  shared by writers, exclusive while committing
+/// {root}/.uploads/{session id}/data.lock  shared by writers per batch, exclusive while
+///                                         a chunk is recorded or the session commits
 /// {root}/.uploads/{session id}/record     the completion record, once complete
 /// ```
 ///
-/// A journal entry is 40 bytes: `first`, `last`, `total` and a flag (1 when the
-/// chunk named a total), each a little-endian `u64`, then the first 8 bytes of
-/// the SHA-256 of those 32 bytes. The completion record file is `tsu-rec1`, then
-/// the entity tag, the file's path and the record, each preceded by its length
-/// as a little-endian `u64`, then the SHA-256 of everything before it. Entity
-/// tags are `{size:x}-{mtime in nanoseconds:x}-{inode:x}`.
+/// A journal entry is 56 bytes: `first`, `last`, `total` and flags (bit 0: the
+/// chunk named a total; bit 1: the digest is known), each a little-endian `u64`;
+/// the chunk's digest, a little-endian `u128`; then the first 8 bytes of the
+/// SHA-256 of those 48 bytes. The chunk digest is the xxh3-128 of the
+/// concatenated xxh3-128 digests of the chunk's blocks, cut at 64 KiB offsets
+/// of the file (and at the chunk's ends); it is computed while the body streams.
+/// Sessions started by a version without digests (40-byte entries, in `journal`)
+/// are read as they are, and their journal is rewritten as `journal.v2` (entries
+/// without a digest) before their next chunk; such ranges are compared byte by
+/// byte. The completion record file is `tsu-rec1`, then the entity tag, the
+/// file's path and the record, each preceded by its length as a little-endian
+/// `u64`, then the SHA-256 of everything before it. Entity tags are
+/// `{size:x}-{mtime in nanoseconds:x}-{inode:x}`. `repr` holds the normalized
+/// `Repr-Digest` as text, written atomically (temporary file, `fsync`, rename).
+/// A writer's marker holds its range (`first`, `last`), then the range of every
+/// later writer whose range met it; its owner holds an exclusive `flock` on it.
 ///
 /// # Guarantees
 ///
@@ -77,9 +112,38 @@ const MAX_ID_LEN: usize = 128;
 ///   offset in the session's data file as they arrive (never buffered whole), then
 ///   `fsync`ed; only then is its range appended to the journal, which is `fsync`ed
 ///   before [`Storage::write_chunk`] returns. A chunk answered `202` survives the
-///   process being killed. A chunk whose body fails counts for nothing, and its
-///   bytes never overwrite ranges the session had already stored.
+///   process being killed. A chunk whose body fails counts for nothing.
 /// - **Journal entries are checksummed**, so a torn entry left by a crash is ignored.
+/// - **Stored bytes are never overwritten; a conflicting chunk is refused**
+///   ([`StorageError::RangeConflict`]), across tasks and processes:
+///   - *An identical resend* (the `first`/`last` of a recorded entry) is only
+///     hashed: nothing is written or read, and the digest is compared with the
+///     entry's. Cost: one xxh3 pass over the body.
+///   - *Other chunks* write their bytes batch by batch (about 1 MiB), each batch
+///     under the shared `data.lock` after reading the journal entries appended
+///     since the last batch (a length check when there are none). Bytes inside
+///     recorded ranges are read back and compared, never written; the others
+///     are written. Cost: a read and compare of the overlap only.
+///   - A chunk is recorded under the session lock and the exclusive `data.lock`,
+///     so no batch is ever written into a range recorded before it started.
+///   - Writers whose ranges meet find each other through their markers (the
+///     writer admitted later notes its range in the earlier one's marker). Such a
+///     chunk, before being recorded, re-reads the blocks of its range that the
+///     others could have written and compares their digests with its own (then
+///     `fsync`s again): of overlapping chunks racing with different bytes, at most
+///     one is recorded, holding exactly its own bytes; the others, or all of them
+///     when their batches interleaved, are refused and count for nothing (a retry
+///     alone succeeds). Markers of writers that died (nobody holds their lock)
+///     are removed and ignored.
+/// - **`Repr-Digest`**: the first one a recorded chunk announced is kept in `repr`
+///   (written before the chunk's journal entry); a chunk announcing another fails
+///   with [`StorageError::DigestConflict`] before its body is read, and again when
+///   it would be recorded. Completion computes the digest it names.
+/// - **Discarded sessions go whole**: [`Storage::discard`], a refused commit and
+///   cleanup rename the session folder into `tmp` (atomically, under the session
+///   lock) and then delete it, so a crash never leaves half a session. A writer
+///   of a discarded session finds the journal it was admitted with gone and
+///   fails; it never touches a fresh session at the same URL.
 /// - **Completion happens once**, across tasks and processes, under the session's
 ///   file lock: the completion record is written durably first (temporary file,
 ///   `fsync`, rename), then the data file is renamed into place, without a copy.
@@ -98,11 +162,14 @@ const MAX_ID_LEN: usize = 128;
 ///
 /// Several processes may share one root: each session's journal and completion are
 /// guarded by `flock` locks on files in the session folder, and chunks of one session
-/// stream in parallel without waiting on each other. The folder must be on a local
-/// file system with working `flock` (not every network file system has it).
+/// stream in parallel; recording a chunk waits only for the batches being written
+/// at that moment. The folder must be on a local file system with working `flock`
+/// (not every network file system has it). Processes of a version without chunk
+/// digests must not share a root with this one while sessions are in flight.
 ///
 /// [`Storage::purge_expired`] removes sessions (complete or not) whose URL expired
-/// more than the grace period ago, and temporary files older than the grace period.
+/// more than the grace period ago, temporary files older than the grace period,
+/// and removed session folders whose deletion was interrupted.
 ///
 /// # Example
 ///
@@ -195,7 +262,9 @@ impl fmt::Display for FsError {
         match self {
             FsError::Io(error) => write!(f, "i/o error: {error}"),
             FsError::Corrupt(what) => write!(f, "corrupt session: {what}"),
-            FsError::SessionRemoved => f.write_str("the session was removed by cleanup"),
+            FsError::SessionRemoved => {
+                f.write_str("the session was removed (discarded, refused or cleaned up)")
+            }
             FsError::Abandoned => f.write_str("the upload was abandoned"),
             FsError::Blocking(error) => write!(f, "blocking task failed: {error}"),
         }
@@ -384,62 +453,147 @@ fn checksum(bytes: &[u8]) -> [u8; 8] {
     out
 }
 
-fn encode_entry(range: ChunkRange) -> [u8; ENTRY_LEN] {
-    let mut entry = [0; ENTRY_LEN];
-    entry[0..8].copy_from_slice(&range.first.to_le_bytes());
-    entry[8..16].copy_from_slice(&range.last.to_le_bytes());
-    entry[16..24].copy_from_slice(&range.total.unwrap_or(0).to_le_bytes());
-    entry[24..32].copy_from_slice(&u64::from(range.total.is_some()).to_le_bytes());
-    let sum = checksum(&entry[..32]);
-    entry[32..].copy_from_slice(&sum);
-    entry
+/// One recorded chunk: its range, and the digest of its bytes when known
+/// (entries of [`JOURNAL_V1`] journals have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    range: ChunkRange,
+    digest: Option<u128>,
 }
 
-fn decode_entry(entry: &[u8]) -> Option<ChunkRange> {
-    let word = |at: usize| {
-        entry
-            .get(at..at + 8)
-            .and_then(|bytes| bytes.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if entry.len() != ENTRY_LEN || entry[32..] != checksum(&entry[..32]) {
+fn encode_entry(entry: Entry) -> [u8; ENTRY_LEN] {
+    let Entry { range, digest } = entry;
+    let flags = if range.total.is_some() { FLAG_TOTAL } else { 0 }
+        | if digest.is_some() { FLAG_DIGEST } else { 0 };
+    let mut out = [0; ENTRY_LEN];
+    out[0..8].copy_from_slice(&range.first.to_le_bytes());
+    out[8..16].copy_from_slice(&range.last.to_le_bytes());
+    out[16..24].copy_from_slice(&range.total.unwrap_or(0).to_le_bytes());
+    out[24..32].copy_from_slice(&flags.to_le_bytes());
+    out[32..48].copy_from_slice(&digest.unwrap_or(0).to_le_bytes());
+    let sum = checksum(&out[..48]);
+    out[48..].copy_from_slice(&sum);
+    out
+}
+
+fn word(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+fn decode_entry(entry: &[u8]) -> Option<Entry> {
+    if entry.len() != ENTRY_LEN || entry[48..] != checksum(&entry[..48]) {
         return None;
     }
-    let (first, last, total, flags) = (word(0)?, word(8)?, word(16)?, word(24)?);
-    if first > last || flags > 1 {
+    let (first, last, total, flags) = (
+        word(entry, 0)?,
+        word(entry, 8)?,
+        word(entry, 16)?,
+        word(entry, 24)?,
+    );
+    if first > last || flags > (FLAG_TOTAL | FLAG_DIGEST) {
         return None;
     }
-    Some(ChunkRange {
-        first,
-        last,
-        total: (flags == 1).then_some(total),
+    let digest = u128::from_le_bytes(entry[32..48].try_into().ok()?);
+    Some(Entry {
+        range: ChunkRange {
+            first,
+            last,
+            total: (flags & FLAG_TOTAL != 0).then_some(total),
+        },
+        digest: (flags & FLAG_DIGEST != 0).then_some(digest),
     })
 }
 
-/// Replays the journal. Entries that fail their checksum (a torn write after a
-/// crash) are skipped. Returns the state and the length of whole entries.
-fn read_journal(journal: &File) -> io::Result<(SessionState, u64)> {
-    let len = journal.metadata()?.len();
-    let whole = len - len % ENTRY_LEN as u64;
-    let size = usize::try_from(whole).map_err(|_| io::Error::other("journal too large"))?;
-    let mut bytes = vec![0; size];
-    journal.read_exact_at(&mut bytes, 0)?;
-    let mut state = SessionState::default();
-    for entry in bytes.chunks_exact(ENTRY_LEN) {
-        if let Some(range) = decode_entry(entry) {
-            state.record(range);
+/// An entry of a [`JOURNAL_V1`] journal: first, last, total, flag, checksum.
+fn decode_entry_v1(entry: &[u8]) -> Option<Entry> {
+    if entry.len() != ENTRY_V1_LEN || entry[32..] != checksum(&entry[..32]) {
+        return None;
+    }
+    let (first, last, total, flags) = (
+        word(entry, 0)?,
+        word(entry, 8)?,
+        word(entry, 16)?,
+        word(entry, 24)?,
+    );
+    if first > last || flags > 1 {
+        return None;
+    }
+    Some(Entry {
+        range: ChunkRange {
+            first,
+            last,
+            total: (flags == 1).then_some(total),
+        },
+        digest: None,
+    })
+}
+
+/// A session's journal, replayed.
+#[derive(Debug, Default)]
+struct Journal {
+    state: SessionState,
+    entries: Vec<Entry>,
+    /// The length of the whole entries read.
+    len: u64,
+}
+
+impl Journal {
+    /// Replays the whole entries of `bytes` (the journal from offset `self.len`).
+    /// Entries that fail their checksum (a torn write after a crash) are skipped.
+    fn extend(&mut self, bytes: &[u8], entry_len: usize, decode: fn(&[u8]) -> Option<Entry>) {
+        for entry in bytes.chunks_exact(entry_len) {
+            if let Some(entry) = decode(entry) {
+                self.state.record(entry.range);
+                self.entries.push(entry);
+            }
+            self.len += entry_len as u64;
         }
     }
-    Ok((state, whole))
+
+    /// Reads the entries appended to `journal` since it was read.
+    fn refresh(&mut self, journal: &File) -> io::Result<()> {
+        let len = journal.metadata()?.len();
+        let whole = len - len % ENTRY_LEN as u64;
+        if whole < self.len {
+            // Never happens: appends only drop a torn tail. Start over.
+            *self = Journal::default();
+        }
+        if whole == self.len {
+            return Ok(());
+        }
+        let size =
+            usize::try_from(whole - self.len).map_err(|_| io::Error::other("journal too large"))?;
+        let mut bytes = vec![0; size];
+        journal.read_exact_at(&mut bytes, self.len)?;
+        self.extend(&bytes, ENTRY_LEN, decode_entry);
+        Ok(())
+    }
+
+    /// The entry recorded for exactly `range`'s bytes with their digest.
+    fn digest_of(&self, range: ChunkRange) -> Option<u128> {
+        self.entries
+            .iter()
+            .find(|entry| entry.range.first == range.first && entry.range.last == range.last)
+            .and_then(|entry| entry.digest)
+    }
+}
+
+fn read_journal(journal: &File) -> io::Result<Journal> {
+    let mut replayed = Journal::default();
+    replayed.refresh(journal)?;
+    Ok(replayed)
 }
 
 /// Appends one entry at `at` (the end of the whole entries, dropping a torn tail)
 /// and makes it durable.
-fn append_entry(journal: &File, at: u64, range: ChunkRange) -> io::Result<()> {
+fn append_entry(journal: &File, at: u64, entry: Entry) -> io::Result<()> {
     if journal.metadata()?.len() != at {
         journal.set_len(at)?;
     }
-    journal.write_all_at(&encode_entry(range), at)?;
+    journal.write_all_at(&encode_entry(entry), at)?;
     journal.sync_data()
 }
 
@@ -455,14 +609,286 @@ fn open_journal(dir: &Path) -> Result<Option<File>, StorageError> {
     }
 }
 
-fn session_state(dir: &Path) -> Result<(SessionState, u64, Option<File>), StorageError> {
-    match open_journal(dir)? {
-        Some(journal) => {
-            let (state, at) = read_journal(&journal).map_err(write_error)?;
-            Ok((state, at, Some(journal)))
-        }
-        None => Ok((SessionState::default(), 0, None)),
+/// The session's journal, or the ranges of a [`JOURNAL_V1`] journal.
+fn session_state(dir: &Path) -> Result<Journal, StorageError> {
+    if let Some(journal) = open_journal(dir)? {
+        return read_journal(&journal).map_err(write_error);
     }
+    let mut replayed = Journal::default();
+    match fs::read(dir.join(JOURNAL_V1)) {
+        Ok(bytes) => replayed.extend(&bytes, ENTRY_V1_LEN, decode_entry_v1),
+        Err(error) if is_not_found(&error) => {}
+        Err(error) => return Err(write_error(error)),
+    }
+    Ok(replayed)
+}
+
+/// Rewrites a [`JOURNAL_V1`] journal as a [`JOURNAL`] one (its entries carry no
+/// digest), atomically; called under the session lock before a chunk is admitted.
+fn upgrade_journal(dir: &Path) -> Result<(), StorageError> {
+    if open_journal(dir)?.is_some() {
+        return Ok(());
+    }
+    let bytes = match fs::read(dir.join(JOURNAL_V1)) {
+        Ok(bytes) => bytes,
+        Err(error) if is_not_found(&error) => return Ok(()),
+        Err(error) => return Err(write_error(error)),
+    };
+    let mut old = Journal::default();
+    old.extend(&bytes, ENTRY_V1_LEN, decode_entry_v1);
+    let converted: Vec<u8> = old.entries.into_iter().flat_map(encode_entry).collect();
+    let temp = dir.join(JOURNAL_TMP);
+    let mut file = File::create(&temp).map_err(write_error)?;
+    file.write_all(&converted)
+        .and_then(|()| file.sync_all())
+        .map_err(write_error)?;
+    fs::rename(&temp, dir.join(JOURNAL)).map_err(write_error)?;
+    sync_dir(dir).map_err(write_error)?;
+    match fs::remove_file(dir.join(JOURNAL_V1)) {
+        Err(error) if !is_not_found(&error) => Err(write_error(error)),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Repr-Digest
+
+/// The `Repr-Digest` kept with the session, if a recorded chunk announced one.
+fn read_repr(dir: &Path) -> Result<Option<String>, StorageError> {
+    match fs::read(dir.join(REPR)) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| other(FsError::Corrupt("kept Repr-Digest is not text"))),
+        Err(error) if is_not_found(&error) => Ok(None),
+        Err(error) => Err(write_error(error)),
+    }
+}
+
+/// Keeps the session's `Repr-Digest` durably: temporary file, `fsync`, rename.
+fn write_repr(dir: &Path, digest: &str) -> Result<(), StorageError> {
+    let temp = dir.join(REPR_TMP);
+    let mut file = File::create(&temp).map_err(write_error)?;
+    file.write_all(digest.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(write_error)?;
+    fs::rename(&temp, dir.join(REPR)).map_err(write_error)?;
+    sync_dir(dir).map_err(write_error)
+}
+
+/// Fails with [`StorageError::DigestConflict`] if the chunk announces another
+/// `Repr-Digest` than the kept one.
+fn check_repr(kept: Option<&str>, sent: Option<&str>) -> Result<(), StorageError> {
+    match (kept, sent) {
+        (Some(kept), Some(sent)) if kept != sent => Err(StorageError::DigestConflict),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Chunk digests
+
+/// Hashes a chunk's bytes as they stream: one xxh3-128 per block of the file
+/// ([`BLOCK`]-aligned, cut at the chunk's ends).
+struct BlockHasher {
+    /// The file offset of the next byte.
+    at: u64,
+    current: Xxh3Default,
+    /// Whether `current` holds bytes of an unfinished block.
+    partial: bool,
+    blocks: Vec<u128>,
+}
+
+impl BlockHasher {
+    fn new(first: u64) -> Self {
+        BlockHasher {
+            at: first,
+            current: Xxh3Default::new(),
+            partial: false,
+            blocks: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = BLOCK - self.at % BLOCK;
+            let take = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
+            let (head, rest) = bytes.split_at(take);
+            if !self.partial && take as u64 == room {
+                self.blocks.push(xxh3_128(head));
+            } else {
+                self.current.update(head);
+                self.partial = true;
+                if take as u64 == room {
+                    self.blocks.push(self.current.digest128());
+                    self.current.reset();
+                    self.partial = false;
+                }
+            }
+            self.at += take as u64;
+            bytes = rest;
+        }
+    }
+
+    fn finish(mut self) -> Vec<u128> {
+        if self.partial {
+            self.blocks.push(self.current.digest128());
+        }
+        self.blocks
+    }
+}
+
+/// The digest kept in a journal entry: xxh3-128 of the chunk's block digests.
+fn chunk_digest(blocks: &[u128]) -> u128 {
+    let bytes: Vec<u8> = blocks
+        .iter()
+        .flat_map(|block| block.to_le_bytes())
+        .collect();
+    xxh3_128(&bytes)
+}
+
+/// Whether the data file holds `range`'s bytes (as `blocks` digests them) in
+/// every block that meets one of `suspects`.
+fn verify_blocks(
+    data: &File,
+    range: ChunkRange,
+    blocks: &[u128],
+    suspects: &ByteRanges,
+) -> io::Result<bool> {
+    let base = range.first / BLOCK;
+    let mut next = base;
+    let mut buffer = Vec::new();
+    for &[first, last] in suspects.as_slice() {
+        let (first, last) = (first.max(range.first), last.min(range.last));
+        if first > last {
+            continue;
+        }
+        for block in (first / BLOCK).max(next)..=last / BLOCK {
+            let from = (block * BLOCK).max(range.first);
+            let to = (block * BLOCK + BLOCK - 1).min(range.last);
+            let len = usize::try_from(to - from + 1).map_err(io::Error::other)?;
+            buffer.resize(len, 0);
+            match data.read_exact_at(&mut buffer, from) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(error) => return Err(error),
+            }
+            let index = usize::try_from(block - base).map_err(io::Error::other)?;
+            if blocks.get(index) != Some(&xxh3_128(&buffer)) {
+                return Ok(false);
+            }
+            next = block + 1;
+        }
+    }
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------
+// In-flight writers
+
+/// A chunk writer's marker, `writing/{random}`: 16 bytes of its range (`first`,
+/// `last`), then 16 bytes per later writer whose range meets it. Its owner holds
+/// an exclusive `flock` on it while it may write, so a marker nobody holds is
+/// stale (its process died). Removed when dropped, after the owner's last write.
+struct Marker {
+    path: PathBuf,
+    file: File,
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        // Best effort: a leftover is stale (unlocked) and removed by the next scan.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Marker {
+    /// The ranges of writers admitted after the owner that meet its range.
+    fn later_writers(&self) -> io::Result<Vec<[u64; 2]>> {
+        let len = usize::try_from(self.file.metadata()?.len()).map_err(io::Error::other)?;
+        let mut bytes = vec![0; len];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        Ok(decode_ranges(bytes.get(16..).unwrap_or_default()))
+    }
+}
+
+fn decode_ranges(bytes: &[u8]) -> Vec<[u64; 2]> {
+    bytes
+        .chunks_exact(16)
+        .filter_map(|pair| Some([word(pair, 0)?, word(pair, 8)?]))
+        .collect()
+}
+
+fn encode_range(range: ChunkRange) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&range.first.to_le_bytes());
+    out[8..].copy_from_slice(&range.last.to_le_bytes());
+    out
+}
+
+fn meets(a: [u64; 2], range: ChunkRange) -> bool {
+    a[0] <= range.last && range.first <= a[1]
+}
+
+/// Under the session lock: finds the live writers whose range meets `range`,
+/// tells each of them about it (so they verify their bytes before recording),
+/// removes stale markers, and registers the new writer. Returns its marker and
+/// the ranges of the writers it met.
+fn register_writer(dir: &Path, range: ChunkRange) -> Result<(Marker, Vec<[u64; 2]>), StorageError> {
+    let writing = dir.join(WRITING);
+    match fs::create_dir(&writing) {
+        Err(error) if error.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(write_error(error))
+        }
+        _ => {}
+    }
+    let mut met = Vec::new();
+    for entry in fs::read_dir(&writing).map_err(write_error)? {
+        let path = entry.map_err(write_error)?.path();
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
+            Err(error) if is_not_found(&error) => continue,
+            Err(error) => return Err(write_error(error)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                // Nobody writes under this marker any more.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(error)) => return Err(write_error(error)),
+        }
+        let mut head = [0; 16];
+        match file.read_exact_at(&mut head, 0) {
+            Ok(()) => {}
+            // Cannot happen: markers are written whole before anyone scans.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => continue,
+            Err(error) => return Err(write_error(error)),
+        }
+        let [theirs] = decode_ranges(&head)[..] else {
+            continue;
+        };
+        if meets(theirs, range) {
+            let end = file.metadata().map_err(write_error)?.len();
+            file.write_all_at(&encode_range(range), end)
+                .map_err(write_error)?;
+            met.push(theirs);
+        }
+    }
+    let path = writing.join(random_name("w-", ""));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(write_error)?;
+    let marker = Marker { path, file };
+    marker.file.lock().map_err(write_error)?;
+    marker
+        .file
+        .write_all_at(&encode_range(range), 0)
+        .map_err(write_error)?;
+    Ok((marker, met))
 }
 
 // ---------------------------------------------------------------------------
@@ -597,6 +1023,28 @@ fn lock_session(dir: &Path) -> Result<SessionLock, StorageError> {
     }
 }
 
+/// Whether the call failed because the session folder was removed (by a
+/// discard, a refused commit or cleanup) while it waited for the lock.
+fn is_removed(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::Other { source, .. }
+            if matches!(source.downcast_ref::<FsError>(), Some(FsError::SessionRemoved))
+    )
+}
+
+/// Runs a session call again if it met the session folder being removed: the
+/// next attempt sees the folder gone, or a fresh session.
+fn retry_removed<T>(mut call: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    let mut attempt = 1;
+    loop {
+        match call() {
+            Err(error) if attempt < ATTEMPTS && is_removed(&error) => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
 fn dir_exists(dir: &Path) -> Result<bool, StorageError> {
     match fs::symlink_metadata(dir) {
         Ok(meta) => Ok(meta.is_dir()),
@@ -672,16 +1120,37 @@ fn session_expiry(dir: &Path) -> Result<SystemTime, StorageError> {
         .map_err(write_error)
 }
 
-/// The files a chunk writer holds: the data file, opened while the session lock
-/// was held (so it is the session's data file, never one created after a commit
-/// moved it), and the writers' lock.
+/// How a chunk's bytes are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// The chunk resends exactly a recorded range whose digest is known: its
+    /// body is only hashed and compared with that digest.
+    Resend(u128),
+    /// Bytes in recorded ranges are compared with the stored ones, the others
+    /// written.
+    Stream,
+}
+
+/// What a chunk writer holds, from its admission to its end.
 struct ChunkFiles {
     dir: PathBuf,
+    plan: Plan,
+    /// The data file, opened while the session lock was held (so it is the
+    /// session's data file, never one created after a commit or discard
+    /// replaced it).
     data: File,
+    /// The writers' lock: shared while writing a batch, exclusive while a
+    /// chunk is recorded or the session commits.
     data_lock: File,
-    /// The ranges stored when the chunk was admitted; the chunk does not
-    /// overwrite them.
-    stored: ByteRanges,
+    /// The session's journal, opened with the data file.
+    journal: File,
+    /// The journal as this writer last read it; refreshed before each batch.
+    known: Mutex<Journal>,
+    /// The ranges of writers in flight at admission that meet the chunk's range.
+    met: Vec<[u64; 2]>,
+    /// Registered when the chunk may write bytes; removed when this is dropped,
+    /// after the last batch (the blocking tasks hold this value too).
+    marker: Option<Marker>,
 }
 
 enum Admission {
@@ -696,7 +1165,7 @@ fn admit_chunk(
     dir: PathBuf,
     session: &Session,
     range: ChunkRange,
-    max_ranges: usize,
+    options: &ChunkOptions,
 ) -> Result<Admission, StorageError> {
     ensure_session_dir(&dir)?;
     let _lock = lock_session(&dir)?;
@@ -704,8 +1173,10 @@ fn admit_chunk(
         roll_forward(root, &dir, &record)?;
         return Ok(Admission::Completed(record));
     }
-    let (state, _, _) = session_state(&dir)?;
-    state.admit(range, max_ranges)?;
+    upgrade_journal(&dir)?;
+    let journal = session_state(&dir)?;
+    journal.state.admit(range, options.max_ranges)?;
+    check_repr(read_repr(&dir)?.as_deref(), options.repr_digest.as_deref())?;
 
     let mut created = false;
     let meta = dir.join(META);
@@ -723,27 +1194,60 @@ fn admit_chunk(
     };
     let data = open(DATA)?;
     let data_lock = open(DATA_LOCK)?;
-    let journal = open(JOURNAL)?;
+    let journal_file = open(JOURNAL)?;
     if created {
-        journal.sync_all().map_err(write_error)?;
+        journal_file.sync_all().map_err(write_error)?;
         sync_dir(&dir).map_err(write_error)?;
     }
+    let (plan, marker, met) = if let Some(digest) = journal.digest_of(range) {
+        (Plan::Resend(digest), None, Vec::new())
+    } else if journal.state.ranges.contains(range.first, range.last) {
+        // Every byte is stored: the chunk only compares.
+        (Plan::Stream, None, Vec::new())
+    } else {
+        let (marker, met) = register_writer(&dir, range)?;
+        (Plan::Stream, Some(marker), met)
+    };
     Ok(Admission::Admitted(ChunkFiles {
         dir,
+        plan,
         data,
         data_lock,
-        stored: state.ranges,
+        journal: journal_file,
+        known: Mutex::new(journal),
+        met,
+        marker,
     }))
 }
 
-/// Writes `bytes` at `offset`, skipping the parts that lie in `stored`.
-fn write_gaps(file: &File, offset: u64, bytes: &[u8], stored: &ByteRanges) -> io::Result<()> {
-    let too_far = || io::Error::other("offset past the largest file size");
+/// Stores `bytes` at `offset`: the parts in `stored` are compared with the data
+/// file (a difference is [`StorageError::RangeConflict`]), the others written.
+fn store_piece(
+    file: &File,
+    offset: u64,
+    bytes: &[u8],
+    stored: &ByteRanges,
+) -> Result<(), StorageError> {
+    let too_far = || write_error(io::Error::other("offset past the largest file size"));
     let end = offset.checked_add(bytes.len() as u64).ok_or_else(too_far)?;
-    let slice = |from: u64, to: u64| -> io::Result<&[u8]> {
+    let slice = |from: u64, to: u64| -> Result<&[u8], StorageError> {
         let from = usize::try_from(from - offset).map_err(|_| too_far())?;
         let to = usize::try_from(to - offset).map_err(|_| too_far())?;
         bytes.get(from..to).ok_or_else(too_far)
+    };
+    let write = |from: u64, to: u64| -> Result<(), StorageError> {
+        file.write_all_at(slice(from, to)?, from)
+            .map_err(write_error)
+    };
+    let compare = |from: u64, to: u64| -> Result<(), StorageError> {
+        let sent = slice(from, to)?;
+        let mut on_disk = vec![0; sent.len()];
+        file.read_exact_at(&mut on_disk, from)
+            .map_err(write_error)?;
+        if on_disk != sent {
+            return Err(StorageError::RangeConflict);
+        }
+        Ok(())
     };
     let ranges = stored.as_slice();
     let mut cursor = offset;
@@ -753,28 +1257,37 @@ fn write_gaps(file: &File, offset: u64, bytes: &[u8], stored: &ByteRanges) -> io
             break;
         }
         if first > cursor {
-            file.write_all_at(slice(cursor, first)?, cursor)?;
+            write(cursor, first)?;
         }
-        cursor = cursor.max(last.saturating_add(1));
+        let stop = end.min(last.saturating_add(1));
+        compare(cursor.max(first), stop)?;
+        cursor = stop;
     }
     if cursor < end {
-        file.write_all_at(slice(cursor, end)?, cursor)?;
+        write(cursor, end)?;
     }
     Ok(())
 }
 
-/// Writes a batch of pieces from `offset`, holding the writers' shared lock so a
-/// commit cannot happen midway. Returns false, writing nothing, once the session
-/// is complete: its data file is the committed file now.
+/// Stores a batch of pieces from `offset`, holding the writers' shared lock so
+/// that no chunk is recorded and no commit happens midway. Ranges recorded
+/// since the last batch are read first, so recorded bytes are compared, never
+/// written. Returns false, storing nothing, once the session is complete: its
+/// data file is the committed file now.
 fn write_batch(files: &ChunkFiles, offset: u64, pieces: &[Bytes]) -> Result<bool, StorageError> {
     files.data_lock.lock_shared().map_err(write_error)?;
     let result = (|| {
         if record_exists(&files.dir)? {
             return Ok(false);
         }
+        let mut known = files
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.refresh(&files.journal).map_err(write_error)?;
         let mut at = offset;
         for piece in pieces {
-            write_gaps(&files.data, at, piece, &files.stored).map_err(write_error)?;
+            store_piece(&files.data, at, piece, &known.state.ranges)?;
             at += piece.len() as u64;
         }
         Ok(true)
@@ -783,28 +1296,130 @@ fn write_batch(files: &ChunkFiles, offset: u64, pieces: &[Bytes]) -> Result<bool
     result
 }
 
+/// Whether `file` is the file at `path`.
+fn same_file(file: &File, path: &Path) -> Result<bool, StorageError> {
+    let held = file.metadata().map_err(write_error)?;
+    match fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.ino() == held.ino() && now.dev() == held.dev()),
+        Err(error) if is_not_found(&error) => Ok(false),
+        Err(error) => Err(write_error(error)),
+    }
+}
+
+/// Holds the writers' lock exclusively; released when dropped.
+struct ExclusiveData<'a>(&'a File);
+
+impl<'a> ExclusiveData<'a> {
+    fn lock(file: &'a File) -> Result<Self, StorageError> {
+        file.lock().map_err(write_error)?;
+        Ok(ExclusiveData(file))
+    }
+}
+
+impl Drop for ExclusiveData<'_> {
+    fn drop(&mut self) {
+        // Closing the descriptor releases it too.
+        let _ = self.0.unlock();
+    }
+}
+
 /// Last step of a chunk: under the session lock, check it again and record it.
+/// `blocks` are the digests of the chunk's bytes (see [`BlockHasher`]).
 fn record_chunk(
     root: &Path,
-    dir: &Path,
+    files: &ChunkFiles,
     range: ChunkRange,
-    max_ranges: usize,
+    options: &ChunkOptions,
+    blocks: &[u128],
 ) -> Result<SessionStatus, StorageError> {
+    let dir = &files.dir;
     let _lock = lock_session(dir)?;
     if let Some(record) = read_record(dir)? {
         roll_forward(root, dir, &record)?;
         return Ok(completed(record, false));
     }
-    let (mut state, at, journal) = session_state(dir)?;
-    let journal = journal.ok_or_else(|| other(FsError::Corrupt("journal missing")))?;
-    state.admit(range, max_ranges)?;
+    // A session discarded since the admission (perhaps started afresh) is
+    // none of this chunk's business any more.
+    if !same_file(&files.journal, &dir.join(JOURNAL))? {
+        return Err(other(FsError::SessionRemoved));
+    }
+    let journal = read_journal(&files.journal).map_err(write_error)?;
+    let mut state = journal.state;
+    state.admit(range, options.max_ranges)?;
+    let kept = read_repr(dir)?;
+    check_repr(kept.as_deref(), options.repr_digest.as_deref())?;
+    let digest = chunk_digest(blocks);
+
+    // Held until the entry is appended: no writer stores a batch meanwhile.
+    let _exclusive = match files.plan {
+        Plan::Resend(stored) => {
+            if stored != digest {
+                return Err(StorageError::RangeConflict);
+            }
+            // Nothing was written: the range is recorded with these bytes.
+            None
+        }
+        Plan::Stream => {
+            let exclusive = ExclusiveData::lock(&files.data_lock)?;
+            // Writers that met this chunk's range while it streamed may have
+            // written over its bytes: check those blocks on disk.
+            let mut suspects = ByteRanges::from_ranges(files.met.iter().copied());
+            if let Some(marker) = &files.marker {
+                for [first, last] in marker.later_writers().map_err(write_error)? {
+                    suspects.insert(first, last);
+                }
+            }
+            let overlapped = suspects
+                .as_slice()
+                .iter()
+                .any(|suspect| meets(*suspect, range));
+            if overlapped {
+                if !verify_blocks(&files.data, range, blocks, &suspects).map_err(write_error)? {
+                    return Err(StorageError::RangeConflict);
+                }
+                // The verified bytes may have been written after this chunk's sync.
+                files.data.sync_data().map_err(write_error)?;
+            }
+            Some(exclusive)
+        }
+    };
+
+    if kept.is_none() {
+        if let Some(sent) = &options.repr_digest {
+            write_repr(dir, sent)?;
+        }
+    }
     let known = state.ranges.contains(range.first, range.last)
         && (range.total.is_none() || range.total == state.total);
     if !known {
-        append_entry(&journal, at, range).map_err(write_error)?;
+        let entry = Entry {
+            range,
+            digest: Some(digest),
+        };
+        append_entry(&files.journal, journal.len, entry).map_err(write_error)?;
         state.record(range);
     }
     Ok(in_progress(state))
+}
+
+/// Removes a session folder atomically: renames it under [`TMP`] (so no later
+/// call finds half a session, even after a crash), then deletes it.
+fn remove_session_dir(dir: &Path) -> Result<(), StorageError> {
+    let hidden = dir
+        .parent()
+        .ok_or_else(|| other(FsError::Corrupt("session folder has no parent")))?;
+    let tmp = hidden.join(TMP);
+    fs::create_dir_all(&tmp).map_err(write_error)?;
+    let gone = tmp.join(random_name(GONE, ""));
+    match fs::rename(dir, &gone) {
+        Ok(()) => {}
+        Err(error) if is_not_found(&error) => return Ok(()),
+        Err(error) => return Err(write_error(error)),
+    }
+    sync_dir(hidden).map_err(write_error)?;
+    // Best effort: a leftover is removed by `purge_expired`.
+    let _ = fs::remove_dir_all(&gone);
+    Ok(())
 }
 
 /// Commits a complete session, under its lock. See [`Storage::complete`].
@@ -823,7 +1438,7 @@ fn complete_session(
         roll_forward(root, dir, &record)?;
         return Ok(completed(record, false));
     }
-    let (state, _, _) = session_state(dir)?;
+    let state = session_state(dir)?.state;
     let total = match state.total {
         Some(total) if state.is_complete() => total,
         _ => return Ok(in_progress(state)),
@@ -833,7 +1448,7 @@ fn complete_session(
 
     // No writer may touch the data file from here on.
     let data_lock = open_create(&dir.join(DATA_LOCK)).map_err(write_error)?;
-    data_lock.lock().map_err(write_error)?;
+    let exclusive = ExclusiveData::lock(&data_lock)?;
     let data_path = dir.join(DATA);
     let data = OpenOptions::new()
         .read(true)
@@ -852,18 +1467,21 @@ fn complete_session(
     let mut head = vec![0; head_len];
     data.read_exact_at(&mut head, 0).map_err(write_error)?;
     let meta = data.metadata().map_err(write_error)?;
-    let digests = if options.digests.is_empty() {
+    let repr_digest = read_repr(dir)?;
+    let wanted = options.digests.with_repr_digest(repr_digest.as_deref());
+    let digests = if wanted.is_empty() {
         FileDigests::default()
     } else {
-        let mut hasher = FileHasher::new(options.digests);
+        let mut hasher = FileHasher::new(wanted);
         let mut buffer = vec![0u8; 1 << 20];
-        let mut reader = &data;
+        let mut at = 0;
         loop {
-            let read = reader.read(&mut buffer).map_err(write_error)?;
+            let read = data.read_at(&mut buffer, at).map_err(write_error)?;
             if read == 0 {
                 break;
             }
             hasher.update(&buffer[..read]);
+            at += read as u64;
         }
         hasher.finish()
     };
@@ -871,12 +1489,13 @@ fn complete_session(
         size: total,
         head: Bytes::from(head),
         etag: etag_of(&meta),
-        repr_digest: None,
+        repr_digest,
         digests,
     };
     let Ok(record) = make_record(&info) else {
-        drop(data_lock);
-        fs::remove_dir_all(dir).map_err(write_error)?;
+        // Nothing was committed; the session goes as a whole.
+        drop(exclusive);
+        remove_session_dir(dir)?;
         return Err(StorageError::CommitRefused);
     };
     let record = StoredRecord {
@@ -887,7 +1506,7 @@ fn complete_session(
     write_record(dir, &record)?;
     fs::rename(&data_path, &target).map_err(write_error)?;
     sync_dir(target.parent().unwrap_or(root)).map_err(write_error)?;
-    drop(data_lock);
+    drop(exclusive);
     Ok(completed(record, true))
 }
 
@@ -961,7 +1580,8 @@ impl Drop for TempGuard {
     }
 }
 
-fn temp_name() -> String {
+/// A unique file name: `{prefix}{32 random hex digits}{suffix}`.
+fn random_name(prefix: &str, suffix: &str) -> String {
     let mut random = [0u8; 16];
     if getrandom::fill(&mut random).is_err() {
         // Uniqueness matters, not secrecy: fall back on the clock and the pid.
@@ -972,7 +1592,11 @@ fn temp_name() -> String {
         random = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
     }
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("put-{hex}.part")
+    format!("{prefix}{hex}{suffix}")
+}
+
+fn temp_name() -> String {
+    random_name("put-", ".part")
 }
 
 /// Writes pieces in order from `offset`.
@@ -993,7 +1617,7 @@ impl Storage for FsStorage {
         options: &ChunkOptions,
         mut body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
-        let max_ranges = options.max_ranges;
+        let options = Arc::new(options.clone());
         let session = session.clone();
         let root = Arc::clone(&self.root);
         let dir = self.session_dir(&session);
@@ -1008,14 +1632,19 @@ impl Storage for FsStorage {
                 .ok_or(StorageError::RangeNotSatisfiable)?;
 
             let admission = {
-                let (root, session) = (Arc::clone(&root), session.clone());
-                blocking(move || admit_chunk(&root, dir, &session, range, max_ranges)).await?
+                let (root, session, options) =
+                    (Arc::clone(&root), session.clone(), Arc::clone(&options));
+                blocking(move || {
+                    retry_removed(|| admit_chunk(&root, dir.clone(), &session, range, &options))
+                })
+                .await?
             };
             let files = match admission {
                 Admission::Completed(record) => return Ok(completed(record, false)),
                 Admission::Admitted(files) => Arc::new(files),
             };
 
+            let mut hasher = BlockHasher::new(range.first);
             let mut received = 0u64;
             let mut written = 0u64;
             let mut batch: Vec<Bytes> = Vec::new();
@@ -1032,8 +1661,11 @@ impl Storage for FsStorage {
                             crate::Error::ContentRangeMismatch,
                         )));
                     }
-                    batch_len += piece.len();
-                    batch.push(piece);
+                    hasher.update(&piece);
+                    if files.plan == Plan::Stream {
+                        batch_len += piece.len();
+                        batch.push(piece);
+                    }
                 }
                 if !batch.is_empty() && (end || batch_len >= WRITE_BATCH) {
                     let pieces = std::mem::take(&mut batch);
@@ -1054,11 +1686,12 @@ impl Storage for FsStorage {
                     crate::Error::ContentRangeMismatch,
                 )));
             }
+            let blocks = hasher.finish();
             blocking(move || {
-                if open {
+                if open && files.plan == Plan::Stream {
                     files.data.sync_data().map_err(write_error)?;
                 }
-                record_chunk(&root, &files.dir, range, max_ranges)
+                record_chunk(&root, &files, range, &options, &blocks)
             })
             .await
         })
@@ -1070,15 +1703,17 @@ impl Storage for FsStorage {
         Box::pin(async move {
             let dir = dir?;
             blocking(move || {
-                if !dir_exists(&dir)? {
-                    return Ok(empty_status());
-                }
-                let _lock = lock_session(&dir)?;
-                if let Some(record) = read_record(&dir)? {
-                    roll_forward(&root, &dir, &record)?;
-                    return Ok(completed(record, false));
-                }
-                Ok(in_progress(session_state(&dir)?.0))
+                retry_removed(|| {
+                    if !dir_exists(&dir)? {
+                        return Ok(empty_status());
+                    }
+                    let _lock = lock_session(&dir)?;
+                    if let Some(record) = read_record(&dir)? {
+                        roll_forward(&root, &dir, &record)?;
+                        return Ok(completed(record, false));
+                    }
+                    Ok(in_progress(session_state(&dir)?.state))
+                })
             })
             .await
         })
@@ -1106,19 +1741,16 @@ impl Storage for FsStorage {
         Box::pin(async move {
             let dir = dir?;
             blocking(move || {
-                if !dir_exists(&dir)? {
-                    return Ok(());
-                }
-                let _lock = lock_session(&dir)?;
-                if read_record(&dir)?.is_some() {
-                    return Ok(());
-                }
-                match fs::remove_dir_all(&dir) {
-                    Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                        Err(write_error(error))
+                retry_removed(|| {
+                    if !dir_exists(&dir)? {
+                        return Ok(());
                     }
-                    _ => Ok(()),
-                }
+                    let _lock = lock_session(&dir)?;
+                    if read_record(&dir)?.is_some() {
+                        return Ok(());
+                    }
+                    remove_session_dir(&dir)
+                })
             })
             .await
         })
@@ -1284,11 +1916,7 @@ fn purge(root: &Path, cutoff: SystemTime) -> Result<PurgeReport, StorageError> {
             // Never lose a committed file to a crash that interrupted its rename.
             roll_forward(root, &dir, record)?;
         }
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(error) if is_not_found(&error) => continue,
-            Err(error) => return Err(write_error(error)),
-        }
+        remove_session_dir(&dir)?;
         drop(lock);
         if record.is_some() {
             report.records += 1;
@@ -1308,6 +1936,15 @@ fn purge_temporaries(dir: &Path, cutoff: SystemTime) -> Result<usize, StorageErr
             Err(error) if is_not_found(&error) => continue,
             Err(error) => return Err(write_error(error)),
         };
+        if meta.is_dir() && entry.file_name().to_string_lossy().starts_with(GONE) {
+            // A removed session folder whose deletion was interrupted.
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(error) if is_not_found(&error) => {}
+                Err(error) => return Err(write_error(error)),
+            }
+            continue;
+        }
         if !meta.is_file() || meta.modified().map_err(write_error)? >= cutoff {
             continue;
         }
@@ -1391,6 +2028,7 @@ mod tests {
     async fn fs_storage_passes_conformance() {
         let (_folder, storage) = storage();
         conformance::run_all(&storage).await;
+        conformance::run_integrity(&storage).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1759,7 +2397,10 @@ mod tests {
             .expect("chunk");
         let journal = session_dir(&storage, &session).join(JOURNAL);
         // A torn entry: a crash midway through an append.
-        let torn = &encode_entry(chunk(4, 11, None))[..17];
+        let torn = &encode_entry(Entry {
+            range: chunk(4, 11, None),
+            digest: Some(7),
+        })[..17];
         let mut file = OpenOptions::new()
             .append(true)
             .open(&journal)
@@ -1784,7 +2425,10 @@ mod tests {
             2 * ENTRY_LEN as u64
         );
         // A whole entry that fails its checksum is skipped, later ones still count.
-        let mut garbage = encode_entry(chunk(0, 11, None));
+        let mut garbage = encode_entry(Entry {
+            range: chunk(0, 11, None),
+            digest: None,
+        });
         garbage[0] ^= 1;
         let mut file = OpenOptions::new()
             .append(true)
@@ -1831,7 +2475,9 @@ mod tests {
             )
             .await
             .expect("first chunk");
-        let wrong = vec![b'b'; 2 * WRITE_BATCH];
+        // Equal bytes over the stored range, new ones after it, then a failure.
+        let mut wrong = vec![b'a'; WRITE_BATCH];
+        wrong.resize(2 * WRITE_BATCH, b'b');
         let result = storage
             .write_chunk(
                 &session,
@@ -2022,14 +2668,595 @@ mod tests {
         assert!(decode_record(&damaged).is_none());
     }
 
+    fn data_stamp(dir: &Path) -> (u64, i64, i64) {
+        let meta = fs::metadata(dir.join(DATA)).expect("data");
+        (meta.len(), meta.mtime(), meta.mtime_nsec())
+    }
+
+    async fn send(
+        storage: &FsStorage,
+        session: &Session,
+        range: ChunkRange,
+        bytes: &[u8],
+    ) -> Result<SessionStatus, StorageError> {
+        storage
+            .write_chunk(session, range, &ChunkOptions::new(100), body(&[bytes]))
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_resend_writes_nothing() {
+        let (_folder, storage) = storage();
+        let session = live_session(20, "resend.bin");
+        let dir = session_dir(&storage, &session);
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let range = chunk(1000, 1000 + bytes.len() as u64 - 1, Some(400_000));
+        send(&storage, &session, range, &bytes)
+            .await
+            .expect("first send");
+        let stamp = data_stamp(&dir);
+        let journal_len = fs::metadata(dir.join(JOURNAL)).expect("journal").len();
+        // The data file's mtime moves with any write; give it a chance to show.
+        std::thread::sleep(Duration::from_millis(20));
+        let pieces: Vec<&[u8]> = bytes.chunks(7777).collect();
+        let status = storage
+            .write_chunk(&session, range, &ChunkOptions::new(100), body(&pieces))
+            .await
+            .expect("identical resend");
+        assert_eq!(progress(&status), (Some(400_000), vec![[1000, 300_999]]));
+        assert_eq!(data_stamp(&dir), stamp, "the resend wrote to the data file");
+        assert_eq!(
+            fs::metadata(dir.join(JOURNAL)).expect("journal").len(),
+            journal_len
+        );
+        // The same bytes with one changed: refused, still without a write.
+        let mut changed = bytes.clone();
+        changed[250_000] ^= 1;
+        let result = send(&storage, &session, range, &changed).await;
+        assert!(
+            matches!(result, Err(StorageError::RangeConflict)),
+            "{result:?}"
+        );
+        assert_eq!(data_stamp(&dir), stamp);
+        let entries = fs::read_dir(dir.join(WRITING)).map_or(0, |dir| dir.count());
+        assert_eq!(entries, 0, "no writer left a marker");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conflicts_and_repr_digest_survive_a_restart() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let session = live_session(21, "restart.bin");
+        let kept = "sha-256=:LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=:";
+        {
+            let first = FsStorage::new(folder.path()).expect("first");
+            first
+                .write_chunk(
+                    &session,
+                    chunk(0, 9, Some(20)),
+                    &ChunkOptions::new(100).repr_digest(kept),
+                    body(&[b"0123456789"]),
+                )
+                .await
+                .expect("chunk");
+        }
+        let second = FsStorage::new(folder.path()).expect("second");
+        for (range, bytes) in [
+            (chunk(0, 9, None), &b"0123456789"[..]),
+            (chunk(5, 14, None), &b"56789abcde"[..]),
+        ] {
+            let status = send(&second, &session, range, bytes)
+                .await
+                .expect("equal bytes are accepted");
+            assert_eq!(progress(&status).0, Some(20));
+        }
+        for (range, bytes) in [
+            (chunk(0, 9, None), &b"0123456789".map(|b| b ^ 1)[..]),
+            (chunk(8, 17, None), &b"89XbcdefgH"[..]),
+            (chunk(10, 14, None), &b"abcdE"[..]),
+        ] {
+            let result = send(&second, &session, range, bytes).await;
+            assert!(
+                matches!(result, Err(StorageError::RangeConflict)),
+                "{range:?}: {result:?}"
+            );
+        }
+        // Another Repr-Digest is refused before the body is read.
+        let polled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&polled);
+        let watched: ByteStream = Box::pin(stream::poll_fn(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Ok(Bytes::from_static(b"fghij"))))
+        }));
+        let other = "sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:";
+        let result = second
+            .write_chunk(
+                &session,
+                chunk(15, 19, None),
+                &ChunkOptions::new(100).repr_digest(other),
+                watched,
+            )
+            .await;
+        assert!(
+            matches!(result, Err(StorageError::DigestConflict)),
+            "{result:?}"
+        );
+        assert!(!polled.load(Ordering::SeqCst), "the body was read");
+        assert_eq!(
+            progress(&second.status(&session).await.expect("status")),
+            (Some(20), vec![[0, 14]])
+        );
+        send(&second, &session, chunk(15, 19, None), b"fghij")
+            .await
+            .expect("last chunk");
+        let seen = Arc::new(Mutex::new(None));
+        let record: MakeRecord = {
+            let seen = Arc::clone(&seen);
+            Box::new(move |info| {
+                *seen.lock().expect("unpoisoned") = Some(info.clone());
+                Ok(Bytes::from_static(b"record"))
+            })
+        };
+        expect_completed(
+            second
+                .complete(&session, &CompleteOptions::default(), record)
+                .await,
+        )
+        .await;
+        let info = seen.lock().expect("unpoisoned").take().expect("called");
+        assert_eq!(info.repr_digest.as_deref(), Some(kept));
+        assert_eq!(
+            info.digests.sha256.map(|d| d.to_vec()),
+            Some(Sha256::digest(b"0123456789abcdefghij").to_vec())
+        );
+        assert_eq!(info.digests.sha512, None);
+    }
+
+    /// A body of `bytes` in 64 KiB pieces that yields between pieces.
+    fn slow_body(bytes: Vec<u8>) -> ByteStream {
+        let pieces: Vec<Bytes> = bytes
+            .chunks(64 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        Box::pin(stream::iter(pieces).then(|piece| async move {
+            tokio::task::yield_now().await;
+            Ok(piece)
+        }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_instances_keep_one_version() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let instances = [
+            FsStorage::new(folder.path()).expect("first"),
+            FsStorage::new(folder.path()).expect("second"),
+        ];
+        const MIB: u64 = 1 << 20;
+        let total = 2 * MIB;
+        let mut outcomes = [0usize; 5];
+        for round in 0..16u64 {
+            let session = live_session(3000 + round, "race/versions.bin");
+            // Overlapping ranges, each two batches long, with different bytes.
+            let writers: Vec<(ChunkRange, Vec<u8>)> = (0..4u64)
+                .map(|w| {
+                    let first = (w * MIB / 8 + round * 4099) % (MIB / 2);
+                    let last = (first + MIB + MIB / 8 + w * 12_345).min(total - 1);
+                    let bytes = (first..=last)
+                        .map(|at| (at as u8) ^ (w as u8 + 1).wrapping_mul(37))
+                        .collect();
+                    (chunk(first, last, Some(total)), bytes)
+                })
+                .collect();
+            let tasks: Vec<_> = writers
+                .iter()
+                .enumerate()
+                .map(|(w, (range, bytes))| {
+                    let storage = instances[w % 2].clone();
+                    let (session, range, bytes) = (session.clone(), *range, bytes.clone());
+                    tokio::spawn(async move {
+                        storage
+                            .write_chunk(&session, range, &ChunkOptions::new(10), slow_body(bytes))
+                            .await
+                    })
+                })
+                .collect();
+            let mut recorded = Vec::new();
+            for (task, writer) in tasks.into_iter().zip(&writers) {
+                match task.await.expect("task") {
+                    Ok(_) => recorded.push(writer),
+                    Err(StorageError::RangeConflict) => {}
+                    Err(error) => panic!("round {round}: {error:?}"),
+                }
+            }
+            outcomes[recorded.len()] += 1;
+            let dir = session_dir(&instances[0], &session);
+            let data = fs::read(dir.join(DATA)).expect("data");
+            for (range, bytes) in &recorded {
+                let stored = &data[range.first as usize..=range.last as usize];
+                assert!(
+                    stored == &bytes[..],
+                    "round {round}: {range:?} not its own bytes"
+                );
+            }
+            // Different bytes everywhere they overlap: at most one is recorded
+            // where they meet.
+            for (i, (a, _)) in recorded.iter().enumerate() {
+                for (b, _) in &recorded[i + 1..] {
+                    assert!(a.last < b.first || b.last < a.first, "round {round}");
+                }
+            }
+            let status = instances[1].status(&session).await.expect("status");
+            let expected = ByteRanges::from_ranges(recorded.iter().map(|(r, _)| [r.first, r.last]));
+            assert_eq!(progress(&status).1, expected.as_slice(), "round {round}");
+            assert_eq!(
+                fs::read_dir(dir.join(WRITING)).expect("writing").count(),
+                0,
+                "round {round}: markers left"
+            );
+        }
+        // How many rounds recorded 0, 1, 2… of the four chunks.
+        println!("racing instances: {outcomes:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partial_overlap_with_a_writer_in_flight() {
+        const MIB: usize = 1 << 20;
+        let (_folder, storage) = storage();
+        let options = ChunkOptions::new(10);
+
+        // 1. The in-flight writer loses to a chunk recorded meanwhile: its later
+        //    bytes meet the recorded range and are compared.
+        let session = live_session(22, "inflight/a.bin");
+        let (tx, mut polls, stream) = channel_body();
+        let slow = {
+            let (storage, session, options) = (storage.clone(), session.clone(), options.clone());
+            tokio::spawn(async move {
+                storage
+                    .write_chunk(
+                        &session,
+                        chunk(0, 3 * MIB as u64 - 1, None),
+                        &options,
+                        stream,
+                    )
+                    .await
+            })
+        };
+        for _ in 0..2 {
+            tx.send(Ok(Bytes::from(vec![b'a'; MIB]))).expect("send");
+        }
+        wait_for_poll(&mut polls, 2).await;
+        let fast = chunk(MIB as u64, 4 * MIB as u64 - 1, Some(4 * MIB as u64));
+        send(&storage, &session, fast, &vec![b'b'; 3 * MIB])
+            .await
+            .expect("the overlapping chunk is recorded");
+        tx.send(Ok(Bytes::from(vec![b'a'; MIB]))).expect("send");
+        drop(tx);
+        let result = slow.await.expect("task");
+        assert!(
+            matches!(result, Err(StorageError::RangeConflict)),
+            "{result:?}"
+        );
+        let dir = session_dir(&storage, &session);
+        let data = fs::read(dir.join(DATA)).expect("data");
+        assert!(data[MIB..].iter().all(|b| *b == b'b'));
+        assert_eq!(
+            progress(&storage.status(&session).await.expect("status")).1,
+            vec![[MIB as u64, 4 * MIB as u64 - 1]]
+        );
+
+        // 2. A writer whose bytes are all written but not yet recorded loses
+        //    them to a later chunk recorded first; it must not be recorded.
+        // 3. Nor when the later writer fails instead of being recorded.
+        for later_fails in [false, true] {
+            let session = live_session(23 + u64::from(later_fails), "inflight/b.bin");
+            let (tx, mut polls, stream) = channel_body();
+            let slow = {
+                let (storage, session, options) =
+                    (storage.clone(), session.clone(), options.clone());
+                tokio::spawn(async move {
+                    storage
+                        .write_chunk(
+                            &session,
+                            chunk(MIB as u64, 4 * MIB as u64 - 1, None),
+                            &options,
+                            stream,
+                        )
+                        .await
+                })
+            };
+            for _ in 0..3 {
+                tx.send(Ok(Bytes::from(vec![b'b'; MIB]))).expect("send");
+            }
+            wait_for_poll(&mut polls, 3).await;
+            let range = chunk(0, 2 * MIB as u64 - 1, Some(4 * MIB as u64));
+            if later_fails {
+                let result = storage
+                    .write_chunk(
+                        &session,
+                        range,
+                        &options,
+                        failing(&[&vec![b'c'; 3 * MIB / 2]]),
+                    )
+                    .await;
+                assert!(matches!(result, Err(StorageError::Body(_))), "{result:?}");
+            } else {
+                send(&storage, &session, range, &vec![b'c'; 2 * MIB])
+                    .await
+                    .expect("the later chunk is recorded");
+            }
+            drop(tx);
+            let result = slow.await.expect("task");
+            assert!(
+                matches!(result, Err(StorageError::RangeConflict)),
+                "later fails: {later_fails}: {result:?}"
+            );
+            let expected = if later_fails {
+                vec![]
+            } else {
+                vec![[0, 2 * MIB as u64 - 1]]
+            };
+            assert_eq!(
+                progress(&storage.status(&session).await.expect("status")).1,
+                expected
+            );
+            // Resent alone, the refused chunk goes through.
+            send(
+                &storage,
+                &session,
+                chunk(2 * MIB as u64, 4 * MIB as u64 - 1, Some(4 * MIB as u64)),
+                &vec![b'b'; 2 * MIB],
+            )
+            .await
+            .expect("resent alone");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discarded_session_is_not_resurrected_by_a_late_writer() {
+        let (_folder, storage) = storage();
+        let session = live_session(25, "discarded.bin");
+        let (tx, mut polls, stream) = channel_body();
+        let late = {
+            let (storage, session) = (storage.clone(), session.clone());
+            tokio::spawn(async move {
+                storage
+                    .write_chunk(
+                        &session,
+                        chunk(0, 9, Some(10)),
+                        &ChunkOptions::new(10),
+                        stream,
+                    )
+                    .await
+            })
+        };
+        wait_for_poll(&mut polls, 0).await;
+        storage.discard(&session).await.expect("discard");
+        // The same URL starts afresh meanwhile.
+        send(&storage, &session, chunk(5, 9, Some(10)), b"FGHIJ")
+            .await
+            .expect("fresh chunk");
+        tx.send(Ok(Bytes::from_static(b"abcdefghij")))
+            .expect("send");
+        drop(tx);
+        let result = late.await.expect("task");
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(
+            progress(&storage.status(&session).await.expect("status")),
+            (Some(10), vec![[5, 9]])
+        );
+        send(&storage, &session, chunk(0, 4, None), b"ABCDE")
+            .await
+            .expect("first half");
+        let calls = Arc::new(AtomicUsize::new(0));
+        expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            read_all(&storage, "discarded.bin").await.expect("reads"),
+            b"ABCDEFGHIJ"
+        );
+        // No half-removed folder is left behind.
+        let tmp = storage.root().join(HIDDEN).join(TMP);
+        assert_eq!(fs::read_dir(tmp).expect("tmp").count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_commit_removes_the_session_whole() {
+        let (_folder, storage) = storage();
+        let session = live_session(26, "refused.bin");
+        send(&storage, &session, chunk(0, 3, Some(4)), b"zip!")
+            .await
+            .expect("chunk");
+        let refuse: MakeRecord = Box::new(|_| Err(crate::storage::CommitRefused));
+        let result = storage
+            .complete(&session, &CompleteOptions::default(), refuse)
+            .await;
+        assert!(
+            matches!(result, Err(StorageError::CommitRefused)),
+            "{result:?}"
+        );
+        assert!(!session_dir(&storage, &session).exists());
+        // A removal interrupted by a crash leaves a renamed folder, which no
+        // session call reads and cleanup removes.
+        let gone = storage.root().join(HIDDEN).join(TMP).join("gone-0123");
+        fs::create_dir_all(gone.join(WRITING)).expect("leftover");
+        fs::write(gone.join(JOURNAL), b"x").expect("leftover");
+        let report = storage
+            .purge_expired(SystemTime::now())
+            .await
+            .expect("purge");
+        assert_eq!(report.temporaries, 1);
+        assert!(!gone.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_marker_of_a_dead_writer_is_dropped() {
+        let (_folder, storage) = storage();
+        let session = live_session(27, "stale.bin");
+        send(&storage, &session, chunk(0, 4, Some(10)), b"abcde")
+            .await
+            .expect("chunk");
+        let dir = session_dir(&storage, &session);
+        // What a writer killed mid-chunk leaves: a marker nobody locks.
+        let stale = dir.join(WRITING).join("w-dead");
+        fs::write(&stale, encode_range(chunk(0, 9, None))).expect("marker");
+        send(&storage, &session, chunk(3, 9, None), b"deFGHIJ")
+            .await
+            .expect("chunk");
+        assert!(!stale.exists());
+        assert_eq!(fs::read_dir(dir.join(WRITING)).expect("dir").count(), 0);
+    }
+
+    fn encode_entry_v1(range: ChunkRange) -> [u8; ENTRY_V1_LEN] {
+        let mut entry = [0; ENTRY_V1_LEN];
+        entry[0..8].copy_from_slice(&range.first.to_le_bytes());
+        entry[8..16].copy_from_slice(&range.last.to_le_bytes());
+        entry[16..24].copy_from_slice(&range.total.unwrap_or(0).to_le_bytes());
+        entry[24..32].copy_from_slice(&u64::from(range.total.is_some()).to_le_bytes());
+        let sum = checksum(&entry[..32]);
+        entry[32..].copy_from_slice(&sum);
+        entry
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_with_a_previous_format_journal_goes_on() {
+        let (_folder, storage) = storage();
+        let session = live_session(28, "legacy.bin");
+        let dir = session_dir(&storage, &session);
+        // A session as the previous version left it: 40-byte entries in `journal`.
+        fs::create_dir_all(&dir).expect("dir");
+        fs::write(dir.join(META), encode_expiry(session.expires())).expect("meta");
+        fs::write(dir.join(DATA), b"abcdef").expect("data");
+        let mut journal = encode_entry_v1(chunk(0, 3, Some(10))).to_vec();
+        journal.extend_from_slice(&encode_entry_v1(chunk(4, 5, None)));
+        journal.extend_from_slice(&[1, 2, 3]);
+        fs::write(dir.join(JOURNAL_V1), journal).expect("journal");
+        assert_eq!(
+            progress(&storage.status(&session).await.expect("status")),
+            (Some(10), vec![[0, 5]])
+        );
+        // Its ranges carry no digest, so a resend is compared byte by byte.
+        let result = send(&storage, &session, chunk(0, 3, None), b"abXd").await;
+        assert!(
+            matches!(result, Err(StorageError::RangeConflict)),
+            "{result:?}"
+        );
+        assert!(dir.join(JOURNAL).exists() && !dir.join(JOURNAL_V1).exists());
+        send(&storage, &session, chunk(0, 3, None), b"abcd")
+            .await
+            .expect("identical resend");
+        send(&storage, &session, chunk(4, 9, None), b"efghij")
+            .await
+            .expect("last chunk");
+        let calls = Arc::new(AtomicUsize::new(0));
+        expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            read_all(&storage, "legacy.bin").await.expect("reads"),
+            b"abcdefghij"
+        );
+    }
+
     #[test]
-    fn write_gaps_skips_stored_ranges() {
+    fn block_digests_match_however_the_bytes_arrive() {
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
         let file = tempfile::tempfile().expect("file");
-        file.write_all_at(b"..........", 0).expect("fill");
+        let first = 70_000u64;
+        file.write_all_at(&bytes, first).expect("write");
+        let range = chunk(first, first + bytes.len() as u64 - 1, None);
+        let mut digests = Vec::new();
+        for piece in [1usize, 1000, BLOCK as usize, 100_000, bytes.len()] {
+            let mut hasher = BlockHasher::new(first);
+            for part in bytes.chunks(piece) {
+                hasher.update(part);
+            }
+            digests.push(hasher.finish());
+        }
+        assert!(digests.iter().all(|d| *d == digests[0]));
+        assert_eq!(digests[0].len(), 5, "blocks cut at 64 KiB file offsets");
+        let all = ByteRanges::from_ranges([[0, u64::MAX - 1]]);
+        assert!(verify_blocks(&file, range, &digests[0], &all).expect("verify"));
+        file.write_all_at(b"!", first + 200_000).expect("change");
+        assert!(!verify_blocks(&file, range, &digests[0], &all).expect("verify"));
+        // Only the blocks that meet a suspect range are read.
+        let elsewhere = ByteRanges::from_ranges([[0, first + 100_000]]);
+        assert!(verify_blocks(&file, range, &digests[0], &elsewhere).expect("verify"));
+    }
+
+    /// Throughput of one 1 GiB session sent in 16 MiB chunks (256 KiB body
+    /// pieces), then completed. Run with
+    /// `cargo test --release --lib fs::tests::throughput_1gib -- --ignored --nocapture`;
+    /// `THROUGHPUT_DIR=/dev/shm` measures on tmpfs, without the disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn throughput_1gib_session_in_16mib_chunks() {
+        const TOTAL: u64 = 1 << 30;
+        const CHUNK: u64 = 16 << 20;
+        const PIECE: usize = 256 << 10;
+        let _folder = match std::env::var_os("THROUGHPUT_DIR") {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir");
+        let storage = FsStorage::new(_folder.path()).expect("storage");
+        let pattern: Vec<u8> = (0..CHUNK).map(|i| (i * 31 % 251) as u8).collect();
+        let pieces: Vec<Bytes> = pattern.chunks(PIECE).map(Bytes::copy_from_slice).collect();
+        let session = live_session(77, "throughput.bin");
+        let started = std::time::Instant::now();
+        for first in (0..TOTAL).step_by(CHUNK as usize) {
+            let body: ByteStream = Box::pin(stream::iter(pieces.clone().into_iter().map(Ok)));
+            storage
+                .write_chunk(
+                    &session,
+                    chunk(first, first + CHUNK - 1, Some(TOTAL)),
+                    &ChunkOptions::new(10),
+                    body,
+                )
+                .await
+                .expect("chunk");
+        }
+        let written = started.elapsed();
+        let calls = Arc::new(AtomicUsize::new(0));
+        expect_completed(
+            storage
+                .complete(&session, &CompleteOptions::default(), make_record(&calls))
+                .await,
+        )
+        .await;
+        let total = started.elapsed();
+        let mib = (TOTAL >> 20) as f64;
+        println!(
+            "1 GiB in 16 MiB chunks: chunks {:.0} MiB/s ({written:?}), with completion {:.0} MiB/s ({total:?})",
+            mib / written.as_secs_f64(),
+            mib / total.as_secs_f64()
+        );
+    }
+
+    #[test]
+    fn store_piece_writes_gaps_and_compares_stored_ranges() {
+        let file = tempfile::tempfile().expect("file");
+        file.write_all_at(b"..bc..f...", 0).expect("fill");
         let stored = ByteRanges::from_ranges([[2, 3], [6, 6]]);
-        write_gaps(&file, 1, b"abcdefgh", &stored).expect("write");
+        store_piece(&file, 1, b"abcdefgh", &stored).expect("store");
         let mut out = [0; 10];
         file.read_exact_at(&mut out, 0).expect("read");
-        assert_eq!(&out, b".a..de.gh.");
+        assert_eq!(&out, b".abcdefgh.");
+
+        let before = out;
+        let result = store_piece(&file, 0, b"xxXcdefghx", &stored);
+        assert!(
+            matches!(result, Err(StorageError::RangeConflict)),
+            "{result:?}"
+        );
+        // The bytes before the conflicting one were written: they lie outside
+        // the stored ranges, and the chunk counts for nothing.
+        file.read_exact_at(&mut out, 0).expect("read");
+        assert_eq!(&out[2..], &before[2..]);
     }
 }
