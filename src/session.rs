@@ -14,6 +14,8 @@ pub struct SessionState {
     pub total: Option<u64>,
     /// The ranges stored.
     pub ranges: ByteRanges,
+    /// The first `Repr-Digest` a chunk announced, kept with the session.
+    pub repr_digest: Option<String>,
 }
 
 impl SessionState {

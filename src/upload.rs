@@ -244,11 +244,25 @@ where
         .status(&session)
         .await
         .map_err(storage_error)?;
+    // Every request of a session that sends a Repr-Digest must agree with the kept one.
+    if let (
+        Some(sent),
+        SessionStatus::InProgress {
+            repr_digest: Some(kept),
+            ..
+        },
+    ) = (&checks.repr_digest, &status)
+    {
+        if sent.to_header() != *kept {
+            return Err(Error::DigestConflict);
+        }
+    }
     if let (
         Some(asked),
         SessionStatus::InProgress {
             total: known,
             ranges,
+            ..
         },
     ) = (total, &status)
     {
@@ -285,6 +299,7 @@ async fn settle(
         SessionStatus::InProgress {
             total: Some(total),
             ranges,
+            ..
         } if ranges.is_complete(total) && total > 0 => {
             let mut digests = DigestSet {
                 sha256: config.compute_sha256 || checks.repr_digest.is_some(),
@@ -321,7 +336,7 @@ async fn settle(
         other => other,
     };
     match status {
-        SessionStatus::InProgress { total, ranges } => Ok(Outcome::Respond(envelope::upload(
+        SessionStatus::InProgress { total, ranges, .. } => Ok(Outcome::Respond(envelope::upload(
             meta,
             progress,
             session.path().as_str(),

@@ -68,17 +68,14 @@ on_both_backends! {
     partial_overlap_is_compared_byte_by_byte => case_partial_overlap,
 }
 
-// Findings kept apart: each fails on both backends, for the reason its
-// `ignore` names (run them with `cargo test --test integrity -- --ignored`).
+// Status queries and simple uploads: every request that sends a digest is held to it.
 
 #[tokio::test]
-#[ignore = "bug: a status query with another Repr-Digest answers 308, not 409 digest_conflict (src/upload.rs `status`)"]
 async fn status_query_with_another_repr_digest_is_409_on_memory() {
     case_status_query_repr_digest_conflict(memory_storage()).await;
 }
 
 #[tokio::test]
-#[ignore = "bug: a status query with another Repr-Digest answers 308, not 409 digest_conflict (src/upload.rs `status`)"]
 async fn status_query_with_another_repr_digest_is_409_on_fs() {
     let (_dir, storage) = fs_storage();
     case_status_query_repr_digest_conflict(storage).await;

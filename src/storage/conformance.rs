@@ -80,7 +80,7 @@ pub(crate) async fn read_all(storage: &dyn Storage, file: &str) -> Result<Vec<u8
 
 pub(crate) fn progress(status: &SessionStatus) -> (Option<u64>, Vec<[u64; 2]>) {
     match status {
-        SessionStatus::InProgress { total, ranges } => (*total, ranges.as_slice().to_vec()),
+        SessionStatus::InProgress { total, ranges, .. } => (*total, ranges.as_slice().to_vec()),
         SessionStatus::Completed(_) => panic!("expected a session in progress, got {status:?}"),
     }
 }
@@ -725,6 +725,11 @@ pub(crate) async fn check_repr_digest_and_file_digests(storage: &dyn Storage) {
     )
     .await
     .expect("first chunk");
+    let status = storage.status(&session).await.expect("status");
+    assert!(
+        matches!(&status, SessionStatus::InProgress { repr_digest: Some(d), .. } if d == kept),
+        "status reports the kept Repr-Digest: {status:?}"
+    );
     let other = "sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:";
     let conflict = write(
         storage,

@@ -428,6 +428,7 @@ fn in_progress(state: SessionState) -> SessionStatus {
     SessionStatus::InProgress {
         total: state.total,
         ranges: state.ranges,
+        repr_digest: state.repr_digest,
     }
 }
 
@@ -1712,7 +1713,9 @@ impl Storage for FsStorage {
                         roll_forward(&root, &dir, &record)?;
                         return Ok(completed(record, false));
                     }
-                    Ok(in_progress(session_state(&dir)?.state))
+                    let mut state = session_state(&dir)?.state;
+                    state.repr_digest = read_repr(&dir)?;
+                    Ok(in_progress(state))
                 })
             })
             .await

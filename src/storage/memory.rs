@@ -160,6 +160,7 @@ fn status_of(entry: &SessionEntry) -> SessionStatus {
         None => SessionStatus::InProgress {
             total: entry.state.total,
             ranges: entry.state.ranges.clone(),
+            repr_digest: entry.repr_digest.clone(),
         },
     }
 }
@@ -224,6 +225,7 @@ impl Storage for MemoryStorage {
             None => SessionStatus::InProgress {
                 total: None,
                 ranges: Default::default(),
+                repr_digest: None,
             },
         };
         Box::pin(async move { Ok(status) })
@@ -241,6 +243,7 @@ impl Storage for MemoryStorage {
             None => Ok(SessionStatus::InProgress {
                 total: None,
                 ranges: Default::default(),
+                repr_digest: None,
             }),
             Some(entry) if entry.completed.is_some() || !entry.state.is_complete() => {
                 Ok(status_of(entry))

@@ -191,6 +191,8 @@ pub enum SessionStatus {
         total: Option<u64>,
         /// The ranges stored durably.
         ranges: ByteRanges,
+        /// The `Repr-Digest` kept with the session, if a chunk announced one.
+        repr_digest: Option<String>,
     },
     /// The file was committed.
     Completed(Completion),

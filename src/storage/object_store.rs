@@ -403,6 +403,7 @@ fn in_progress(state: SessionState) -> SessionStatus {
     SessionStatus::InProgress {
         total: state.total,
         ranges: state.ranges,
+        repr_digest: state.repr_digest,
     }
 }
 
@@ -456,6 +457,7 @@ impl Manifest {
         SessionState {
             total: self.total,
             ranges: ByteRanges::from_ranges(self.chunks.iter().map(|c| [c.first, c.last])),
+            repr_digest: self.repr_digest.clone(),
         }
     }
 }
