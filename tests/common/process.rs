@@ -359,7 +359,6 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-
 /// The session folder name of a signed string (`{path}?{query before
 /// &signature=}`): its SHA-256 in hex, as the layer derives it.
 pub fn session_id(signed: &str) -> String {
