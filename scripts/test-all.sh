@@ -11,7 +11,11 @@ cd "$(dirname "$0")/.."
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "== installing moto's S3 server"
   python3 -m pip install --quiet 'moto[server]'
+  # pyenv puts new console scripts on PATH only after a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   hash -r
+  command -v moto_server >/dev/null 2>&1 ||
+    export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 fi
 
 echo "== cargo test (all features)"
