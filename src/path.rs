@@ -54,6 +54,11 @@ impl UploadPath {
     /// Decodes and validates a raw request path (with or without its leading `/`).
     pub(crate) fn from_request_path(raw: &str) -> Result<Self, PathError> {
         let raw = raw.strip_prefix('/').unwrap_or(raw);
+        if !raw.as_bytes().contains(&b'%') {
+            // Nothing to decode (the usual case): the raw path is the path.
+            validate(raw)?;
+            return Ok(UploadPath(raw.to_owned()));
+        }
         if !escapes_are_well_formed(raw.as_bytes()) {
             return Err(PathError::Encoding);
         }
@@ -110,15 +115,50 @@ fn validate(path: &str) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
     }
-    for segment in path.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." {
+    // Byte-wise, eight at a time where it can: this runs on every request.
+    let bytes = path.as_bytes();
+    let mut rest = bytes;
+    loop {
+        let end = find_byte(rest, b'/').unwrap_or(rest.len());
+        if matches!(&rest[..end], b"" | b"." | b"..") {
             return Err(PathError::Segment);
         }
+        if end == rest.len() {
+            break;
+        }
+        rest = &rest[end + 1..];
     }
-    if path.chars().any(|c| c.is_control() || c == '\\') {
+    // Anything but printable ASCII (a fold, not `any`, so it vectorizes) is looked at closer.
+    let unusual = bytes.iter().fold(false, |acc, &b| {
+        acc | !(0x20..0x7f).contains(&b) | (b == b'\\')
+    });
+    if unusual && path.chars().any(|c| c.is_control() || c == '\\') {
         return Err(PathError::Character);
     }
     Ok(())
+}
+
+/// The index of the first `needle` in `haystack`, found eight bytes at a time.
+pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = haystack.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let word: [u8; 8] = word.try_into().expect("eight bytes");
+        // Zero bytes where `needle` is; the lowest flagged byte is the first zero.
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(needle));
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&byte| byte == needle)
+        .map(|i| at + i)
 }
 
 impl fmt::Debug for UploadPath {

@@ -23,6 +23,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::clock::unix_seconds;
+use crate::path::find_byte;
 use crate::policy::{Policy, TypeRule};
 use crate::{Clock, ConfigError, Error, SystemClock, UploadPath, UrlOptions};
 
@@ -457,25 +458,30 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     let mut types = None;
     let mut kid = None;
     let mut signature = None;
-    let mut offset = 0;
-    for param in query.split('&') {
-        let start = offset;
-        offset += param.len() + 1;
-        if query.is_empty() {
-            break;
-        }
+    // Eight bytes at a time rather than `split('&')` and `split_once('=')`:
+    // this runs on every request.
+    let bytes = query.as_bytes();
+    let mut start = 0;
+    while !query.is_empty() && start <= bytes.len() {
+        let end = find_byte(&bytes[start..], b'&').map_or(bytes.len(), |at| start + at);
+        let param = &bytes[start..end];
         if signature.is_some() {
             // Nothing may follow the signature.
             return Err(Error::QueryInvalid);
         }
-        let (name, value) = param.split_once('=').ok_or(Error::QueryInvalid)?;
+        let equals = find_byte(param, b'=').ok_or(Error::QueryInvalid)?;
+        // Both sides of an ASCII byte are whole UTF-8 sequences of `query`.
+        let name = &query[start..start + equals];
+        let value = &query[start + equals + 1..end];
+        let param_start = start;
+        start = end + 1;
         match name {
             "expiry" if expiry.is_none() => expiry = Some(value),
             "method" if method.is_none() => method = Some(value),
             "max_size" if max_size.is_none() => max_size = Some(value),
             "type" if types.is_none() => types = Some(value),
             "kid" if kid.is_none() => kid = Some(value),
-            "signature" => signature = Some((start.saturating_sub(1), value)),
+            "signature" => signature = Some((param_start.saturating_sub(1), value)),
             _ => return Err(Error::QueryInvalid),
         }
     }
@@ -523,6 +529,12 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
 fn decode_signature<'b>(raw: &str, buffer: &'b mut [u8; 64]) -> Option<&'b [u8]> {
     if raw.len() > MAX_SIGNATURE_LEN {
         return None;
+    }
+    // The form the signer writes, unpadded base64url, decodes as it is.
+    if raw.len() == 43 {
+        if let Ok(32) = URL_SAFE_NO_PAD.decode_slice(raw, &mut buffer[..]) {
+            return Some(&buffer[..32]);
+        }
     }
     let mut text = [0u8; MAX_SIGNATURE_LEN];
     let mut len = 0;
@@ -632,6 +644,22 @@ mod tests {
         let target = &url[url.find("://").unwrap() + 3..];
         let target = &target[target.find('/').unwrap()..];
         target.split_once('?').unwrap()
+    }
+
+    #[test]
+    fn find_byte_finds_the_first() {
+        let mut text: Vec<u8> = b"expiry=1&method=put&&signature=abc=&".to_vec();
+        text.extend((0..=255u8).rev());
+        text.extend(0..=255u8);
+        for start in 0..9 {
+            for end in start..text.len() {
+                let hay = &text[start..end];
+                for needle in [b'&', b'=', b'x', 0, 0x7f, 0x80, 0xff] {
+                    let want = hay.iter().position(|&b| b == needle);
+                    assert_eq!(find_byte(hay, needle), want, "{start}..{end} {needle}");
+                }
+            }
+        }
     }
 
     #[test]
