@@ -71,13 +71,33 @@ impl TypeRule {
     }
 }
 
+/// Writes a pattern's name as a query value carries it: `&` and `#`, which
+/// MIME names may hold, would end the parameter or the query, so they are
+/// percent-encoded (and [`TypeRule::parse`] decodes them).
+fn write_name(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    for part in name.split_inclusive(['&', '#']) {
+        match part.strip_suffix('&') {
+            Some(head) => write!(f, "{head}%26")?,
+            None => match part.strip_suffix('#') {
+                Some(head) => write!(f, "{head}%23")?,
+                None => f.write_str(part)?,
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The canonical form, as a signed URL's `type` value: lowercase, patterns
+/// separated by `,`, `&` and `#` percent-encoded.
 impl fmt::Display for TypeRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (top, sub)) in self.patterns.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{top}/{sub}")?;
+            write_name(f, top)?;
+            f.write_str("/")?;
+            write_name(f, sub)?;
         }
         Ok(())
     }
@@ -172,6 +192,23 @@ mod tests {
         ] {
             assert!(TypeRule::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn display_is_a_query_value_that_parses_back() {
+        for text in [
+            "image/*",
+            "a&b/c#d",
+            "x/&&#",
+            "Image/SVG+XML,*/*",
+            "a%26b/c",
+        ] {
+            let rule = TypeRule::parse(text).unwrap();
+            let shown = rule.to_string();
+            assert!(!shown.contains(['&', '#']), "{shown}");
+            assert_eq!(TypeRule::parse(&shown), Some(rule), "{text} -> {shown}");
+        }
+        assert_eq!(TypeRule::parse("a&b/c").unwrap().to_string(), "a%26b/c");
     }
 
     #[test]

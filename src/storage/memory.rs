@@ -186,11 +186,8 @@ impl Storage for MemoryStorage {
             }
             let entry = inner.sessions.entry(session.id().to_owned()).or_default();
             entry.expires = Some(session.expires());
-            let end = usize::try_from(range.last + 1).map_err(|_| StorageError::Full)?;
-            if entry.data.len() < end {
-                entry.data.resize(end, 0);
-            }
-            // Bytes already stored must match; only then is anything written.
+            // Bytes already stored must match; only then is anything written
+            // (or the buffer grown: a refused chunk leaves no trace).
             let mut offset = range.first;
             for piece in &pieces {
                 let (start, stop) = (offset, offset + piece.len() as u64);
@@ -205,6 +202,10 @@ impl Storage for MemoryStorage {
                     }
                 }
                 offset = stop;
+            }
+            let end = usize::try_from(range.last + 1).map_err(|_| StorageError::Full)?;
+            if entry.data.len() < end {
+                entry.data.resize(end, 0);
             }
             let mut offset = range.first as usize;
             for piece in pieces {
