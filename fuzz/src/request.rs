@@ -1,16 +1,19 @@
 //! The `request` target: arbitrary method, headers, path, query and body
 //! through the layer over `MemoryStorage`; every status must be one that
-//! PROTOCOL section 5 allows for the input.
+//! PROTOCOL section 5 allows for the input. Signed queries may carry the
+//! policy parameters of section 6 (`max_size`, `type`, `kid`), and requests
+//! digest headers with right or wrong values.
 
 use std::collections::BTreeSet;
 
 use arbitrary::Arbitrary;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{header, HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Either, Full};
+use sha2::Digest as _;
 use tower::{Layer, ServiceExt};
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{
@@ -22,6 +25,8 @@ use crate::{FixedClock, NOW};
 
 /// The key the layer verifies with; signed queries are computed here with it.
 pub const KEY: &str = "request fuzz key";
+/// The key's id, for `kid`.
+pub const KEY_ID: &str = "req-1";
 /// The layer's `max_size`.
 pub const MAX_SIZE: u64 = 64;
 
@@ -55,7 +60,47 @@ enum QueryChoice {
     Signed {
         put: bool,
         expiry: ExpiryChoice,
+        policy: PolicyChoice,
     },
+}
+
+/// Section 6 parameters of a signed query, in the signer's order.
+#[derive(Arbitrary, Debug)]
+struct PolicyChoice {
+    max_size: Option<u8>,
+    types: Option<TypesChoice>,
+    kid: Option<KidChoice>,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum TypesChoice {
+    AnyImage,
+    Png,
+    Anything,
+    Binary,
+    Text,
+}
+
+impl TypesChoice {
+    fn text(self) -> &'static str {
+        match self {
+            TypesChoice::AnyImage => "image/*",
+            TypesChoice::Png => "image/png,video/mp4",
+            TypesChoice::Anything => "*/*",
+            TypesChoice::Binary => "application/octet-stream",
+            TypesChoice::Text => "text/plain",
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum KidChoice {
+    /// The layer's key.
+    Own,
+    /// A well-formed id that names no key.
+    Other,
+    /// Anything.
+    Raw(String),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -90,6 +135,11 @@ enum ValueChoice {
         total: Option<u8>,
     },
     Number(u8),
+    /// A digest header value of the body's bytes (`right`) or of others.
+    Digest {
+        sha512: bool,
+        right: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -100,8 +150,17 @@ enum BodyChoice {
 }
 
 impl ValueChoice {
-    fn bytes(&self) -> Vec<u8> {
+    fn bytes(&self, body: &[u8]) -> Vec<u8> {
         match self {
+            ValueChoice::Digest { sha512, right } => {
+                let of: &[u8] = if *right { body } else { b"other bytes" };
+                let (name, digest) = if *sha512 {
+                    ("sha-512", sha2::Sha512::digest(of).to_vec())
+                } else {
+                    ("sha-256", sha2::Sha256::digest(of).to_vec())
+                };
+                format!("{name}=:{}:", STANDARD.encode(digest)).into_bytes()
+            }
             ValueChoice::Raw(bytes) => bytes.clone(),
             ValueChoice::Range {
                 equals,
@@ -152,6 +211,21 @@ fn path_is_valid(raw: &str) -> bool {
         && !decoded.chars().any(|c| c.is_control() || c == '\\')
 }
 
+/// What a query signed here grants.
+struct Signed {
+    put: bool,
+    /// The expiry is within the lifetime.
+    fresh: bool,
+    /// The size limit that applies.
+    limit: u64,
+    /// A `type` is signed.
+    typed: bool,
+    /// `max_size` or `type` is signed.
+    policy: bool,
+    /// (the kid is well formed, it names the layer's key); `(true, true)` without one.
+    kid: (bool, bool),
+}
+
 /// What the layer sees of the body: its bytes, whether its size is exact, and
 /// whether it is cut off at the end.
 struct BodyFacts {
@@ -164,7 +238,9 @@ struct BodyFacts {
 /// fresh session: every problem the request has gives its status; a request
 /// without problems is stored (`201` for a simple upload or a chunk that is
 /// the whole file, `202` for another chunk, `308` for a status query).
-fn verified_put(headers: &HeaderMap, body: &BodyFacts) -> BTreeSet<u16> {
+/// `limit` is the layer's `max_size`, narrowed by a signed one; `typed`,
+/// whether the URL signs a `type` (judged on bytes at offset 0: 415).
+fn verified_put(headers: &HeaderMap, body: &BodyFacts, limit: u64, typed: bool) -> BTreeSet<u16> {
     let mut problems = BTreeSet::new();
     let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     let parsed: Vec<Option<u64>> = lengths
@@ -187,11 +263,14 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts) -> BTreeSet<u16> {
     let ranges: Vec<_> = headers.get_all(header::CONTENT_RANGE).iter().collect();
     let success = match ranges.as_slice() {
         [] => {
-            if declared.is_some_and(|d| d > MAX_SIZE) || body.len > MAX_SIZE {
+            if declared.is_some_and(|d| d > limit) || body.len > limit {
                 problems.insert(413);
             }
             if body.cut_off {
                 problems.insert(400);
+            }
+            if typed {
+                problems.insert(415);
             }
             201
         }
@@ -211,8 +290,11 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts) -> BTreeSet<u16> {
                 if total.is_some_and(|t| last >= t) {
                     problems.insert(416);
                 }
-                if total.unwrap_or(0) > MAX_SIZE || last >= MAX_SIZE {
+                if total.unwrap_or(0) > limit || last >= limit {
                     problems.insert(413);
+                }
+                if typed && first == 0 {
+                    problems.insert(415);
                 }
                 if declared.is_some_and(|d| d != len) || body.len != len || body.cut_off {
                     problems.insert(400);
@@ -229,8 +311,14 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts) -> BTreeSet<u16> {
             0
         }
     };
+    // A signed type may refuse the bytes, or let them through: both are
+    // right here (the `upload_session` target knows which).
+    let refusable_only = problems.iter().all(|&p| p == 415);
     let mut allowed = if problems.is_empty() {
         BTreeSet::from([success])
+    } else if refusable_only {
+        problems.insert(success);
+        problems
     } else {
         problems
     };
@@ -263,26 +351,74 @@ pub fn run(input: &RequestInput) {
         .filter(|c| !matches!(c, '?' | '#'))
         .collect();
     let lifetime = DEFAULT_MAX_LIFETIME.as_secs();
-    // (signed for put, expiry acceptable) when the query is signed here.
+    // (signed for put, expiry acceptable, policy) when the query is signed here.
     let mut signed = None;
     let target = match &input.query {
         QueryChoice::None => format!("/{path}"),
         QueryChoice::Raw(query) => format!("/{path}?{query}"),
-        QueryChoice::Signed { put, expiry } => {
+        QueryChoice::Signed {
+            put,
+            expiry,
+            policy,
+        } => {
             let (expiry, fresh) = match *expiry {
                 ExpiryChoice::Within(o) => (NOW + u64::from(o) % (lifetime + 1), true),
                 ExpiryChoice::Expired(b) => (NOW - 1 - u64::from(b) % NOW, false),
                 ExpiryChoice::TooFar(a) => (NOW + lifetime + 1 + u64::from(a), false),
             };
-            let signed_string = format!(
+            let mut signed_string = format!(
                 "{path}?expiry={expiry}&method={}",
                 if *put { "put" } else { "get" }
             );
-            signed = Some((*put, fresh));
+            if let Some(max_size) = policy.max_size {
+                signed_string.push_str(&format!("&max_size={max_size}"));
+            }
+            if let Some(types) = policy.types {
+                signed_string.push_str(&format!("&type={}", types.text()));
+            }
+            // (the kid is well formed, it names the key)
+            let kid = match &policy.kid {
+                None => (true, true),
+                Some(KidChoice::Own) => {
+                    signed_string.push_str(&format!("&kid={KEY_ID}"));
+                    (true, true)
+                }
+                Some(KidChoice::Other) => {
+                    signed_string.push_str("&kid=req-2");
+                    (true, false)
+                }
+                Some(KidChoice::Raw(raw)) => {
+                    if raw.contains(['&', '#']) {
+                        return; // not one parameter
+                    }
+                    signed_string.push_str(&format!("&kid={raw}"));
+                    let well_formed = !raw.is_empty()
+                        && raw.len() <= 64
+                        && raw
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+                    (well_formed, raw == KEY_ID)
+                }
+            };
+            signed = Some(Signed {
+                put: *put,
+                fresh,
+                limit: policy
+                    .max_size
+                    .map_or(MAX_SIZE, |m| u64::from(m).min(MAX_SIZE)),
+                typed: policy.types.is_some(),
+                policy: policy.max_size.is_some() || policy.types.is_some(),
+                kid,
+            });
             format!("/{signed_string}&signature={}", signature(&signed_string))
         }
     };
     let mut builder = Request::builder().method(method.clone()).uri(target);
+    let body_bytes: &[u8] = match &input.body {
+        BodyChoice::Full(bytes) | BodyChoice::Streamed(bytes, _) | BodyChoice::CutOff(bytes) => {
+            bytes
+        }
+    };
     for (name, value) in &input.headers {
         let name: &[u8] = match name {
             NameChoice::ContentRange => b"content-range",
@@ -294,7 +430,7 @@ pub fn run(input: &RequestInput) {
             NameChoice::Expect => b"expect",
             NameChoice::Other(name) => name.as_bytes(),
         };
-        builder = builder.header(name, value.bytes());
+        builder = builder.header(name, value.bytes(body_bytes));
     }
     let (facts, body) = match &input.body {
         BodyChoice::Full(bytes) => (
@@ -331,18 +467,30 @@ pub fn run(input: &RequestInput) {
         match signed {
             // Without the key no query verifies: a missing, malformed or wrong signature.
             None => BTreeSet::from([400, 401, 403]),
-            Some((put, fresh)) => {
+            Some(Signed {
+                put,
+                fresh,
+                limit,
+                typed,
+                policy,
+                kid: (kid_well_formed, kid_names_the_key),
+            }) => {
                 let mut problems = BTreeSet::new();
-                if !path_is_valid(&path) {
+                // The query's shape (400) is judged before the path (400) and
+                // the signature (403): a policy on a get URL, a malformed kid.
+                let query_invalid = (policy && !put) || !kid_well_formed;
+                if query_invalid || !path_is_valid(&path) {
                     problems.insert(400);
                 }
-                if !fresh || put != (method == Method::PUT) {
+                if !query_invalid
+                    && (!fresh || put != (method == Method::PUT) || !kid_names_the_key)
+                {
                     problems.insert(403);
                 }
                 if !problems.is_empty() {
                     problems
                 } else if method == Method::PUT {
-                    verified_put(request.headers(), &facts)
+                    verified_put(request.headers(), &facts, limit, typed)
                 } else {
                     // The inner service (RespondCreated answers downloads 404).
                     BTreeSet::from([200, 404])
@@ -358,7 +506,9 @@ pub fn run(input: &RequestInput) {
 /// envelope of PROTOCOL section 4 (with `Allow` on a 405).
 fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>) {
     let layer = SignedUploadLayer::new(
-        SigningKey::new(KEY).expect("the key is not empty"),
+        SigningKey::new(KEY)
+            .and_then(|key| key.with_id(KEY_ID))
+            .expect("the key and its id are valid"),
         MemoryStorage::new(),
     )
     .clock(FixedClock)

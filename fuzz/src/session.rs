@@ -1,9 +1,12 @@
-//! The `upload_session` target: arbitrary operations on one session, checked
-//! against the reference model in `tests/common/session_model.rs`.
+//! The `upload_session` target: arbitrary operations on one session (with
+//! digest headers, changed retries, and maybe a signed `type` and `max_size`),
+//! checked against the reference model in `tests/common/session_model.rs`.
 
 use arbitrary::Arbitrary;
 
-use crate::session_model::{self, Delivery, Op, Total, MAX_FILE_LEN, MAX_SIZE_BOUNDS};
+use crate::session_model::{
+    self, Delivery, DigestValue, Digests, Op, Setup, Total, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
+};
 
 /// At most this many operations per input.
 const MAX_OPS: usize = 32;
@@ -13,7 +16,39 @@ const MAX_OPS: usize = 32;
 pub struct SessionInput {
     file_len: u8,
     max_size: u8,
+    /// The source file is a PNG.
+    png: bool,
+    /// The URL's signed `type` (one of four, or none).
+    types: u8,
+    /// The URL's signed `max_size`.
+    signed_max_size: Option<u8>,
     ops: Vec<RawOp>,
+}
+
+/// `Content-Digest` and `Repr-Digest` choices, one byte each.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+struct RawDigests(u8, u8);
+
+impl RawDigests {
+    fn model(self) -> Digests {
+        Digests {
+            content: digest_value(self.0),
+            repr: digest_value(self.1),
+        }
+    }
+}
+
+/// Mostly no header; else each kind of value.
+fn digest_value(n: u8) -> DigestValue {
+    match n % 16 {
+        0..=6 => DigestValue::None,
+        7 | 8 => DigestValue::Sha256,
+        9 => DigestValue::Sha512,
+        10 => DigestValue::Both,
+        11 | 12 => DigestValue::Wrong(n / 16 % 2),
+        13 => DigestValue::Unsupported,
+        _ => DigestValue::Malformed,
+    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -32,15 +67,28 @@ enum RawOp {
         total: RawTotal,
         delivery: Delivery2,
         content_length: bool,
+        digests: RawDigests,
     },
     /// A chunk of 1 to 3 bytes: many of them split the session into many ranges.
     Small { first: u8, len: u8, total: RawTotal },
     /// The rest of the file from `first`, named with the right total.
-    Rest { first: u8, streamed: bool },
+    Rest {
+        first: u8,
+        streamed: bool,
+        digests: RawDigests,
+    },
+    /// A range of the file with one byte changed: a retry whose bytes differ.
+    Changed {
+        first: u8,
+        len: u8,
+        at: u8,
+        digests: RawDigests,
+    },
     Status {
         total: RawTotal,
         body: u8,
         streamed: bool,
+        digests: RawDigests,
     },
 }
 
@@ -51,6 +99,7 @@ enum Delivery2 {
     Short { by: u8, streamed: bool },
     Long { by: u8, streamed: bool },
     CutOff { after: u8 },
+    Changed { at: u8 },
 }
 
 impl RawTotal {
@@ -80,16 +129,31 @@ impl Delivery2 {
                 streamed,
             },
             Delivery2::CutOff { after } => Delivery::CutOff { after },
+            Delivery2::Changed { at } => Delivery::Changed { at },
         }
     }
 }
 
 impl SessionInput {
-    /// The file length (1..=64), `max_size` (16..=96) and the operations.
-    pub fn decode(&self) -> (u64, u64, Vec<Op>) {
+    /// The setup (file length 1..=64, `max_size` 16..=96, the URL's policy)
+    /// and the operations.
+    pub fn decode(&self) -> (Setup, Vec<Op>) {
         let file_len = u64::from(self.file_len) % MAX_FILE_LEN + 1;
         let (low, high) = MAX_SIZE_BOUNDS;
         let max_size = low + u64::from(self.max_size) % (high - low + 1);
+        let setup = Setup {
+            file_len,
+            max_size,
+            png: self.png,
+            types: match self.types % 8 {
+                0 => Some(Types::AnyImage),
+                1 => Some(Types::PngOrMp4),
+                2 => Some(Types::Binary),
+                3 => Some(Types::Text),
+                _ => None,
+            },
+            signed_max_size: self.signed_max_size.map(|n| u64::from(n % 112)),
+        };
         // Offsets reach a little past the file and past max_size.
         let span = max_size + 8;
         let ops = self
@@ -103,6 +167,7 @@ impl SessionInput {
                     total,
                     delivery,
                     content_length,
+                    digests,
                 } => {
                     let first = u64::from(first) % span;
                     let len = u64::from(len) % span + 1;
@@ -112,6 +177,7 @@ impl SessionInput {
                         total: total.model(),
                         delivery: delivery.model(),
                         content_length,
+                        digests: digests.model(),
                     }
                 }
                 RawOp::Small { first, len, total } => {
@@ -122,9 +188,14 @@ impl SessionInput {
                         total: total.model(),
                         delivery: Delivery::Full,
                         content_length: false,
+                        digests: Digests::NONE,
                     }
                 }
-                RawOp::Rest { first, streamed } => {
+                RawOp::Rest {
+                    first,
+                    streamed,
+                    digests,
+                } => {
                     let first = u64::from(first) % file_len;
                     Op::Chunk {
                         first,
@@ -136,25 +207,45 @@ impl SessionInput {
                             Delivery::Full
                         },
                         content_length: false,
+                        digests: digests.model(),
+                    }
+                }
+                RawOp::Changed {
+                    first,
+                    len,
+                    at,
+                    digests,
+                } => {
+                    let first = u64::from(first) % file_len;
+                    let len = u64::from(len) % (file_len - first) + 1;
+                    Op::Chunk {
+                        first,
+                        last: first + len - 1,
+                        total: Total::Right,
+                        delivery: Delivery::Changed { at },
+                        content_length: false,
+                        digests: digests.model(),
                     }
                 }
                 RawOp::Status {
                     total,
                     body,
                     streamed,
+                    digests,
                 } => Op::Status {
                     total: total.model(),
                     body: if body < 224 { 0 } else { body % 8 + 1 },
                     streamed,
+                    digests: digests.model(),
                 },
             })
             .collect();
-        (file_len, max_size, ops)
+        (setup, ops)
     }
 }
 
 /// Runs the input's operations through the layer against the model.
 pub fn run(input: &SessionInput) {
-    let (file_len, max_size, ops) = input.decode();
-    session_model::check(file_len, max_size, &ops);
+    let (setup, ops) = input.decode();
+    session_model::check_setup(setup, &ops);
 }

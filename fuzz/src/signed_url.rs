@@ -1,5 +1,6 @@
 //! The `signed_url` target: request targets through
-//! [`SignedUploadLayer::verify`] with a fixed key and clock.
+//! [`SignedUploadLayer::verify`] with fixed keys and clock. URLs are minted
+//! with arbitrary [`UrlOptions`] (signed `max_size`, `type`, `kid`).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -7,13 +8,61 @@ use arbitrary::Arbitrary;
 use http::{Method, Uri};
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{
-    Error, Expiry, SignedMethod, SignedUploadLayer, SigningKey, UploadPath, DEFAULT_MAX_LIFETIME,
+    ConfigError, Error, Expiry, SignedMethod, SignedUploadLayer, Signer, SigningKey, UploadPath,
+    UrlOptions, DEFAULT_MAX_LIFETIME,
 };
 
 use crate::{FixedClock, NOW};
 
-/// The key the layer signs and verifies with.
+/// The key the layer signs with (the first of [`KEYS`]).
 pub const KEY: &str = "signed url fuzz key";
+/// The layer's keys, in order: (secret, id). The first signs; all verify.
+/// Ids one byte apart, and a key without id.
+pub const KEYS: [(&str, Option<&str>); 4] = [
+    (KEY, Some("k-1")),
+    ("second fuzz key", Some("k-2")),
+    ("third fuzz key", None),
+    ("fourth fuzz key", Some("2025-06.x~y_z")),
+];
+
+/// Type patterns a URL may sign: a small set, or any string (most of which
+/// the signer refuses).
+#[derive(Arbitrary, Debug, Clone)]
+pub enum TypeChoice {
+    AnyImage,
+    Png,
+    PngOrMp4,
+    Anything,
+    Svg,
+    Upper,
+    Encoded,
+    Raw(String),
+}
+
+impl TypeChoice {
+    fn text(&self) -> &str {
+        match self {
+            TypeChoice::AnyImage => "image/*",
+            TypeChoice::Png => "image/png",
+            TypeChoice::PngOrMp4 => "image/png,video/mp4",
+            TypeChoice::Anything => "*/*",
+            TypeChoice::Svg => "image/svg+xml",
+            TypeChoice::Upper => "Image/PNG, video/*",
+            TypeChoice::Encoded => "image%2Fpng",
+            TypeChoice::Raw(text) => text,
+        }
+    }
+}
+
+/// What the URL carries besides path, method and expiry.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct OptionsChoice {
+    max_size: Option<u64>,
+    types: Option<TypeChoice>,
+    key_id: bool,
+    /// Which of [`KEYS`] signs (the layer's own signer uses the first).
+    signer: u8,
+}
 
 #[derive(Arbitrary, Debug)]
 pub enum SignedUrlInput {
@@ -25,6 +74,7 @@ pub enum SignedUrlInput {
         get: bool,
         expiry: ExpiryChoice,
         change: Option<(u16, u8)>,
+        options: Option<OptionsChoice>,
     },
 }
 
@@ -38,12 +88,21 @@ pub enum ExpiryChoice {
     TooFar(u32),
 }
 
+fn key(index: usize) -> SigningKey {
+    let (secret, id) = KEYS[index];
+    let key = SigningKey::new(secret).expect("the key is not empty");
+    match id {
+        Some(id) => key.with_id(id).expect("the id is valid"),
+        None => key,
+    }
+}
+
 fn layer() -> SignedUploadLayer {
-    SignedUploadLayer::new(
-        SigningKey::new(KEY).expect("the key is not empty"),
-        MemoryStorage::new(),
-    )
-    .clock(FixedClock)
+    let mut layer = SignedUploadLayer::new(key(0), MemoryStorage::new()).clock(FixedClock);
+    for index in 1..KEYS.len() {
+        layer = layer.verify_key(key(index));
+    }
+    layer
 }
 
 pub fn run(input: &SignedUrlInput) {
@@ -55,11 +114,12 @@ pub fn run(input: &SignedUrlInput) {
             get,
             expiry,
             change,
+            options,
         } => {
             let Some(path) = UploadPath::new(&segments.join("/")) else {
                 return;
             };
-            signed(&layer, &path, *get, *expiry, *change);
+            signed(&layer, &path, *get, *expiry, *change, options.as_ref());
         }
     }
 }
@@ -97,15 +157,18 @@ fn base64_value(byte: u8) -> Option<u8> {
 }
 
 /// A signed URL verifies for its own method (and only that), at any expiry
-/// within the lifetime; an expired or too distant one is refused for that; and
-/// no one-byte change verifies, except a change that keeps the decoded
-/// signature (see [`same_signature`]).
+/// within the lifetime, whichever configured key signed it; an expired or too
+/// distant one is refused for that; a `get` URL with a policy is refused by
+/// the signer; a `kid` naming another configured key never verifies; and no
+/// one-byte change (path, expiry, method, policy, kid) verifies, except a
+/// change that keeps the decoded signature (see [`same_signature`]).
 fn signed(
     layer: &SignedUploadLayer,
     path: &UploadPath,
     get: bool,
     expiry: ExpiryChoice,
     change: Option<(u16, u8)>,
+    options: Option<&OptionsChoice>,
 ) {
     let lifetime = DEFAULT_MAX_LIFETIME.as_secs();
     let (at, wanted) = match expiry {
@@ -121,11 +184,52 @@ fn signed(
     } else {
         (SignedMethod::Put, Method::PUT, Method::GET)
     };
-    let url = layer.signer().sign(
-        path,
-        signed_method,
-        Expiry::At(UNIX_EPOCH + Duration::from_secs(at)),
-    );
+    let expiry = Expiry::At(UNIX_EPOCH + Duration::from_secs(at));
+    let (signer_index, url_options) = match options {
+        None => (0, UrlOptions::new()),
+        Some(choice) => {
+            let mut url_options = UrlOptions::new();
+            if let Some(max_size) = choice.max_size {
+                url_options = url_options.max_size(max_size);
+            }
+            if let Some(types) = &choice.types {
+                match url_options.clone().types(types.text()) {
+                    Ok(with) => url_options = with,
+                    Err(error) => {
+                        assert_eq!(error, ConfigError::TypePattern, "{types:?}");
+                        return;
+                    }
+                }
+            }
+            if choice.key_id {
+                url_options = url_options.key_id();
+            }
+            (usize::from(choice.signer) % KEYS.len(), url_options)
+        }
+    };
+    let signer = if signer_index == 0 {
+        layer.signer()
+    } else {
+        Signer::new(key(signer_index)).clock(FixedClock)
+    };
+    let has_policy = options.is_some_and(|c| c.max_size.is_some() || c.types.is_some());
+    let has_kid = options.is_some_and(|c| c.key_id);
+    let url = match signer.sign_with(path, signed_method, expiry, &url_options) {
+        Ok(url) => {
+            assert!(
+                !(get && has_policy),
+                "a get URL with a policy signed: {url}"
+            );
+            assert!(
+                !has_kid || KEYS[signer_index].1.is_some(),
+                "a kid for a key without id: {url}"
+            );
+            url
+        }
+        Err(ConfigError::PolicyOnGet) if get && has_policy => return,
+        Err(ConfigError::KeyId) if has_kid && KEYS[signer_index].1.is_none() => return,
+        Err(error) => panic!("the signer refused {url_options:?} for {signed_method:?}: {error}"),
+    };
     let target = url.path_and_query();
     let uri: Uri = target
         .parse()
@@ -146,6 +250,9 @@ fn signed(
             assert_eq!(layer.verify(&method, &uri), Err(error), "{target}");
             return;
         }
+    }
+    if has_kid {
+        kid_swaps(layer, &method, target, signer_index);
     }
     let Some((index, byte)) = change else {
         return;
@@ -170,6 +277,31 @@ fn signed(
         byte as char,
         String::from_utf8_lossy(&changed),
     );
+}
+
+/// A `kid` that names any other configured key (or no key at all) never
+/// verifies: only the named key is tried, and it did not sign.
+fn kid_swaps(layer: &SignedUploadLayer, method: &Method, target: &str, signer: usize) {
+    let own = KEYS[signer]
+        .1
+        .expect("a URL with a kid was signed by a key with an id");
+    let mark = format!("&kid={own}&signature=");
+    assert!(target.contains(&mark), "{target} lacks {mark}");
+    let others = KEYS
+        .iter()
+        .enumerate()
+        .filter(|&(index, _)| index != signer)
+        .filter_map(|(_, (_, id))| *id)
+        .chain(["unknown-key"]);
+    for other in others {
+        let swapped = target.replacen(&mark, &format!("&kid={other}&signature="), 1);
+        let uri: Uri = swapped.parse().expect("a kid is a valid query value");
+        assert_eq!(
+            layer.verify(method, &uri),
+            Err(Error::SignatureInvalid),
+            "{swapped}"
+        );
+    }
 }
 
 /// Whether replacing `target[index]` with `byte` keeps the request's signature

@@ -1,7 +1,7 @@
-//! A reference model of one resumable upload session (PROTOCOL section 3), and
-//! a driver that sends a sequence of chunks and status queries for ONE signed
-//! URL through the real layer, in process, over `MemoryStorage`, checking
-//! every answer against the model.
+//! A reference model of one resumable upload session (PROTOCOL sections 3 and
+//! 6), and a driver that sends a sequence of chunks and status queries for ONE
+//! signed URL through the real layer, in process, over `MemoryStorage`,
+//! checking every answer against the model.
 //!
 //! Included by `tests/proptest_session.rs` and by the `upload_session` fuzz
 //! target (`fuzz/src/lib.rs`), so both check the same property:
@@ -14,12 +14,20 @@
 //!   service), by the very request the model says completes it, and every
 //!   later request of the session is answered `200` with the same file;
 //! - nothing is stored at the path before that; afterwards the stored bytes are
-//!   the model's bytes.
+//!   the model's bytes, and a File `sha256` is theirs.
 //!
-//! Every chunk carries the source file's true bytes for its range (or a wrong
-//! number of them, or is cut off), so a resent range never changes the file
-//! and the model needs no `range_conflict` (PROTOCOL section 6, which is not
-//! implemented).
+//! The model keeps the byte stored at every offset, so chunks may carry other
+//! bytes than the source file's (`Delivery::Changed`): over stored bytes that
+//! is `409 range_conflict` and counts for nothing, elsewhere the changed byte
+//! is stored and ends up in the file. Requests may carry `Content-Digest`
+//! (right, wrong, malformed, of an unsupported algorithm) and `Repr-Digest`
+//! (the source file's true digest, a wrong one, malformed, unsupported): the
+//! first `Repr-Digest` of a stored chunk is kept, a different one later is
+//! `409 digest_conflict`, and at completion a kept digest that does not match
+//! the bytes is `400 digest_mismatch` and discards the session (the model
+//! starts afresh). The URL may carry a signed `type`: the chunk at offset 0 is
+//! judged on its own first bytes (a refusal, `415`, discards the session), and
+//! the commit judges the assembled head again.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
@@ -30,15 +38,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
+use sha2::{Digest as _, Sha256, Sha512};
 use tower::{Layer, Service, ServiceExt};
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{
     Clock, EnvelopeBody, RespondCreated, SignedMethod, SignedUpload, SignedUploadLayer, SigningKey,
-    UploadPath,
+    UploadPath, UrlOptions,
 };
 
 /// The key the layer signs and verifies with.
@@ -53,6 +64,10 @@ pub const MAX_RANGES: usize = 4;
 pub const MAX_FILE_LEN: u64 = 64;
 /// The smallest and largest `max_size` a run uses.
 pub const MAX_SIZE_BOUNDS: (u64, u64) = (16, 96);
+/// How many first bytes of the offset-0 chunk the layer sniffs (src/inspect.rs).
+pub const SNIFF_LEN: usize = 8192;
+/// The PNG signature that starts a PNG source file.
+pub const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 
 /// A clock that always reads [`NOW`].
 #[derive(Debug, Clone, Copy)]
@@ -64,16 +79,108 @@ impl Clock for FixedClock {
     }
 }
 
-/// Byte `index` of the source file. Defined for every offset, so a chunk that
-/// names another total than the file's length still carries well-defined bytes
-/// and a session completed at that total holds `source(0, total - 1)`.
+/// Byte `index` of the plain source file. Defined for every offset, so a chunk
+/// that names another total than the file's length still carries well-defined
+/// bytes and a session completed at that total holds `source(0, total - 1)`.
 pub fn source_byte(index: u64) -> u8 {
     (index as u8).wrapping_mul(167).wrapping_add(13) ^ (index >> 8) as u8
 }
 
-/// Source bytes `first..first + len`.
+/// Byte `index` of the source file: a PNG one starts with [`PNG_SIGNATURE`].
+pub fn file_byte(png: bool, index: u64) -> u8 {
+    match usize::try_from(index) {
+        Ok(i) if png && i < PNG_SIGNATURE.len() => PNG_SIGNATURE[i],
+        _ => source_byte(index),
+    }
+}
+
+/// Plain source bytes `first..first + len`.
 pub fn source(first: u64, len: u64) -> Vec<u8> {
     (first..first + len).map(source_byte).collect()
+}
+
+/// Source file bytes `first..first + len`.
+pub fn file_bytes(png: bool, first: u64, len: u64) -> Vec<u8> {
+    (first..first + len).map(|i| file_byte(png, i)).collect()
+}
+
+/// The type the model says the layer sniffs from `head`: the only signature
+/// the model's bytes can carry is PNG's (its first four bytes, as `infer`
+/// checks); anything else is unrecognised. `tests/proptest_session.rs` checks
+/// this against the crate's sniffer for every head a run can send.
+pub fn sniffed(head: &[u8]) -> &'static str {
+    if head.len() >= 4 && head[..4] == PNG_SIGNATURE[..4] {
+        "image/png"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// A signed `type` for the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Types {
+    /// `image/*`.
+    AnyImage,
+    /// `image/png,video/mp4`.
+    PngOrMp4,
+    /// `application/octet-stream`.
+    Binary,
+    /// `text/plain`: nothing the model sends.
+    Text,
+}
+
+impl Types {
+    pub fn patterns(self) -> &'static str {
+        match self {
+            Types::AnyImage => "image/*",
+            Types::PngOrMp4 => "image/png,video/mp4",
+            Types::Binary => "application/octet-stream",
+            Types::Text => "text/plain",
+        }
+    }
+
+    /// Whether the sniffed `mime` matches, written out for the model's two types.
+    pub fn allows(self, mime: &str) -> bool {
+        match self {
+            Types::AnyImage | Types::PngOrMp4 => mime == "image/png",
+            Types::Binary => mime == "application/octet-stream",
+            Types::Text => false,
+        }
+    }
+}
+
+/// What one session's run is about: the source file and the URL's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    /// The source file's length.
+    pub file_len: u64,
+    /// The layer's `max_size`.
+    pub max_size: u64,
+    /// The source file starts with the PNG signature.
+    pub png: bool,
+    /// The URL's signed `type`.
+    pub types: Option<Types>,
+    /// The URL's signed `max_size` (the smaller limit applies).
+    pub signed_max_size: Option<u64>,
+}
+
+impl Setup {
+    /// A plain file, no policy: the session of PROTOCOL section 3 alone.
+    pub fn plain(file_len: u64, max_size: u64) -> Self {
+        Setup {
+            file_len,
+            max_size,
+            png: false,
+            types: None,
+            signed_max_size: None,
+        }
+    }
+
+    /// The limit that applies: the layer's, narrowed by the signed one.
+    pub fn limit(&self) -> u64 {
+        self.signed_max_size
+            .map_or(self.max_size, |signed| signed.min(self.max_size))
+    }
 }
 
 /// The total a chunk or status query names.
@@ -101,6 +208,43 @@ pub enum Delivery {
     /// The first `after` bytes (at most the range's length), then the body
     /// fails, as when the connection is cut off. No size hint.
     CutOff { after: u8 },
+    /// The range's length, but byte `at % len` of it flipped (`^ 0x5a`): a
+    /// retry whose bytes changed. In a `Full` body.
+    Changed { at: u8 },
+}
+
+/// A digest header value a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestValue {
+    /// No header.
+    None,
+    /// `sha-256` of the right bytes (`Content-Digest`: the request's body as
+    /// sent; `Repr-Digest`: the source file of the file's length).
+    Sha256,
+    /// `sha-512` of the right bytes.
+    Sha512,
+    /// A wrong `sha-256` together with the right `sha-512`: the stronger counts.
+    Both,
+    /// A well-formed `sha-256` of other bytes (`n` picks which).
+    Wrong(u8),
+    /// Only an algorithm the layer does not check (`md5`): as if absent.
+    Unsupported,
+    /// A value that does not parse: `400 digest_invalid`.
+    Malformed,
+}
+
+/// The digest headers of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digests {
+    pub content: DigestValue,
+    pub repr: DigestValue,
+}
+
+impl Digests {
+    pub const NONE: Digests = Digests {
+        content: DigestValue::None,
+        repr: DigestValue::None,
+    };
 }
 
 /// One request of the session.
@@ -114,6 +258,7 @@ pub enum Op {
         delivery: Delivery,
         /// Also send `Content-Length` (the bytes sent; for a cut-off body, the range's length).
         content_length: bool,
+        digests: Digests,
     },
     /// `PUT` with `Content-Range: bytes */TOTAL` and a body of `body` bytes
     /// (nonzero is a client error), streamed (no size hint) or not.
@@ -121,6 +266,7 @@ pub enum Op {
         total: Total,
         body: u8,
         streamed: bool,
+        digests: Digests,
     },
 }
 
@@ -145,19 +291,76 @@ impl Expected {
     }
 }
 
-/// The session as PROTOCOL section 3 describes it: a total once a chunk names
-/// one, the bytes stored (a bitmap, independent of the crate's range set), and
-/// the total at which it completed.
-#[derive(Debug, Clone)]
-pub struct Model {
-    pub file_len: u64,
-    pub max_size: u64,
-    pub total: Option<u64>,
-    stored: Vec<bool>,
-    pub completed: Option<u64>,
+/// A parsed, supported digest: (is it `sha-512`, its bytes).
+type Parsed = (bool, Vec<u8>);
+
+/// A digest header as the model understands it.
+enum Header {
+    Absent,
+    Malformed,
+    Digest(Parsed),
 }
 
-/// A chunk's body as the client sends it.
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+fn sha512(bytes: &[u8]) -> Vec<u8> {
+    Sha512::digest(bytes).to_vec()
+}
+
+impl DigestValue {
+    /// The header value for `right` (the bytes the right digest is of).
+    fn header(self, right: &[u8]) -> Option<String> {
+        let b64 = |digest: Vec<u8>| STANDARD.encode(digest);
+        Some(match self {
+            DigestValue::None => return None,
+            DigestValue::Sha256 => format!("sha-256=:{}:", b64(sha256(right))),
+            DigestValue::Sha512 => format!("sha-512=:{}:", b64(sha512(right))),
+            DigestValue::Both => format!(
+                "sha-256=:{}:, sha-512=:{}:",
+                b64(sha256(b"other bytes")),
+                b64(sha512(right))
+            ),
+            DigestValue::Wrong(n) => format!("sha-256=:{}:", b64(sha256(&[n, 0x77]))),
+            DigestValue::Unsupported => "md5=:AAAAAAAAAAAAAAAAAAAAAA==:".to_owned(),
+            DigestValue::Malformed => "sha-256=:AAAA:".to_owned(),
+        })
+    }
+
+    /// What the layer makes of it.
+    fn parsed(self, right: &[u8]) -> Header {
+        match self {
+            DigestValue::None | DigestValue::Unsupported => Header::Absent,
+            DigestValue::Malformed => Header::Malformed,
+            DigestValue::Sha256 => Header::Digest((false, sha256(right))),
+            DigestValue::Sha512 | DigestValue::Both => Header::Digest((true, sha512(right))),
+            DigestValue::Wrong(n) => Header::Digest((false, sha256(&[n, 0x77]))),
+        }
+    }
+}
+
+fn matches(digest: &Parsed, bytes: &[u8]) -> bool {
+    let (is512, value) = digest;
+    *value == if *is512 { sha512(bytes) } else { sha256(bytes) }
+}
+
+/// The session as PROTOCOL sections 3 and 6 describe it: a total once a chunk
+/// names one, the byte stored at each offset (independent of the crate's
+/// range set), the kept `Repr-Digest`, and the file once it completed.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub setup: Setup,
+    pub total: Option<u64>,
+    stored: Vec<Option<u8>>,
+    kept: Option<Parsed>,
+    /// The committed file's bytes.
+    pub completed: Option<Vec<u8>>,
+    /// Whether the committed File object has its `sha256`.
+    pub sha256_known: bool,
+}
+
+/// A request's body as the client sends it.
 struct Sent {
     bytes: Vec<u8>,
     exact: bool,
@@ -167,7 +370,7 @@ struct Sent {
 }
 
 impl Op {
-    fn sent(&self) -> Sent {
+    fn sent(&self, png: bool) -> Sent {
         match *self {
             Op::Chunk {
                 first,
@@ -177,6 +380,7 @@ impl Op {
                 ..
             } => {
                 let len = last - first + 1;
+                let source = |first, len| file_bytes(png, first, len);
                 let (bytes, exact, cut_off, pieces) = match delivery {
                     Delivery::Full => (source(first, len), true, false, 1),
                     Delivery::Streamed { pieces } => {
@@ -195,6 +399,11 @@ impl Op {
                     }
                     Delivery::CutOff { after } => {
                         (source(first, len.min(u64::from(after))), false, true, 2)
+                    }
+                    Delivery::Changed { at } => {
+                        let mut bytes = source(first, len);
+                        bytes[(u64::from(at) % len) as usize] ^= 0x5a;
+                        (bytes, true, false, 1)
                     }
                 };
                 let declared = if cut_off { len } else { bytes.len() as u64 };
@@ -215,45 +424,79 @@ impl Op {
             },
         }
     }
+
+    fn digests(&self) -> Digests {
+        match *self {
+            Op::Chunk { digests, .. } | Op::Status { digests, .. } => digests,
+        }
+    }
 }
 
 impl Model {
-    pub fn new(file_len: u64, max_size: u64) -> Self {
+    pub fn new(setup: Setup) -> Self {
         Model {
-            file_len,
-            max_size,
+            setup,
             total: None,
-            stored: vec![false; max_size as usize],
+            stored: vec![None; setup.limit() as usize],
+            kept: None,
             completed: None,
+            sha256_known: false,
         }
+    }
+
+    /// The source file's bytes (of its own length): what `Repr-Digest` is the digest of.
+    fn true_file(&self) -> Vec<u8> {
+        file_bytes(self.setup.png, 0, self.setup.file_len)
     }
 
     fn resolve(&self, total: Total) -> Option<u64> {
         match total {
-            Total::Right => Some(self.file_len),
+            Total::Right => Some(self.setup.file_len),
             Total::Unknown => None,
             Total::Other(n) => Some(n),
         }
     }
 
+    fn bits(&self) -> Vec<bool> {
+        self.stored.iter().map(Option::is_some).collect()
+    }
+
     /// The stored ranges, inclusive, sorted, adjacent ones merged.
     pub fn ranges(&self) -> Vec<[u64; 2]> {
-        runs(&self.stored)
+        runs(&self.bits())
     }
 
     fn end(&self) -> Option<u64> {
-        self.stored.iter().rposition(|&b| b).map(|i| i as u64)
+        self.stored
+            .iter()
+            .rposition(Option::is_some)
+            .map(|i| i as u64)
+    }
+
+    /// A refused session's data is discarded: the same URL starts afresh.
+    fn discard(&mut self) {
+        *self = Model::new(self.setup);
     }
 
     /// Predicts the answer to `op` and applies its effect.
     pub fn apply(&mut self, op: &Op) -> Expected {
-        let sent = op.sent();
+        let sent = op.sent(self.setup.png);
+        let digests = op.digests();
+        let content = digests.content.parsed(&sent.bytes);
+        let repr = digests.repr.parsed(&self.true_file());
+        let malformed = matches!(content, Header::Malformed) || matches!(repr, Header::Malformed);
+        let repr = match repr {
+            Header::Digest(parsed) => Some(parsed),
+            _ => None,
+        };
+        let conflicts = |kept: &Option<Parsed>| matches!((kept, &repr), (Some(kept), Some(sent)) if kept != sent);
         match *op {
             Op::Chunk {
                 first, last, total, ..
             } => {
                 let named = self.resolve(total);
                 let len = last - first + 1;
+                let limit = self.setup.limit();
                 let declared = sent
                     .content_length
                     .or(sent.exact.then_some(sent.bytes.len() as u64));
@@ -261,11 +504,14 @@ impl Model {
                 if named.is_some_and(|t| last >= t) {
                     return Expected::refused(416, "range_not_satisfiable");
                 }
-                if named.unwrap_or(0) > self.max_size || last >= self.max_size {
+                if named.unwrap_or(0) > limit || last >= limit {
                     return Expected::refused(413, "too_large");
                 }
                 if declared.is_some_and(|d| d != len) {
                     return Expected::refused(400, "content_range_mismatch");
+                }
+                if malformed {
+                    return Expected::refused(400, "digest_invalid");
                 }
                 // After completion the body is not read: the completion is replayed.
                 if self.completed.is_some() {
@@ -281,40 +527,98 @@ impl Model {
                 if named.or(self.total).is_some_and(|t| last >= t) {
                     return Expected::refused(416, "range_not_satisfiable");
                 }
-                let mut after = self.stored.clone();
+                let bits = self.bits();
+                let mut after = bits.clone();
                 after[first as usize..=last as usize].fill(true);
-                let contained = self.stored[first as usize..=last as usize]
-                    .iter()
-                    .all(|&b| b);
+                let contained = bits[first as usize..=last as usize].iter().all(|&b| b);
                 if !contained && runs(&after).len() > MAX_RANGES {
                     return Expected::refused(400, "too_many_ranges");
                 }
+                if conflicts(&self.kept) {
+                    return Expected::refused(409, "digest_conflict");
+                }
+                // The body, as it streams.
                 if sent.cut_off {
                     return Expected::refused(400, "body_incomplete");
                 }
                 if sent.bytes.len() as u64 != len {
                     return Expected::refused(400, "content_range_mismatch");
                 }
+                if let Some(types) = self.setup.types.filter(|_| first == 0) {
+                    let head = &sent.bytes[..sent.bytes.len().min(SNIFF_LEN)];
+                    if !types.allows(sniffed(head)) {
+                        self.discard();
+                        return Expected::refused(415, "type_not_allowed");
+                    }
+                }
+                if let Header::Digest(digest) = &content {
+                    if !matches(digest, &sent.bytes) {
+                        return Expected::refused(400, "digest_mismatch");
+                    }
+                }
+                // Stored bytes must match.
+                let overlap = self.stored[first as usize..=last as usize]
+                    .iter()
+                    .zip(&sent.bytes)
+                    .any(|(stored, sent)| stored.is_some_and(|s| s != *sent));
+                if overlap {
+                    return Expected::refused(409, "range_conflict");
+                }
                 // Stored: it counts.
-                self.stored = after;
+                for (offset, byte) in (first..=last).zip(&sent.bytes) {
+                    self.stored[offset as usize] = Some(*byte);
+                }
                 if named.is_some() {
                     self.total = named;
                 }
+                let completing_repr = repr.is_some();
+                if self.kept.is_none() {
+                    self.kept = repr;
+                }
                 match self.total {
-                    Some(t) if t > 0 && self.stored[..t as usize].iter().all(|&b| b) => {
-                        self.completed = Some(t);
+                    Some(t) if t > 0 && self.stored[..t as usize].iter().all(Option::is_some) => {
+                        let file: Vec<u8> = self.stored[..t as usize]
+                            .iter()
+                            .map(|b| b.unwrap())
+                            .collect();
+                        // The commit judges the assembled file once more.
+                        if let Some(types) = self.setup.types {
+                            if !types.allows(sniffed(&file)) {
+                                self.discard();
+                                return Expected::refused(415, "type_not_allowed");
+                            }
+                        }
+                        if let Some(kept) = &self.kept {
+                            if !matches(kept, &file) {
+                                self.discard();
+                                return Expected::refused(400, "digest_mismatch");
+                            }
+                        }
+                        self.sha256_known =
+                            completing_repr || self.kept.as_ref().is_some_and(|(is512, _)| !is512);
+                        self.completed = Some(file);
                         Expected::ok(201)
                     }
                     _ => Expected::ok(202),
                 }
             }
             Op::Status { total, .. } => {
-                // The body is read (and must be empty) before the session is looked at.
+                // An exact body size is judged from the headers, a streamed body
+                // after the digest headers, both before the session is looked at.
+                if sent.exact && !sent.bytes.is_empty() {
+                    return Expected::refused(400, "content_range_mismatch");
+                }
+                if malformed {
+                    return Expected::refused(400, "digest_invalid");
+                }
                 if !sent.bytes.is_empty() {
                     return Expected::refused(400, "content_range_mismatch");
                 }
                 if self.completed.is_some() {
                     return Expected::ok(200);
+                }
+                if conflicts(&self.kept) {
+                    return Expected::refused(409, "digest_conflict");
                 }
                 if let Some(asked) = self.resolve(total) {
                     let disagrees = match self.total {
@@ -454,19 +758,27 @@ fn content_range(op: &Op, file_len: u64, equals: bool) -> String {
     }
 }
 
-/// Runs `ops` against a fresh layer (file of `file_len` bytes, `max_size`,
-/// [`MAX_RANGES`]) and panics, naming the operation, where an answer differs
-/// from the model. Builds its own current-thread runtime.
+/// Runs `ops` against a fresh layer for a plain file with no policy.
 pub fn check(file_len: u64, max_size: u64, ops: &[Op]) {
+    check_setup(Setup::plain(file_len, max_size), ops);
+}
+
+/// Runs `ops` against a fresh layer (the `setup`'s `max_size`, [`MAX_RANGES`],
+/// a URL with the setup's policy) and panics, naming the operation, where an
+/// answer differs from the model. Builds its own current-thread runtime.
+pub fn check_setup(setup: Setup, ops: &[Op]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a current-thread runtime builds");
-    runtime.block_on(check_async(file_len, max_size, ops));
+    runtime.block_on(check_async(setup, ops));
 }
 
-/// [`check`], on the caller's runtime (which must have a timer).
-pub async fn check_async(file_len: u64, max_size: u64, ops: &[Op]) {
+/// [`check_setup`], on the caller's runtime (which must have a timer).
+pub async fn check_async(setup: Setup, ops: &[Op]) {
+    let Setup {
+        file_len, max_size, ..
+    } = setup;
     let storage = MemoryStorage::new();
     let inner = CountingInner::default();
     let layer = SignedUploadLayer::new(
@@ -476,25 +788,46 @@ pub async fn check_async(file_len: u64, max_size: u64, ops: &[Op]) {
     .clock(FixedClock)
     .max_ranges(MAX_RANGES)
     .max_size(max_size);
-    let url = layer.signer().sign(
-        &UploadPath::new(PATH).expect("the path is valid"),
-        SignedMethod::Put,
-        Duration::from_secs(3600),
-    );
+    let mut options = UrlOptions::new();
+    if let Some(types) = setup.types {
+        options = options
+            .types(types.patterns())
+            .expect("the model's patterns parse");
+    }
+    if let Some(signed) = setup.signed_max_size {
+        options = options.max_size(signed);
+    }
+    let url = layer
+        .signer()
+        .sign_with(
+            &UploadPath::new(PATH).expect("the path is valid"),
+            SignedMethod::Put,
+            Duration::from_secs(3600),
+            &options,
+        )
+        .expect("a put URL with a policy signs");
     let target = url.path_and_query().to_owned();
     let service = layer.layer(inner.clone());
-    let mut model = Model::new(file_len, max_size);
+    let mut model = Model::new(setup);
+    let true_file = model.true_file();
     let mut created = 0;
     for (index, op) in ops.iter().enumerate() {
         let before = model.clone();
         let expected = model.apply(op);
-        let sent = op.sent();
+        let sent = op.sent(setup.png);
+        let digests = op.digests();
         let mut builder = Request::put(target.as_str()).header(
             http::header::CONTENT_RANGE,
             content_range(op, file_len, index % 2 == 1),
         );
         if let Some(length) = sent.content_length {
             builder = builder.header(http::header::CONTENT_LENGTH, length);
+        }
+        if let Some(value) = digests.content.header(&sent.bytes) {
+            builder = builder.header("content-digest", value);
+        }
+        if let Some(value) = digests.repr.header(&true_file) {
+            builder = builder.header("repr-digest", value);
         }
         let answer = if sent.exact {
             let request = builder
@@ -508,7 +841,7 @@ pub async fn check_async(file_len: u64, max_size: u64, ops: &[Op]) {
         };
         let context = || {
             format!(
-                "op #{index} {op:?} (file_len {file_len}, max_size {max_size})\n\
+                "op #{index} {op:?} ({setup:?})\n\
                  model before: {before:?}\nanswer: {answer:?}"
             )
         };
@@ -526,19 +859,21 @@ pub async fn check_async(file_len: u64, max_size: u64, ops: &[Op]) {
         );
         match answer.status {
             200 | 201 => {
-                let total = model.completed.expect("the model completed");
-                assert_eq!(
-                    answer.json["data"]["filesize"],
-                    total,
-                    "filesize: {}",
-                    context()
-                );
-                assert_eq!(
-                    answer.json["data"]["object"],
-                    "source",
-                    "File object: {}",
-                    context()
-                );
+                let file = model.completed.as_ref().expect("the model completed");
+                let data = &answer.json["data"];
+                assert_eq!(data["filesize"], file.len(), "filesize: {}", context());
+                assert_eq!(data["object"], "source", "File object: {}", context());
+                let sha256 = data["sha256"].as_str();
+                if model.sha256_known {
+                    assert!(sha256.is_some(), "sha256 missing: {}", context());
+                }
+                if let Some(sha256) = sha256 {
+                    let want: String = Sha256::digest(file)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    assert_eq!(sha256, want, "sha256: {}", context());
+                }
                 for header in ["etag", "location"] {
                     assert!(
                         answer.headers.contains_key(header),
@@ -599,15 +934,12 @@ pub async fn check_async(file_len: u64, max_size: u64, ops: &[Op]) {
         );
         assert!(created <= 1, "more than one 201: {}", context());
         let stored = storage.file(PATH);
-        match model.completed {
-            None => assert_eq!(stored, None, "a file before completion: {}", context()),
-            Some(total) => assert_eq!(
-                stored.as_deref(),
-                Some(source(0, total).as_slice()),
-                "stored bytes: {}",
-                context()
-            ),
-        }
+        assert_eq!(
+            stored.as_deref(),
+            model.completed.as_deref(),
+            "stored file: {}",
+            context()
+        );
     }
     assert_eq!(created, usize::from(model.completed.is_some()));
 }
