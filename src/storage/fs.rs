@@ -44,8 +44,16 @@ const WRITING: &str = "writing";
 /// Prefix of a removed session folder's name under [`TMP`], while it is deleted.
 const GONE: &str = "gone-";
 
-/// Bytes gathered from a body before one positional write.
+/// Bytes of a chunk gathered from its body before one positional write (each
+/// write of a chunk takes the writers' lock and checks the session).
 const WRITE_BATCH: usize = 1024 * 1024;
+/// Bytes of a simple upload gathered before one write: smaller, as many simple
+/// uploads may stream at once and each holds up to two batches.
+const PUT_BATCH: usize = 256 * 1024;
+/// Bytes written between two early `fdatasync` calls, each started on a blocking
+/// thread while the body streams on, so that the last one, which the answer
+/// waits for, finds little left to write.
+const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
 /// Bytes per piece when a file is read back.
 const READ_PIECE: usize = 256 * 1024;
 /// One journal entry: first, last, total, flags (u64 little-endian each), the
@@ -1600,6 +1608,10 @@ fn temp_name() -> String {
     random_name("put-", ".part")
 }
 
+fn pieces_len(pieces: &[Bytes]) -> usize {
+    pieces.iter().map(Bytes::len).sum()
+}
+
 /// Writes pieces in order from `offset`.
 fn write_pieces(file: &File, offset: u64, pieces: &[Bytes]) -> Result<(), StorageError> {
     let mut at = offset;
@@ -1608,6 +1620,71 @@ fn write_pieces(file: &File, offset: u64, pieces: &[Bytes]) -> Result<(), Storag
         at += piece.len() as u64;
     }
     Ok(())
+}
+
+/// Writes a body's batches on blocking threads, one batch at a time, while the
+/// async side reads the next one, and starts writeback early: every
+/// [`WRITEBACK_EVERY`] bytes an `fdatasync` runs on another blocking thread
+/// unless one still runs. At most two batches are held: one being written and
+/// one being gathered.
+struct Pipeline {
+    file: Arc<File>,
+    writing: Option<tokio::task::JoinHandle<Result<bool, StorageError>>>,
+    syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    unsynced: u64,
+}
+
+impl Pipeline {
+    fn new(file: Arc<File>) -> Self {
+        Pipeline {
+            file,
+            writing: None,
+            syncing: None,
+            unsynced: 0,
+        }
+    }
+
+    /// Waits for the batch being written, then starts `write` (`len` bytes) on a
+    /// blocking thread. Returns what the previous write returned (true when
+    /// there was none).
+    async fn write<F>(&mut self, len: usize, write: F) -> Result<bool, StorageError>
+    where
+        F: FnOnce() -> Result<bool, StorageError> + Send + 'static,
+    {
+        let previous = self.wait().await?;
+        if !previous {
+            return Ok(false);
+        }
+        self.writing = Some(tokio::task::spawn_blocking(write));
+        self.unsynced += len as u64;
+        if self.unsynced >= WRITEBACK_EVERY && self.syncing.as_ref().is_none_or(|s| s.is_finished())
+        {
+            // An error here shows again in the final sync, which the answer waits for.
+            let file = Arc::clone(&self.file);
+            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+            self.unsynced = 0;
+        }
+        Ok(true)
+    }
+
+    /// Waits for the batch being written; returns what its write returned.
+    async fn wait(&mut self) -> Result<bool, StorageError> {
+        match self.writing.take() {
+            Some(task) => task
+                .await
+                .map_err(|error| other(FsError::Blocking(error)))?,
+            None => Ok(true),
+        }
+    }
+
+    /// Waits for the last batch and the early writeback.
+    async fn finish(mut self) -> Result<bool, StorageError> {
+        let open = self.wait().await;
+        if let Some(task) = self.syncing.take() {
+            let _ = task.await;
+        }
+        open
+    }
 }
 
 impl Storage for FsStorage {
@@ -1651,13 +1728,23 @@ impl Storage for FsStorage {
             let mut batch: Vec<Bytes> = Vec::new();
             let mut batch_len = 0usize;
             let mut open = true;
+            let mut pipeline =
+                Pipeline::new(Arc::new(files.data.try_clone().map_err(write_error)?));
             loop {
                 let piece = body.next().await;
                 let end = piece.is_none();
                 if let Some(piece) = piece {
-                    let piece = piece.map_err(StorageError::Body)?;
+                    let piece = match piece {
+                        Ok(piece) => piece,
+                        Err(error) => {
+                            // No write of this chunk outlives its answer.
+                            let _ = pipeline.finish().await;
+                            return Err(StorageError::Body(error));
+                        }
+                    };
                     received = received.saturating_add(piece.len() as u64);
                     if received > expected {
+                        let _ = pipeline.finish().await;
                         return Err(StorageError::Body(BodyError(
                             crate::Error::ContentRangeMismatch,
                         )));
@@ -1674,7 +1761,11 @@ impl Storage for FsStorage {
                     written += batch_len as u64;
                     batch_len = 0;
                     let files = Arc::clone(&files);
-                    open = blocking(move || write_batch(&files, at, &pieces)).await?;
+                    open = pipeline
+                        .write(pieces_len(&pieces), move || {
+                            write_batch(&files, at, &pieces)
+                        })
+                        .await?;
                 }
                 if end || !open {
                     // Closed: the session completed meanwhile; the rest of the
@@ -1682,6 +1773,7 @@ impl Storage for FsStorage {
                     break;
                 }
             }
+            open = pipeline.finish().await? && open;
             if open && received != expected {
                 return Err(StorageError::Body(BodyError(
                     crate::Error::ContentRangeMismatch,
@@ -1789,11 +1881,18 @@ impl Storage for FsStorage {
             let mut written = 0u64;
             let mut batch: Vec<Bytes> = Vec::new();
             let mut batch_len = 0usize;
+            let mut pipeline = Pipeline::new(Arc::clone(&file));
             loop {
                 let piece = body.next().await;
                 let end = piece.is_none();
                 if let Some(piece) = piece {
-                    let piece = piece.map_err(StorageError::Body)?;
+                    let piece = match piece {
+                        Ok(piece) => piece,
+                        Err(error) => {
+                            let _ = pipeline.finish().await;
+                            return Err(StorageError::Body(error));
+                        }
+                    };
                     if head.len() < HEAD_LEN {
                         let take = piece.len().min(HEAD_LEN - head.len());
                         head.extend_from_slice(&piece[..take]);
@@ -1801,18 +1900,21 @@ impl Storage for FsStorage {
                     batch_len += piece.len();
                     batch.push(piece);
                 }
-                if !batch.is_empty() && (end || batch_len >= WRITE_BATCH) {
+                if !batch.is_empty() && (end || batch_len >= PUT_BATCH) {
                     let pieces = std::mem::take(&mut batch);
                     let at = written;
                     written = written.saturating_add(batch_len as u64);
-                    batch_len = 0;
+                    let len = std::mem::take(&mut batch_len);
                     let file = Arc::clone(&file);
-                    blocking(move || write_pieces(&file, at, &pieces)).await?;
+                    pipeline
+                        .write(len, move || write_pieces(&file, at, &pieces).map(|()| true))
+                        .await?;
                 }
                 if end {
                     break;
                 }
             }
+            pipeline.finish().await?;
 
             let meta = blocking(move || {
                 file.sync_all().map_err(write_error)?;
