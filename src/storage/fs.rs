@@ -53,7 +53,7 @@ const PUT_BATCH: usize = 256 * 1024;
 /// Bytes written between two early `fdatasync` calls, each started on a blocking
 /// thread while the body streams on, so that the last one, which the answer
 /// waits for, finds little left to write.
-const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
+const WRITEBACK_EVERY: u64 = 4 * 1024 * 1024;
 /// Bytes per piece when a file is read back.
 const READ_PIECE: usize = 256 * 1024;
 /// One journal entry: first, last, total, flags (u64 little-endian each), the
