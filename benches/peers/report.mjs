@@ -1,0 +1,281 @@
+// The report of a scripts/bench.sh run, from its records.
+//
+//   node report.mjs RESULTS_DIR                 the markdown report (figures, targets, ratios)
+//   node report.mjs RESULTS_DIR --sweep         the sweep as gnuplot data
+//   node report.mjs RESULTS_DIR --into FILE.md  the report into FILE.md, between the lines
+//                                               <!-- bench:begin --> and <!-- bench:end -->
+//
+// Records: runs.tsv (one line per run: scenario entry round wall_s client_cpu_s server_cpu_s
+// bytes rc other_cpu_s client_report), rss.tsv (scenario server peak_kib), verify.tsv,
+// verify-ns.tsv (criterion: name median lo hi), sign.txt (Node's signer), versions.txt.
+// Round 0 of a scenario is its warm-up and is left out. Ratios between two entries are taken
+// round by round (both ran in the same round, one after the other), then their median.
+import fs from 'node:fs';
+import path from 'node:path';
+
+const dir = process.argv[2];
+const mode = process.argv[3] || '';
+const read = (f) => {
+  const p = path.join(dir, f);
+  if (!fs.existsSync(p)) return [];
+  return fs.readFileSync(p, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split('\t'));
+};
+const text = (f) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), 'utf8') : '');
+const median = (a) => {
+  const s = a.filter(Number.isFinite).sort((x, y) => x - y);
+  if (!s.length) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const num = (x) => (x === '-' || x === '' || x === undefined ? NaN : Number(x));
+const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
+const GiB = 1024 ** 3;
+
+const LABEL = {
+  ours: 'example server (FsStorage)',
+  'ours-put': 'example server, simple PUT',
+  'ours-small': 'example server, 64 MiB session',
+  baseline: 'bare hyper baseline (no fsync)',
+  nginx: 'nginx WebDAV (no fsync)',
+  sink: 'sink (discards)',
+  'tus-node': 'Node tus server (1 in flight)',
+  rustus: 'rustus',
+  'rustus-seq': 'rustus, 1 in flight',
+  'dd-fsync': 'dd bs=1M conv=fsync',
+  'dd-nofsync': 'dd bs=1M (no fsync)',
+  'tcp-raw': 'raw loopback TCP (socat)',
+};
+const SCENARIO = {
+  limits: 'physical limits',
+  'simple-new': 'simple PUT, new path',
+  'simple-replace': 'simple PUT over an existing file',
+  'chunk-seq': '16 MiB chunks, 1 in flight',
+  'chunk-par4': '16 MiB chunks, 4 in flight',
+  complete: 'completion (16 MiB chunks, 4 in flight)',
+  many: '200 concurrent 1 MiB PUTs',
+};
+const ORDER = Object.keys(SCENARIO);
+
+// ---- runs
+const runs = [];
+for (const [scenario, entry, round, wall, ccpu, scpu, bytes, rc, other, report] of read('runs.tsv')) {
+  let rep = null;
+  try { rep = report && report !== '-' ? JSON.parse(report) : null; } catch { rep = null; }
+  runs.push({ scenario, entry, round: Number(round), wall: num(wall), ccpu: num(ccpu), scpu: num(scpu), bytes: Number(bytes), ok: rc === '0', other: num(other), rep });
+}
+const timed = (scn, e) => runs.filter((r) => r.scenario === scn && r.entry === e && r.ok && (r.round > 0 || scn === 'sweep'));
+const byRound = (scn, e) => new Map(timed(scn, e).map((r) => [r.round, r]));
+const rss = new Map(read('rss.tsv').map(([s, srv, kib]) => [`${s}\t${srv}`, num(kib)]));
+const ver = new Map(read('verify.tsv').map(([s, e, v]) => [`${s}\t${e}`, v]));
+const serverOf = (e) => (e.startsWith('ours') ? 'ours' : e.startsWith('rustus') ? 'rustus' : e === 'tcp-raw' ? 'socat' : e);
+const completion = (r) => r.rep?.last?.after_body_ms;
+
+function stats(scn, e) {
+  const t = timed(scn, e);
+  const all = runs.filter((r) => r.scenario === scn && r.entry === e && (r.round > 0 || scn === 'sweep'));
+  if (!t.length) return null;
+  const wall = median(t.map((r) => r.wall));
+  return {
+    n: t.length,
+    failed: all.length - t.length,
+    wall,
+    lo: Math.min(...t.map((r) => r.wall)),
+    hi: Math.max(...t.map((r) => r.wall)),
+    mbs: t[0].bytes / wall / 1e6,
+    ccpu: median(t.map((r) => r.ccpu)),
+    scpu: median(t.map((r) => r.scpu)),
+    scpuPerGiB: median(t.map((r) => (r.scpu / r.bytes) * GiB)),
+    other: median(t.map((r) => r.other)),
+    otherMax: Math.max(...t.map((r) => r.other).filter(Number.isFinite), 0),
+    complete: median(t.map(completion)),
+    completeAll: median(t.map((r) => r.rep?.last?.ms)),
+    p50: median(t.map((r) => r.rep?.latency_ms?.p50)),
+    p99: median(t.map((r) => r.rep?.latency_ms?.p99)),
+    bytes: t[0].bytes,
+  };
+}
+
+// per-round ratio of a value of entry A over entry B in one scenario (rounds where both ran)
+function ratio(scn, a, b, value) {
+  const ra = byRound(scn, a);
+  const rb = byRound(scn, b);
+  const out = [];
+  for (const [round, x] of ra) {
+    const y = rb.get(round);
+    if (y) out.push(value(x, y));
+  }
+  return { median: median(out), n: out.length, all: out };
+}
+const thr = (x, y) => y.wall / x.wall; // throughput of x over y (same bytes)
+
+if (mode === '--sweep') {
+  const rows = [];
+  const simple = stats('simple-new', 'ours');
+  const base = stats('simple-new', 'baseline');
+  rows.push('# chunk_MiB  MB/s_1_in_flight  MB/s_2  MB/s_4  simple_PUT_ours  simple_PUT_baseline');
+  for (const c of [4, 8, 16, 32]) {
+    const v = [1, 2, 4].map((p) => stats('sweep', `ours-c${c}-p${p}`)?.mbs);
+    rows.push([c, ...v, simple?.mbs, base?.mbs].map((x) => (Number.isFinite(x) ? x.toFixed(1) : 'NaN')).join(' '));
+  }
+  console.log(rows.join('\n'));
+  process.exit(0);
+}
+
+const out = [];
+const versions = text('versions.txt').trim();
+out.push('Machine and versions, as the run recorded them:');
+out.push('');
+out.push('```');
+out.push(versions);
+out.push('```');
+out.push('');
+
+// ---- targets
+const mark = (ok) => (ok === undefined || ok === null || Number.isNaN(ok) ? '–' : ok ? '**met**' : '**missed**');
+const targets = [];
+const vns = new Map(read('verify-ns.tsv').map(([n, m, lo, hi]) => [n, { m: num(m), lo: num(lo), hi: num(hi) }]));
+const signTxt = text('sign.txt');
+const nodeNs = (variant) => median([...signTxt.matchAll(new RegExp(`^${variant}: median (\\d+) ns`, 'gm'))].map((m) => Number(m[1])));
+const nodeFixed = nodeNs('fixed');
+const nodeVerify = nodeNs('verify');
+const ourValid = vns.get('valid')?.m;
+const ourInvalid = vns.get('invalid')?.m;
+if (Number.isFinite(ourValid)) {
+  targets.push(['verification ≤ 300 ns', `${f(ourValid, 0)} ns (valid), ${f(ourInvalid, 0)} ns (forged)`, '', mark(ourValid <= 300)]);
+  targets.push(['verification ≥ 10× faster than Node\'s signer', `Node: ${f(nodeFixed, 0)} ns to sign, ${f(nodeVerify, 0)} ns to sign + compare`, `${f(nodeFixed / ourValid, 1)}× (sign), ${f(nodeVerify / ourValid, 1)}× (sign + compare)`, mark(nodeFixed / ourValid >= 10)]);
+}
+const sn = (e) => stats('simple-new', e);
+if (sn('ours') && sn('baseline')) {
+  const r = ratio('simple-new', 'ours', 'baseline', thr);
+  targets.push(['simple PUT ≥ 0.9× the bare hyper baseline', `${f(sn('ours').mbs, 0)} vs ${f(sn('baseline').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.9)]);
+}
+if (sn('ours') && sn('nginx')) {
+  const r = ratio('simple-new', 'ours', 'nginx', (x, y) => x.scpu / y.scpu);
+  targets.push(['server CPU per GiB ≤ nginx\'s (simple PUT, new path)', `${f(sn('ours').scpuPerGiB)} vs ${f(sn('nginx').scpuPerGiB)} s/GiB`, `${f(r.median)}×`, mark(r.median <= 1)]);
+}
+const cp = (e) => stats('chunk-par4', e);
+if (cp('ours') && cp('ours-put')) {
+  const r = ratio('chunk-par4', 'ours', 'ours-put', thr);
+  targets.push(['chunked (16 MiB, 4 in flight) ≥ 0.8× simple PUT', `${f(cp('ours').mbs, 0)} vs ${f(cp('ours-put').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.8)]);
+}
+if (cp('ours') && cp('tus-node')) {
+  const r = ratio('chunk-par4', 'ours', 'tus-node', thr);
+  targets.push(['chunked ≥ 2× the Node tus server (its best: 1 in flight)', `${f(cp('ours').mbs, 0)} vs ${f(cp('tus-node').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 2)]);
+}
+if (cp('ours') && (cp('rustus') || cp('rustus-seq'))) {
+  // the faster of rustus's two ways, round by round
+  const best = new Map();
+  for (const e of ['rustus', 'rustus-seq']) for (const [round, x] of byRound('chunk-par4', e)) if (!best.has(round) || x.wall < best.get(round).wall) best.set(round, x);
+  const vals = [];
+  for (const [round, x] of byRound('chunk-par4', 'ours')) if (best.has(round)) vals.push(best.get(round).wall / x.wall);
+  const bestMbs = Math.max(cp('rustus')?.mbs || 0, cp('rustus-seq')?.mbs || 0);
+  targets.push(['chunked ≥ 1.5× rustus (its faster way, round by round)', `${f(cp('ours').mbs, 0)} vs ${f(bestMbs, 0)} MB/s`, `${f(median(vals))}×`, mark(median(vals) >= 1.5)]);
+}
+const cs = stats('complete', 'ours-small');
+const cb = stats('complete', 'ours');
+if (cs && cb) {
+  const r = ratio('complete', 'ours', 'ours-small', (x, y) => completion(x) / completion(y));
+  targets.push([`completing ${f(cb.bytes / 2 ** 20, 0)} MiB ≤ 2× completing 64 MiB`, `last chunk answered ${f(cb.complete, 0)} vs ${f(cs.complete, 0)} ms after its last byte`, `${f(r.median)}×`, mark(r.median <= 2)]);
+}
+for (const scn of ['simple-new', 'simple-replace', 'chunk-seq', 'chunk-par4', 'many']) {
+  const kib = rss.get(`${scn}\tours`);
+  if (Number.isFinite(kib)) targets.push([`server peak RSS ≤ 64 MiB: ${SCENARIO[scn]}`, `${f(kib / 1024, 1)} MiB`, '', mark(kib / 1024 <= 64)]);
+}
+out.push('### Targets');
+out.push('');
+out.push('Ratios are medians of round-by-round ratios: both systems ran in the same round, one right after the other.');
+out.push('');
+out.push('| target | measured | ratio | |');
+out.push('|---|---|---|---|');
+for (const t of targets) out.push(`| ${t.join(' | ')} |`);
+out.push('');
+
+// ---- figures
+out.push('### Figures');
+out.push('');
+out.push('Medians of the timed runs (after one warm-up). MB/s = 10^6 bytes per second of wall time of the client command. Server CPU = user + system seconds of the server process (and its children) during the run, from /proc; peak RSS = VmHWM over the whole scenario (each scenario starts its servers afresh). "other CPU" = CPU seconds the rest of the machine used during a run (median, max).');
+out.push('');
+out.push('| scenario | system | runs | median s | min–max s | MB/s | client CPU s | server CPU s | server CPU s/GiB | server peak RSS MiB | other CPU s | more | sha256 |');
+out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+const entries = [];
+for (const r of runs) if (r.scenario !== 'sweep' && !entries.some(([s, e]) => s === r.scenario && e === r.entry)) entries.push([r.scenario, r.entry]);
+entries.sort((a, b) => ORDER.indexOf(a[0]) - ORDER.indexOf(b[0]));
+for (const [scn, e] of entries) {
+  const s = stats(scn, e);
+  if (!s) { out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | 0 (all failed) | | | | | | | | | | |`); continue; }
+  const kib = rss.get(`${scn}\t${serverOf(e)}`);
+  let more = '';
+  if (Number.isFinite(s.complete)) more = `last chunk: ${f(s.completeAll, 0)} ms, ${f(s.complete, 0)} ms after its body`;
+  if (Number.isFinite(s.p99)) more = `latency p50 ${f(s.p50, 0)} ms, p99 ${f(s.p99, 0)} ms`;
+  const d = s.wall < 1 ? 3 : 2;
+  out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | ${s.n}${s.failed ? ` (+${s.failed} failed)` : ''} | ${f(s.wall, d)} | ${f(s.lo, d)}–${f(s.hi, d)} | ${f(s.mbs, 0)} | ${f(s.ccpu)} | ${f(s.scpu)} | ${f(s.scpuPerGiB)} | ${Number.isFinite(kib) ? f(kib / 1024, 1) : '–'} | ${f(s.other)} (${f(s.otherMax)}) | ${more} | ${ver.get(`${scn}\t${e}`) || '–'} |`);
+}
+out.push('');
+
+// ---- more ratios
+const more = [];
+const addRatio = (scn, a, b, what) => {
+  if (!stats(scn, a) || !stats(scn, b)) return;
+  const r = ratio(scn, a, b, thr);
+  more.push(`| ${SCENARIO[scn]} | ${LABEL[a] || a} ÷ ${LABEL[b] || b} | ${f(r.median)}× | ${r.all.map((x) => f(x)).join(' ')} | ${what || ''} |`);
+};
+addRatio('simple-new', 'ours', 'baseline');
+addRatio('simple-new', 'ours', 'nginx');
+addRatio('simple-new', 'baseline', 'nginx');
+addRatio('simple-new', 'ours', 'sink', 'the client alone, no disk');
+addRatio('simple-replace', 'ours', 'baseline');
+addRatio('simple-replace', 'ours', 'nginx');
+addRatio('chunk-seq', 'ours', 'tus-node');
+addRatio('chunk-seq', 'ours', 'rustus');
+addRatio('chunk-seq', 'ours', 'sink', 'the client alone, no disk');
+addRatio('chunk-par4', 'ours', 'rustus');
+addRatio('chunk-par4', 'ours', 'rustus-seq');
+addRatio('chunk-par4', 'ours', 'sink', 'the client alone, no disk');
+addRatio('many', 'ours', 'baseline');
+addRatio('many', 'ours', 'nginx');
+if (more.length) {
+  out.push('### Throughput ratios, round by round');
+  out.push('');
+  out.push('| scenario | pair | median | each round | |');
+  out.push('|---|---|---|---|---|');
+  out.push(...more);
+  out.push('');
+}
+
+// ---- sweep
+const sweepRows = [];
+for (const p of [1, 2, 4]) {
+  const v = [4, 8, 16, 32].map((c) => stats('sweep', `ours-c${c}-p${p}`));
+  if (v.some(Boolean)) sweepRows.push(`| ${p} | ${v.map((s) => (s ? `${f(s.mbs, 0)} (${f(s.scpuPerGiB)} s/GiB)` : '–')).join(' | ')} |`);
+}
+if (sweepRows.length) {
+  const n = stats('sweep', 'ours-c16-p4')?.n;
+  out.push(`### Sweep: example server, ${f((runs.find((r) => r.scenario === 'sweep')?.bytes || 0) / 2 ** 20, 0)} MiB in chunks, MB/s (server CPU per GiB), median of ${n} runs`);
+  out.push('');
+  out.push('| in flight | 4 MiB | 8 MiB | 16 MiB | 32 MiB |');
+  out.push('|---|---|---|---|---|');
+  out.push(...sweepRows);
+  out.push('');
+}
+if (signTxt) {
+  out.push('Node\'s signer (`benches/peers/sign-bench.mjs`, one line per process):');
+  out.push('');
+  out.push('```');
+  out.push(...signTxt.split('\n').filter((l) => /^(node|fixed|built|verify):? /.test(l) || /^(fixed|built|verify):/.test(l)));
+  out.push('```');
+  out.push('');
+}
+const report = out.join('\n');
+
+if (mode === '--into') {
+  const file = process.argv[4];
+  const doc = fs.readFileSync(file, 'utf8');
+  const begin = '<!-- bench:begin -->';
+  const end = '<!-- bench:end -->';
+  const i = doc.indexOf(begin);
+  const j = doc.indexOf(end);
+  if (i < 0 || j < i) throw new Error(`${file} has no ${begin} … ${end} section`);
+  fs.writeFileSync(file, `${doc.slice(0, i + begin.length)}\n<!-- written by scripts/bench.sh; do not edit by hand -->\n\n${report}\n${doc.slice(j)}`);
+} else {
+  console.log(report);
+}
