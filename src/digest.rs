@@ -106,12 +106,14 @@ impl DigestSet {
         !self.sha256 && !self.sha512
     }
 
-    /// Adds the algorithm a kept `Repr-Digest` (as in
-    /// [`ChunkOptions::repr_digest`](crate::storage::ChunkOptions)) names: a
-    /// backend computes it at completion whether or not the layer asked.
+    /// Adds what a kept `Repr-Digest` (as in
+    /// [`ChunkOptions::repr_digest`](crate::storage::ChunkOptions)) calls for: the
+    /// algorithm it names, to check it, and SHA-256, for the File object's
+    /// `sha256`. A backend computes them at completion whether or not the layer
+    /// asked.
     pub fn with_repr_digest(self, kept: Option<&str>) -> Self {
         match kept.map(|kept| parse(kept.as_bytes())) {
-            Some(Ok(Some(expected))) => self.with(expected.algorithm),
+            Some(Ok(Some(expected))) => self.with(expected.algorithm).with(Algorithm::Sha256),
             _ => self,
         }
     }

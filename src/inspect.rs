@@ -9,7 +9,7 @@ use crate::{Error, TypeRule};
 
 /// How many first bytes the type is judged from while streaming; the commit
 /// judges again from the file's head.
-const SNIFF_LEN: usize = 8192;
+pub(crate) const SNIFF_LEN: usize = 8192;
 
 /// The type sniffed from a file's first bytes, for the signed `type` rule: the
 /// extension does not count, and bytes no signature recognises are

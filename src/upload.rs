@@ -14,7 +14,7 @@ use crate::body::{Expect, UploadStream};
 use crate::classify::Checks;
 use crate::digest::{self, DigestSet, Expected, FileDigests};
 use crate::envelope::{self, Meta};
-use crate::inspect::{sniffed_type, Inspect};
+use crate::inspect::{sniffed_type, Inspect, SNIFF_LEN};
 use crate::layer::Config;
 use crate::storage::{
     ChunkOptions, ChunkRange, CommitInfo, CommitRefused, CompleteOptions, Completion, MakeRecord,
@@ -158,7 +158,10 @@ where
 /// One chunk of a session: stored, then, if it completed the file, committed.
 ///
 /// The chunk that carries offset 0 is judged against the signed type as its
-/// first bytes arrive; a refusal discards the whole session.
+/// first bytes arrive, when it holds enough of them to judge (8 KiB, or the
+/// whole file); a smaller one is judged with the assembled file at commit. A
+/// refusal discards the whole session, unless byte 0 was stored already: then
+/// the chunk changed stored bytes, and is a range conflict.
 pub(crate) async fn chunk<B>(
     config: Arc<Config>,
     session: Session,
@@ -171,7 +174,9 @@ where
     B: Body + Send + 'static,
     B::Data: Buf + Send,
 {
-    let sniff = checks.types.clone().filter(|_| range.first == 0);
+    let judged_now = range.first == 0
+        && (range.len() >= SNIFF_LEN as u64 || range.total == Some(range.last + 1));
+    let sniff = checks.types.clone().filter(|_| judged_now);
     let inspect = Inspect::new(
         sniff,
         checks.content_digest.clone().into_iter().collect(),
@@ -187,9 +192,7 @@ where
         .await
         .map_err(storage_error);
     let status = match written {
-        Err(Error::TypeNotAllowed) => {
-            return Err(discard(&config, &session, Error::TypeNotAllowed).await)
-        }
+        Err(Error::TypeNotAllowed) => return Err(refuse_type(&config, &session).await),
         other => other?,
     };
     tracing::debug!(session = session.id(), first = range.first, last = range.last, total = ?range.total, "chunk stored");
@@ -202,6 +205,18 @@ where
         &checks,
     )
     .await
+}
+
+/// Answers an offset-0 chunk whose type is refused: a range conflict if byte 0
+/// is stored already (the chunk changed it), else the session is discarded.
+async fn refuse_type(config: &Config, session: &Session) -> Error {
+    match config.storage.status(session).await {
+        Ok(SessionStatus::InProgress { ranges, .. }) if ranges.prefix_end().is_some() => {
+            Error::RangeConflict
+        }
+        Ok(_) => discard(config, session, Error::TypeNotAllowed).await,
+        Err(failure) => storage_error(failure),
+    }
 }
 
 /// Removes a session refused by its policy, and answers with `error`.
@@ -231,11 +246,14 @@ where
     B: Body + Send + 'static,
     B::Data: Buf + Send,
 {
-    let mut empty = std::pin::pin!(UploadStream::new(
-        body,
-        Expect::Exactly(0),
-        config.body_timeout
-    ));
+    let mut empty =
+        std::pin::pin!(
+            UploadStream::new(body, Expect::Exactly(0), config.body_timeout).inspect(Inspect::new(
+                None,
+                checks.content_digest.clone().into_iter().collect(),
+                None
+            ))
+        );
     if let Some(Err(error)) = futures_util::StreamExt::next(&mut empty).await {
         return Err(error.0);
     }

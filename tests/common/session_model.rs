@@ -544,9 +544,17 @@ impl Model {
                 if sent.bytes.len() as u64 != len {
                     return Expected::refused(400, "content_range_mismatch");
                 }
-                if let Some(types) = self.setup.types.filter(|_| first == 0) {
+                // The offset-0 chunk is judged on its own first bytes when it
+                // holds enough to judge (SNIFF_LEN, or the whole file it names);
+                // a smaller one waits for the commit. A refused chunk over a
+                // stored byte 0 changed stored bytes: a range conflict.
+                let judged_now = first == 0 && (len >= SNIFF_LEN as u64 || named == Some(last + 1));
+                if let Some(types) = self.setup.types.filter(|_| judged_now) {
                     let head = &sent.bytes[..sent.bytes.len().min(SNIFF_LEN)];
                     if !types.allows(sniffed(head)) {
+                        if self.stored[0].is_some() {
+                            return Expected::refused(409, "range_conflict");
+                        }
                         self.discard();
                         return Expected::refused(415, "type_not_allowed");
                     }
@@ -594,8 +602,9 @@ impl Model {
                                 return Expected::refused(400, "digest_mismatch");
                             }
                         }
-                        self.sha256_known =
-                            completing_repr || self.kept.as_ref().is_some_and(|(is512, _)| !is512);
+                        // A kept Repr-Digest (any algorithm) makes the backend
+                        // compute SHA-256 too.
+                        self.sha256_known = completing_repr || self.kept.is_some();
                         self.completed = Some(file);
                         Expected::ok(201)
                     }
@@ -613,6 +622,12 @@ impl Model {
                 }
                 if !sent.bytes.is_empty() {
                     return Expected::refused(400, "content_range_mismatch");
+                }
+                // A Content-Digest holds for the (empty) body of a status query too.
+                if let Header::Digest(digest) = &content {
+                    if !matches(digest, &sent.bytes) {
+                        return Expected::refused(400, "digest_mismatch");
+                    }
                 }
                 if self.completed.is_some() {
                     return Expected::ok(200);
