@@ -1112,6 +1112,20 @@ impl ObjectStoreStorage {
     /// records it in the manifest with a conditional update. A lost update is
     /// retried against the new manifest; only chunks recorded meanwhile are
     /// compared again.
+    /// A chunk failed reading stored chunk objects: if another instance
+    /// completed the session meanwhile (and removed them), the chunk's answer
+    /// is the completion; otherwise the failure stands.
+    async fn completed_meanwhile(
+        &self,
+        dir: &SessionDir,
+        error: StorageError,
+    ) -> Result<SessionStatus, StorageError> {
+        match self.load(dir).await {
+            Ok(Ok(record)) => completed(record, false),
+            _ => Err(error),
+        }
+    }
+
     async fn record_chunk(
         &self,
         dir: &SessionDir,
@@ -1397,10 +1411,12 @@ impl Storage for ObjectStoreStorage {
                     plan(&dir, &known.chunks, range.first, range.last).ok_or_else(|| {
                         other(BackendError::Corrupt("recorded ranges without chunks"))
                     })?;
-                return match compare(body, read_pieces(Arc::clone(&self.store), stored)).await? {
-                    Comparison::Same => self.status(&session).await,
-                    Comparison::Differ => Err(StorageError::RangeConflict),
-                    Comparison::Shorter | Comparison::Longer => Err(content_mismatch()),
+                let compared = compare(body, read_pieces(Arc::clone(&self.store), stored)).await;
+                return match compared {
+                    Ok(Comparison::Same) => self.status(&session).await,
+                    Ok(Comparison::Differ) => Err(StorageError::RangeConflict),
+                    Ok(Comparison::Shorter | Comparison::Longer) => Err(content_mismatch()),
+                    Err(error) => self.completed_meanwhile(&dir, error).await,
                 };
             }
             if manifest.is_none() {
@@ -1430,7 +1446,12 @@ impl Storage for ObjectStoreStorage {
                 // chunk is not recorded, so its object goes.
                 self.delete_quietly(vec![location]).await;
             }
-            status
+            match status {
+                Err(error @ (StorageError::Other { .. } | StorageError::NotFound)) => {
+                    self.completed_meanwhile(&dir, error).await
+                }
+                other => other,
+            }
         })
     }
 
