@@ -34,6 +34,22 @@ pin_project! {
 struct Pending {
     parts: Parts,
     meta: Meta,
+    /// Whether the request came with a body that may hold bytes.
+    body: bool,
+}
+
+/// Marks an answer given before the request body was read to its end as the
+/// last on its HTTP/1 connection (`Connection: close`): the server closes the
+/// connection after it, and a client must not send its next request there.
+/// Progress answers (`202`, `308`) come after the whole body, and stay.
+pub(crate) fn close_if_unread<B>(response: &mut Response<B>, version: http::Version) {
+    let progress = matches!(response.status().as_u16(), 202 | 308);
+    if !progress && version <= http::Version::HTTP_11 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
 }
 
 pin_project! {
@@ -74,10 +90,13 @@ where
         }
     }
 
+    /// Waits for `step`; `body` tells whether the request had a body that
+    /// may hold bytes (an answer given without reading it closes the connection).
     pub(crate) fn store(
         step: impl Future<Output = Result<Outcome, Error>> + Send + 'static,
         parts: Parts,
         meta: Meta,
+        body: bool,
         service: S,
     ) -> Self {
         ResponseFuture {
@@ -85,7 +104,7 @@ where
                 step: Box::pin(step),
             },
             service: Some(service),
-            pending: Some(Pending { parts, meta }),
+            pending: Some(Pending { parts, meta, body }),
         }
     }
 }
@@ -115,12 +134,18 @@ where
                                 status = error.status().as_u16(),
                                 "upload refused"
                             );
-                            let response = envelope::error(&pending.meta, error);
+                            let mut response = envelope::error(&pending.meta, error);
+                            if pending.body {
+                                close_if_unread(&mut response, pending.parts.version);
+                            }
                             this.state.set(State::Done {
                                 response: Some(response),
                             });
                         }
-                        Ok(Outcome::Respond(response)) => {
+                        Ok(Outcome::Respond(mut response)) => {
+                            if pending.body {
+                                close_if_unread(&mut response, pending.parts.version);
+                            }
                             this.state.set(State::Done {
                                 response: Some(response),
                             });

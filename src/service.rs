@@ -14,7 +14,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::classify::{checks, classify, signed_method, Action, Checks};
 use crate::envelope::{self, Meta, RequestId};
 use crate::file::public_url;
-use crate::future::ResponseFuture;
+use crate::future::{close_if_unread, ResponseFuture};
 use crate::layer::Config;
 use crate::storage::Session;
 use crate::upload::{self, session_id};
@@ -97,7 +97,11 @@ where
                     link: meta_link,
                     ..meta
                 };
-                ResponseFuture::respond(envelope::error(&meta, error), ready)
+                let mut response = envelope::error(&meta, error);
+                if !request.body().is_end_stream() {
+                    close_if_unread(&mut response, request.version());
+                }
+                ResponseFuture::respond(response, ready)
             }
             Ok(Plan {
                 action,
@@ -109,6 +113,7 @@ where
                     link: Some(link),
                     ..meta
                 };
+                let has_body = !request.body().is_end_stream();
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(meta.request_id.clone());
                 parts.extensions.insert(session.path().clone());
@@ -127,7 +132,7 @@ where
                         let path = session.path().clone();
                         let step = upload::simple(Arc::clone(&config), path, body, max, checks)
                             .instrument(span);
-                        ResponseFuture::store(step, parts, meta, ready)
+                        ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                     Action::Chunk(range) => {
                         let step = upload::chunk(
@@ -139,7 +144,7 @@ where
                             checks,
                         )
                         .instrument(span);
-                        ResponseFuture::store(step, parts, meta, ready)
+                        ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                     Action::Status { total } => {
                         let step = upload::status(
@@ -151,7 +156,7 @@ where
                             checks,
                         )
                         .instrument(span);
-                        ResponseFuture::store(step, parts, meta, ready)
+                        ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                 }
             }
