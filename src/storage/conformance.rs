@@ -14,8 +14,8 @@ use bytes::Bytes;
 use futures_util::{future, stream, StreamExt};
 
 use super::{
-    BodyError, ByteStream, ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, DigestSet,
-    MakeRecord, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+    BodyError, ByteStream, ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, Completion,
+    DigestSet, MakeRecord, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
 };
 use crate::UploadPath;
 
@@ -66,6 +66,14 @@ pub(crate) fn make_record(calls: &Arc<AtomicUsize>) -> MakeRecord {
         record.extend_from_slice(&info.head);
         Ok(Bytes::from(record))
     })
+}
+
+/// The completion a storage call answered with; panics on anything else.
+pub(crate) async fn expect_completed(status: Result<SessionStatus, StorageError>) -> Completion {
+    match status.expect("storage call") {
+        SessionStatus::Completed(completion) => completion,
+        other => panic!("not completed: {other:?}"),
+    }
 }
 
 pub(crate) async fn read_all(storage: &dyn Storage, file: &str) -> Result<Vec<u8>, StorageError> {

@@ -2066,7 +2066,8 @@ fn purge_temporaries(dir: &Path, cutoff: SystemTime) -> Result<usize, StorageErr
 mod tests {
     use super::*;
     use crate::storage::conformance::{
-        self, body, chunk, failing, live_session, make_record, path, progress, read_all,
+        self, body, chunk, expect_completed, failing, live_session, make_record, path, progress,
+        read_all,
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::mpsc;
@@ -2114,13 +2115,6 @@ mod tests {
         })
         .await
         .expect("the body was polled in time");
-    }
-
-    async fn expect_completed(status: Result<SessionStatus, StorageError>) -> Completion {
-        match status.expect("storage call") {
-            SessionStatus::Completed(completion) => completion,
-            other => panic!("not completed: {other:?}"),
-        }
     }
 
     #[test]

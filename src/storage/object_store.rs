@@ -1658,7 +1658,8 @@ impl ObjectStoreStorage {
 mod tests {
     use super::*;
     use crate::storage::conformance::{
-        self, body, chunk, failing, live_session, make_record, path, progress, read_all,
+        self, body, chunk, expect_completed, failing, live_session, make_record, path, progress,
+        read_all,
     };
     use ::object_store::memory::InMemory;
     use std::sync::atomic::AtomicUsize;
@@ -1679,13 +1680,6 @@ mod tests {
             .expect("list");
         keys.sort();
         keys
-    }
-
-    async fn expect_completed(status: Result<SessionStatus, StorageError>) -> Completion {
-        match status.expect("storage call") {
-            SessionStatus::Completed(completion) => completion,
-            other => panic!("not completed: {other:?}"),
-        }
     }
 
     #[test]
