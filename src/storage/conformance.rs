@@ -238,13 +238,12 @@ pub(crate) async fn check_chunks_out_of_order(storage: &dyn Storage) {
         (Some(15), vec![[0, 14]])
     );
 
-    let status = storage
-        .complete(&session, &CompleteOptions::default(), make_record(&calls))
-        .await
-        .expect("complete");
-    let SessionStatus::Completed(completion) = status else {
-        panic!("not completed: {status:?}");
-    };
+    let completion = expect_completed(
+        storage
+            .complete(&session, &CompleteOptions::default(), make_record(&calls))
+            .await,
+    )
+    .await;
     assert!(completion.fresh);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let expected = format!("15:{}:ABCDEFGHIJKLMNO", completion.etag);
