@@ -7,10 +7,11 @@ use std::io::{self, Write};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3Default};
@@ -50,6 +51,11 @@ const WRITE_BATCH: usize = 1024 * 1024;
 /// Bytes of a simple upload gathered before one write: smaller, as many simple
 /// uploads may stream at once and each holds up to two batches.
 const PUT_BATCH: usize = 256 * 1024;
+/// Bytes gathered before one write while the [`BufferBudget`] is spent: small,
+/// yet enough that a hop to a blocking thread carries a few reads' worth.
+const SPENT_BATCH: usize = 64 * 1024;
+/// Default of [`FsStorage::buffer_budget`].
+const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// Bytes written between two early `fdatasync` calls, each started on a blocking
 /// thread while the body streams on, so that the last one, which the answer
 /// waits for, finds little left to write.
@@ -206,6 +212,7 @@ const MAX_ID_LEN: usize = 128;
 pub struct FsStorage {
     root: Arc<Path>,
     grace: Duration,
+    buffers: Arc<BufferBudget>,
 }
 
 impl FsStorage {
@@ -224,7 +231,18 @@ impl FsStorage {
         Ok(FsStorage {
             root: Arc::from(root),
             grace: Duration::from_secs(3600),
+            buffers: Arc::new(BufferBudget::new(DEFAULT_BUFFER_BUDGET)),
         })
+    }
+
+    /// How many body bytes all uploads of this backend together may gather in
+    /// memory to write them in large batches (8 MiB by default). Above it, each
+    /// upload writes every piece of its body as it arrives and reads the next one
+    /// only once the write is done, so memory stays bounded however many uploads
+    /// stream at once, at some cost in CPU per byte.
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.buffers = Arc::new(BufferBudget::new(bytes));
+        self
     }
 
     /// How long after its URL expired a session (and its completion record) is
@@ -1472,9 +1490,7 @@ fn complete_session(
         return Err(other(FsError::Corrupt("data file shorter than its ranges")));
     }
     data.sync_all().map_err(write_error)?;
-    let head_len = usize::try_from(total).unwrap_or(HEAD_LEN).min(HEAD_LEN);
-    let mut head = vec![0; head_len];
-    data.read_exact_at(&mut head, 0).map_err(write_error)?;
+    let head = read_head(&data, total)?;
     let meta = data.metadata().map_err(write_error)?;
     let repr_digest = read_repr(dir)?;
     let wanted = options.digests.with_repr_digest(repr_digest.as_deref());
@@ -1496,7 +1512,7 @@ fn complete_session(
     };
     let info = CommitInfo {
         size: total,
-        head: Bytes::from(head),
+        head,
         etag: etag_of(&meta),
         repr_digest,
         digests,
@@ -1608,8 +1624,12 @@ fn temp_name() -> String {
     random_name("put-", ".part")
 }
 
-fn pieces_len(pieces: &[Bytes]) -> usize {
-    pieces.iter().map(Bytes::len).sum()
+/// The first bytes of a file of `size` bytes, at most [`HEAD_LEN`].
+fn read_head(file: &File, size: u64) -> Result<Bytes, StorageError> {
+    let len = usize::try_from(size).unwrap_or(HEAD_LEN).min(HEAD_LEN);
+    let mut head = vec![0; len];
+    file.read_exact_at(&mut head, 0).map_err(write_error)?;
+    Ok(Bytes::from(head))
 }
 
 /// Writes pieces in order from `offset`.
@@ -1622,47 +1642,125 @@ fn write_pieces(file: &File, offset: u64, pieces: &[Bytes]) -> Result<(), Storag
     Ok(())
 }
 
+/// Body bytes held in memory by all uploads of one backend, gathered into
+/// batches or being written, against a limit.
+#[derive(Debug)]
+struct BufferBudget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl BufferBudget {
+    fn new(limit: usize) -> Self {
+        BufferBudget {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn exceeded(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > self.limit
+    }
+}
+
+/// Pieces of a body gathered for one positional write; their bytes count
+/// against the backend's [`BufferBudget`] until the batch is dropped.
+struct Batch {
+    pieces: Vec<Bytes>,
+    len: usize,
+    budget: Arc<BufferBudget>,
+}
+
+impl Batch {
+    fn new(budget: Arc<BufferBudget>) -> Self {
+        Batch {
+            pieces: Vec::new(),
+            len: 0,
+            budget,
+        }
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.budget.held.fetch_add(piece.len(), Ordering::Relaxed);
+        self.len += piece.len();
+        self.pieces.push(piece);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Whether to write the batch now: it is `size` bytes large, or
+    /// [`SPENT_BATCH`] bytes large while the budget is spent.
+    fn is_full(&self, size: usize) -> bool {
+        self.len >= size || (self.len >= SPENT_BATCH && self.budget.exceeded())
+    }
+
+    /// The gathered batch; an empty one takes its place.
+    fn take(&mut self) -> Batch {
+        let budget = Arc::clone(&self.budget);
+        std::mem::replace(self, Batch::new(budget))
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
 /// Writes a body's batches on blocking threads, one batch at a time, while the
 /// async side reads the next one, and starts writeback early: every
 /// [`WRITEBACK_EVERY`] bytes an `fdatasync` runs on another blocking thread
 /// unless one still runs. At most two batches are held: one being written and
-/// one being gathered.
+/// one being gathered; while the backend's [`BufferBudget`] is spent, only the
+/// one being written.
 struct Pipeline {
     file: Arc<File>,
+    budget: Arc<BufferBudget>,
     writing: Option<tokio::task::JoinHandle<Result<bool, StorageError>>>,
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     unsynced: u64,
 }
 
 impl Pipeline {
-    fn new(file: Arc<File>) -> Self {
+    fn new(file: Arc<File>, budget: Arc<BufferBudget>) -> Self {
         Pipeline {
             file,
+            budget,
             writing: None,
             syncing: None,
             unsynced: 0,
         }
     }
 
-    /// Waits for the batch being written, then starts `write` (`len` bytes) on a
-    /// blocking thread. Returns what the previous write returned (true when
-    /// there was none).
-    async fn write<F>(&mut self, len: usize, write: F) -> Result<bool, StorageError>
+    /// Waits for the batch being written, then starts `write` of `batch` on a
+    /// blocking thread (and, while the budget is spent, waits for it too).
+    /// Returns false when a write found the session closed.
+    async fn write<F>(&mut self, batch: Batch, write: F) -> Result<bool, StorageError>
     where
-        F: FnOnce() -> Result<bool, StorageError> + Send + 'static,
+        F: FnOnce(&[Bytes]) -> Result<bool, StorageError> + Send + 'static,
     {
         let previous = self.wait().await?;
         if !previous {
             return Ok(false);
         }
-        self.writing = Some(tokio::task::spawn_blocking(write));
-        self.unsynced += len as u64;
+        let len = batch.len as u64;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let written = write(&batch.pieces);
+            drop(batch);
+            written
+        }));
+        self.unsynced += len;
         if self.unsynced >= WRITEBACK_EVERY && self.syncing.as_ref().is_none_or(|s| s.is_finished())
         {
             // An error here shows again in the final sync, which the answer waits for.
             let file = Arc::clone(&self.file);
             self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
             self.unsynced = 0;
+        }
+        if self.budget.exceeded() {
+            return self.wait().await;
         }
         Ok(true)
     }
@@ -1698,6 +1796,7 @@ impl Storage for FsStorage {
         let options = Arc::new(options.clone());
         let session = session.clone();
         let root = Arc::clone(&self.root);
+        let buffers = Arc::clone(&self.buffers);
         let dir = self.session_dir(&session);
         Box::pin(async move {
             let dir = dir?;
@@ -1725,11 +1824,12 @@ impl Storage for FsStorage {
             let mut hasher = BlockHasher::new(range.first);
             let mut received = 0u64;
             let mut written = 0u64;
-            let mut batch: Vec<Bytes> = Vec::new();
-            let mut batch_len = 0usize;
+            let mut batch = Batch::new(Arc::clone(&buffers));
             let mut open = true;
-            let mut pipeline =
-                Pipeline::new(Arc::new(files.data.try_clone().map_err(write_error)?));
+            let mut pipeline = Pipeline::new(
+                Arc::new(files.data.try_clone().map_err(write_error)?),
+                Arc::clone(&buffers),
+            );
             loop {
                 let piece = body.next().await;
                 let end = piece.is_none();
@@ -1751,20 +1851,15 @@ impl Storage for FsStorage {
                     }
                     hasher.update(&piece);
                     if files.plan == Plan::Stream {
-                        batch_len += piece.len();
                         batch.push(piece);
                     }
                 }
-                if !batch.is_empty() && (end || batch_len >= WRITE_BATCH) {
-                    let pieces = std::mem::take(&mut batch);
+                if !batch.is_empty() && (end || batch.is_full(WRITE_BATCH)) {
                     let at = range.first + written;
-                    written += batch_len as u64;
-                    batch_len = 0;
+                    written += batch.len as u64;
                     let files = Arc::clone(&files);
                     open = pipeline
-                        .write(pieces_len(&pieces), move || {
-                            write_batch(&files, at, &pieces)
-                        })
+                        .write(batch.take(), move |pieces| write_batch(&files, at, pieces))
                         .await?;
                 }
                 if end || !open {
@@ -1857,6 +1952,7 @@ impl Storage for FsStorage {
         mut body: ByteStream,
     ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
         let root = Arc::clone(&self.root);
+        let buffers = Arc::clone(&self.buffers);
         let path = path.clone();
         Box::pin(async move {
             checked_segments(&path)?;
@@ -1877,11 +1973,9 @@ impl Storage for FsStorage {
                 )
             };
 
-            let mut head = BytesMut::new();
             let mut written = 0u64;
-            let mut batch: Vec<Bytes> = Vec::new();
-            let mut batch_len = 0usize;
-            let mut pipeline = Pipeline::new(Arc::clone(&file));
+            let mut batch = Batch::new(Arc::clone(&buffers));
+            let mut pipeline = Pipeline::new(Arc::clone(&file), Arc::clone(&buffers));
             loop {
                 let piece = body.next().await;
                 let end = piece.is_none();
@@ -1893,21 +1987,16 @@ impl Storage for FsStorage {
                             return Err(StorageError::Body(error));
                         }
                     };
-                    if head.len() < HEAD_LEN {
-                        let take = piece.len().min(HEAD_LEN - head.len());
-                        head.extend_from_slice(&piece[..take]);
-                    }
-                    batch_len += piece.len();
                     batch.push(piece);
                 }
-                if !batch.is_empty() && (end || batch_len >= PUT_BATCH) {
-                    let pieces = std::mem::take(&mut batch);
+                if !batch.is_empty() && (end || batch.is_full(PUT_BATCH)) {
                     let at = written;
-                    written = written.saturating_add(batch_len as u64);
-                    let len = std::mem::take(&mut batch_len);
+                    written = written.saturating_add(batch.len as u64);
                     let file = Arc::clone(&file);
                     pipeline
-                        .write(len, move || write_pieces(&file, at, &pieces).map(|()| true))
+                        .write(batch.take(), move |pieces| {
+                            write_pieces(&file, at, pieces).map(|()| true)
+                        })
                         .await?;
                 }
                 if end {
@@ -1916,17 +2005,20 @@ impl Storage for FsStorage {
             }
             pipeline.finish().await?;
 
-            let meta = blocking(move || {
+            let (meta, head) = blocking(move || {
                 file.sync_all().map_err(write_error)?;
                 let meta = file_meta(&file.metadata().map_err(write_error)?)?;
+                // The head is read back (from the page cache) rather than kept
+                // while the body streams: many uploads at once hold no copies.
+                let head = read_head(&file, meta.size)?;
                 let target = prepare_destination(&root, &path)?;
                 temp.commit(&target)?;
                 sync_dir(target.parent().unwrap_or(&root)).map_err(write_error)?;
-                Ok(meta)
+                Ok((meta, head))
             })
             .await?;
             drop(guard);
-            Ok((meta, head.freeze()))
+            Ok((meta, head))
         })
     }
 
@@ -2332,6 +2424,90 @@ mod tests {
         drop(put);
         assert_eq!(temporaries(&storage), 0);
         assert!(!folder.path().join("dropped.bin").exists());
+        drop(tx);
+    }
+
+    /// Pieces of uneven sizes that add up to `len` bytes of a known pattern.
+    fn uneven_pieces(len: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for size in [1usize, 5_000, 65_536, 70_000, 333, 20_480].iter().cycle() {
+            if at == len {
+                break;
+            }
+            let end = (at + size).min(len);
+            pieces.push(data[at..end].to_vec());
+            at = end;
+        }
+        (data, pieces)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spent_buffer_budget_still_stores_every_byte_in_order() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        // No budget at all: every upload writes as it reads, one batch at a time.
+        let storage = FsStorage::new(folder.path())
+            .expect("storage")
+            .buffer_budget(0);
+        let (data, pieces) = uneven_pieces(3 * 1024 * 1024 + 17);
+        let refs: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let (meta, head) = storage
+            .put(&path("spent/simple.bin"), body(&refs))
+            .await
+            .expect("put");
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(head.as_ref(), &data[..HEAD_LEN]);
+        assert!(fs::read(folder.path().join("spent/simple.bin")).expect("file") == data);
+
+        let session = live_session(21, "spent/chunked.bin");
+        let half = data.len() / 2;
+        let total = Some(data.len() as u64);
+        for (first, part) in [(half, &data[half..]), (0, &data[..half])] {
+            let (_, pieces) = uneven_pieces(part.len());
+            let mut at = 0;
+            let pieces: Vec<Vec<u8>> = pieces
+                .iter()
+                .map(|p| {
+                    at += p.len();
+                    part[at - p.len()..at].to_vec()
+                })
+                .collect();
+            let refs: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            let last = (first + part.len() - 1) as u64;
+            storage
+                .write_chunk(
+                    &session,
+                    chunk(first as u64, last, total),
+                    &ChunkOptions::new(10),
+                    body(&refs),
+                )
+                .await
+                .expect("chunk");
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        storage
+            .complete(&session, &CompleteOptions::default(), make_record(&calls))
+            .await
+            .expect("complete");
+        assert!(fs::read(folder.path().join("spent/chunked.bin")).expect("file") == data);
+        assert_eq!(storage.buffers.held.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gathered_bytes_count_against_the_budget_until_written_or_dropped() {
+        let (_folder, storage) = storage();
+        let (tx, mut polls, stream) = channel_body();
+        let mut put = storage.put(&path("held.bin"), stream);
+        tx.send(Ok(Bytes::from(vec![3u8; 1000]))).expect("send");
+        // The piece is gathered (a batch is not full yet) while the next is awaited.
+        tokio::select! {
+            result = &mut put => panic!("the upload ended: {result:?}"),
+            () = wait_for_poll(&mut polls, 1) => {}
+        }
+        assert_eq!(storage.buffers.held.load(Ordering::SeqCst), 1000);
+        drop(put);
+        assert_eq!(storage.buffers.held.load(Ordering::SeqCst), 0);
         drop(tx);
     }
 
