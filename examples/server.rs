@@ -20,8 +20,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -30,7 +33,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
@@ -276,20 +284,136 @@ async fn run(args: Args) -> Result<(), String> {
     });
 
     println!("listening on http://{addr}");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    tokio::select! {
-        result = server => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
-        _ = async {
-            let _ = stop_rx.await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => eprintln!("in-flight requests did not finish in {SHUTDOWN_GRACE:?}; stopping"),
-    }
+    serve(listener, app).await;
     Ok(())
+}
+
+/// Bytes all connections together read from their sockets at once, at most. A
+/// connection reads up to this share of it per read (and never less than
+/// [`MIN_READ`]): a lone upload reads in large pieces (hyper's own limit, about
+/// 400 KiB), the fewest system calls and wake-ups per byte, while 200 uploads at
+/// once read 20 KiB each, so their buffers stay small. Waiting bytes stay in the
+/// kernel's socket buffers.
+const READ_BUDGET: usize = 4 * 1024 * 1024;
+const MIN_READ: usize = 16 * 1024;
+
+/// A connection's socket whose reads are capped at its share of
+/// [`READ_BUDGET`] among the open connections.
+struct SharedReads {
+    stream: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl SharedReads {
+    fn new(stream: tokio::net::TcpStream, open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        SharedReads {
+            stream,
+            open: Arc::clone(open),
+        }
+    }
+}
+
+impl Drop for SharedReads {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for SharedReads {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let share = (READ_BUDGET / self.open.load(Ordering::Relaxed).max(1)).max(MIN_READ);
+        if buf.remaining() <= share {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let mut part = buf.take(share);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut part))?;
+        let read = part.filled().len();
+        // SAFETY: the `read` bytes after `buf`'s filled part were just
+        // initialised by the socket through `part`, which views that memory.
+        unsafe { buf.assume_init(read) };
+        buf.advance(read);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for SharedReads {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting,
+/// lets in-flight requests finish for up to [`SHUTDOWN_GRACE`] and returns.
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    let open = Arc::new(AtomicUsize::new(0));
+    let graceful = GracefulShutdown::new();
+    let service = TowerToHyperService::new(app);
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.as_mut() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(SharedReads::new(stream, &open)),
+                service.clone(),
+            )
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            eprintln!("in-flight requests did not finish in {SHUTDOWN_GRACE:?}; stopping");
+        }
+    }
 }
 
 #[tokio::main]
