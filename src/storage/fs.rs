@@ -616,12 +616,13 @@ fn read_journal(journal: &File) -> io::Result<Journal> {
 
 /// Appends one entry at `at` (the end of the whole entries, dropping a torn tail)
 /// and makes it durable.
+/// Writes `entry` at `at` (dropping a torn tail first). Not synced: the caller
+/// syncs the journal before it answers.
 fn append_entry(journal: &File, at: u64, entry: Entry) -> io::Result<()> {
     if journal.metadata()?.len() != at {
         journal.set_len(at)?;
     }
-    journal.write_all_at(&encode_entry(entry), at)?;
-    journal.sync_data()
+    journal.write_all_at(&encode_entry(entry), at)
 }
 
 fn open_journal(dir: &Path) -> Result<Option<File>, StorageError> {
@@ -1378,7 +1379,7 @@ fn record_chunk(
     let digest = chunk_digest(blocks);
 
     // Held until the entry is appended: no writer stores a batch meanwhile.
-    let _exclusive = match files.plan {
+    let exclusive = match files.plan {
         Plan::Resend(stored) => {
             if stored != digest {
                 return Err(StorageError::RangeConflict);
@@ -1424,6 +1425,12 @@ fn record_chunk(
             digest: Some(digest),
         };
         append_entry(&files.journal, journal.len, entry).map_err(write_error)?;
+        // Writers see the entry (they read the journal) from here on, so they
+        // may store batches again while it is made durable. The chunk's bytes
+        // already are: should a crash lose the entry, the chunk was never
+        // answered, and its bytes on disk are what any writer compared with.
+        drop(exclusive);
+        files.journal.sync_data().map_err(write_error)?;
         state.record(range);
     }
     Ok(in_progress(state))
