@@ -166,6 +166,7 @@ mod file;
 mod future;
 mod inspect;
 mod layer;
+mod mac;
 mod path;
 mod policy;
 mod respond;

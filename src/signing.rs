@@ -18,25 +18,21 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::clock::unix_seconds;
+use crate::mac::HmacKey;
 use crate::path::find_byte;
 use crate::policy::{Policy, TypeRule};
 use crate::{Clock, ConfigError, Error, SystemClock, UploadPath, UrlOptions};
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// A secret that signs and verifies URLs.
 ///
 /// The HMAC is keyed once when the key is made; each signature or verification
-/// clones that keyed state, so no per-request key schedule is paid. `Debug`
+/// starts from that keyed state, so no per-request key schedule is paid. `Debug`
 /// prints `<redacted>`, never the secret.
 #[derive(Clone)]
 pub struct SigningKey {
-    mac: HmacSha256,
+    mac: HmacKey,
     id: Option<Arc<str>>,
 }
 
@@ -52,9 +48,10 @@ impl SigningKey {
         if secret.is_empty() {
             return Err(ConfigError::EmptyKey);
         }
-        let mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
-            .expect("HMAC accepts keys of any length");
-        Ok(SigningKey { mac, id: None })
+        Ok(SigningKey {
+            mac: HmacKey::new(secret),
+            id: None,
+        })
     }
 
     /// Gives the key an id, the `kid` a URL may name to select it: ASCII
@@ -78,20 +75,12 @@ impl SigningKey {
     }
 
     fn signature(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
-        for part in parts {
-            mac.update(part);
-        }
-        mac.finalize().into_bytes().into()
+        self.mac.mac(parts)
     }
 
     fn verifies(&self, parts: &[&[u8]], signature: &[u8]) -> bool {
-        let mut mac = self.mac.clone();
-        for part in parts {
-            mac.update(part);
-        }
-        // `verify_slice` compares in constant time.
-        mac.verify_slice(signature).is_ok()
+        // Compared in constant time.
+        self.mac.verifies(parts, signature)
     }
 }
 
@@ -495,7 +484,7 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     if expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::QueryInvalid);
     }
-    let expiry = expiry.parse().map_err(|_| Error::QueryInvalid)?;
+    let expiry = parse_digits(expiry).ok_or(Error::QueryInvalid)?;
     let method = SignedMethod::parse(method).ok_or(Error::QueryInvalid)?;
     if method == SignedMethod::Get && (max_size.is_some() || types.is_some()) {
         return Err(Error::QueryInvalid);
@@ -504,7 +493,7 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
         Some(digits) if digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) => {
             return Err(Error::QueryInvalid)
         }
-        Some(digits) => Some(digits.parse().map_err(|_| Error::QueryInvalid)?),
+        Some(digits) => Some(parse_digits(digits).ok_or(Error::QueryInvalid)?),
         None => None,
     };
     let types = match types {
@@ -521,6 +510,18 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
         policy: Policy { max_size, types },
         kid,
         signature,
+    })
+}
+
+/// The value of a run of ASCII digits (checked by the caller), `None` when it
+/// is empty or overflows; leaner than `str::parse`, which checks signs and
+/// digits again.
+fn parse_digits(digits: &str) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0u64, |value, digit| {
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
     })
 }
 
@@ -644,6 +645,16 @@ mod tests {
         let target = &url[url.find("://").unwrap() + 3..];
         let target = &target[target.find('/').unwrap()..];
         target.split_once('?').unwrap()
+    }
+
+    #[test]
+    fn digits_parse_to_their_value_or_nothing() {
+        assert_eq!(parse_digits(""), None);
+        assert_eq!(parse_digits("0"), Some(0));
+        assert_eq!(parse_digits("0001765432100"), Some(1_765_432_100));
+        assert_eq!(parse_digits("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_digits("18446744073709551616"), None);
+        assert_eq!(parse_digits("99999999999999999999"), None);
     }
 
     #[test]
