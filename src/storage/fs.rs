@@ -173,6 +173,10 @@ const MAX_ID_LEN: usize = 128;
 /// - **Entity tags** derive from the file's size, modification time and inode, so
 ///   the tag given at completion is the one [`Storage::head`] reports later.
 /// - A full disk (or quota) is [`StorageError::Full`], with nothing half committed.
+/// - **Memory stays bounded**: bodies are written in batches of up to 256 KiB
+///   (simple uploads) or 1 MiB (chunks), the next gathered while the last is
+///   written; all uploads together gather at most [`FsStorage::buffer_budget`]
+///   bytes this way, and past it each one writes as it reads.
 ///
 /// Several processes may share one root: each session's journal and completion are
 /// guarded by `flock` locks on files in the session folder, and chunks of one session
