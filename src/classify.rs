@@ -114,13 +114,10 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     };
     let parse = |value: &http::HeaderValue| {
         let bytes = value.as_bytes();
-        if bytes.is_empty() || bytes.len() > 20 || !bytes.iter().all(u8::is_ascii_digit) {
+        if bytes.len() > 20 {
             return Err(Error::ContentRangeMismatch);
         }
-        std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|text| text.parse::<u64>().ok())
-            .ok_or(Error::ContentRangeMismatch)
+        crate::content_range::number(bytes).map_err(|_| Error::ContentRangeMismatch)
     };
     let length = parse(value)?;
     for other in values {

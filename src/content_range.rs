@@ -147,7 +147,10 @@ impl ContentRange {
     }
 }
 
-fn number(digits: &[u8]) -> Result<u64, ContentRangeError> {
+/// A run of ASCII decimal digits as a number: not empty, nothing but digits (no
+/// sign), no overflow. The one digit parser of the crate: headers and query
+/// values use it with `.ok()`.
+pub(crate) fn number(digits: &[u8]) -> Result<u64, ContentRangeError> {
     if digits.is_empty() {
         return Err(ContentRangeError::EmptyNumber);
     }

@@ -215,10 +215,7 @@ fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>,
     }
     let (first, last) = spec.split_once('-').ok_or(())?;
     let number = |text: &str| -> Result<u64, ()> {
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(());
-        }
-        text.parse().map_err(|_| ())
+        crate::content_range::number(text.as_bytes()).map_err(|_| ())
     };
     let (first, last) = match (first.trim(), last.trim()) {
         ("", suffix) => {

@@ -481,19 +481,13 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     if signature.is_empty() || expiry.is_empty() || method.is_empty() {
         return Err(Error::SignatureMissing);
     }
-    if expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::QueryInvalid);
-    }
-    let expiry = parse_digits(expiry).ok_or(Error::QueryInvalid)?;
+    let expiry = decimal(expiry).ok_or(Error::QueryInvalid)?;
     let method = SignedMethod::parse(method).ok_or(Error::QueryInvalid)?;
     if method == SignedMethod::Get && (max_size.is_some() || types.is_some()) {
         return Err(Error::QueryInvalid);
     }
     let max_size = match max_size {
-        Some(digits) if digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) => {
-            return Err(Error::QueryInvalid)
-        }
-        Some(digits) => Some(parse_digits(digits).ok_or(Error::QueryInvalid)?),
+        Some(digits) => Some(decimal(digits).ok_or(Error::QueryInvalid)?),
         None => None,
     };
     let types = match types {
@@ -513,16 +507,13 @@ fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     })
 }
 
-/// The value of a run of ASCII digits (checked by the caller), `None` when it
-/// is empty or overflows; leaner than `str::parse`, which checks signs and
-/// digits again.
-fn parse_digits(digits: &str) -> Option<u64> {
-    if digits.is_empty() {
+/// A query value of at most 20 ASCII digits as a number; `None` for anything
+/// else (empty, a sign, other characters, more digits, overflow).
+fn decimal(digits: &str) -> Option<u64> {
+    if digits.len() > 20 {
         return None;
     }
-    digits.bytes().try_fold(0u64, |value, digit| {
-        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-    })
+    crate::content_range::number(digits.as_bytes()).ok()
 }
 
 /// Decodes a signature leniently: percent-encoded or not, base64url or standard
@@ -725,12 +716,15 @@ mod tests {
 
     #[test]
     fn digits_parse_to_their_value_or_nothing() {
-        assert_eq!(parse_digits(""), None);
-        assert_eq!(parse_digits("0"), Some(0));
-        assert_eq!(parse_digits("0001765432100"), Some(1_765_432_100));
-        assert_eq!(parse_digits("18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_digits("18446744073709551616"), None);
-        assert_eq!(parse_digits("99999999999999999999"), None);
+        assert_eq!(decimal(""), None);
+        assert_eq!(decimal("0"), Some(0));
+        assert_eq!(decimal("0001765432100"), Some(1_765_432_100));
+        assert_eq!(decimal("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decimal("18446744073709551616"), None);
+        assert_eq!(decimal("99999999999999999999"), None);
+        assert_eq!(decimal("000000000000000000001"), None);
+        assert_eq!(decimal("+1"), None);
+        assert_eq!(decimal("1e3"), None);
     }
 
     #[test]
