@@ -3,48 +3,15 @@
 //! `fuzz/regressions/<target>/`).
 #![cfg(feature = "fs")]
 
+#[macro_use]
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use http::{Method, Uri};
-use tower_signed_upload::storage::{MemoryStorage, Storage};
+use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath, UrlOptions};
-
-type Store = Arc<dyn Storage>;
-
-macro_rules! on_every_backend {
-    ($($name:ident => $case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$case(super::memory_storage()).await;
-                }
-            )*
-        }
-        mod fs {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (_dir, storage) = super::fs_storage();
-                    super::$case(storage).await;
-                }
-            )*
-        }
-        #[cfg(feature = "object-store")]
-        mod object_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$case(super::object_store_storage()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_every_backend! {
     refused_conflicting_chunk_past_the_stored_end_leaves_no_bytes_behind => case_conflict_past_the_end,

@@ -3,52 +3,14 @@
 //! bytes, each case on MemoryStorage and on FsStorage.
 #![cfg(feature = "fs")]
 
+#[macro_use]
 mod common;
-
-use std::sync::Arc;
 
 use common::*;
 use serde_json::{json, Value};
-use tower_signed_upload::storage::Storage;
 use tower_signed_upload::UrlOptions;
 
-type Store = Arc<dyn Storage>;
-
-/// Runs each `case` once on a MemoryStorage, once on an FsStorage in a fresh
-/// temporary folder, and (with the `object-store` feature) once on an
-/// ObjectStoreStorage over an in-memory object store.
-macro_rules! on_both_backends {
-    ($($name:ident => $case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$case(super::memory_storage()).await;
-                }
-            )*
-        }
-        mod fs {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (_dir, storage) = super::fs_storage();
-                    super::$case(storage).await;
-                }
-            )*
-        }
-        #[cfg(feature = "object-store")]
-        mod object_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$case(super::object_store_storage()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends! {
+on_every_backend! {
     content_digest_sha256_and_sha512_are_accepted => case_content_digest_accepted,
     wrong_content_digest_on_a_simple_upload_is_400_and_keeps_the_old_file => case_content_digest_wrong_simple,
     wrong_content_digest_on_a_chunk_is_400_and_counts_for_nothing => case_content_digest_wrong_chunk,

@@ -2,6 +2,7 @@
 //! and `kid`, each case on MemoryStorage and on FsStorage.
 #![cfg(feature = "fs")]
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -9,46 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use http::Request;
-use tower_signed_upload::storage::Storage;
 use tower_signed_upload::{Error, SignedMethod, SigningKey, UrlOptions};
 
-type Store = Arc<dyn Storage>;
-
-/// Runs each `case` once on a MemoryStorage, once on an FsStorage in a fresh
-/// temporary folder, and (with the `object-store` feature) once on an
-/// ObjectStoreStorage over an in-memory object store.
-macro_rules! on_both_backends {
-    ($($name:ident => $case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$case(super::memory_storage()).await;
-                }
-            )*
-        }
-        mod fs {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (_dir, storage) = super::fs_storage();
-                    super::$case(storage).await;
-                }
-            )*
-        }
-        #[cfg(feature = "object-store")]
-        mod object_store {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$case(super::object_store_storage()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends! {
+on_every_backend! {
     simple_upload_of_exactly_max_size_is_accepted => case_exactly_max_size,
     declared_length_over_max_size_is_413_before_the_body => case_declared_length_over_max_size,
     chunked_body_passing_max_size_is_413_and_keeps_the_old_file => case_chunked_body_over_max_size,

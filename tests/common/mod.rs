@@ -486,6 +486,45 @@ pub fn crc32(data: &[u8]) -> u32 {
 // and real files (PNG, JPEG, GIF, ZIP) built byte by byte.
 // ---------------------------------------------------------------------------
 
+/// A backend behind an `Arc`, as the per-backend cases take it.
+pub type Store = Arc<dyn tower_signed_upload::storage::Storage>;
+
+/// Runs each `case` (an `async fn(Store)` of the test file) once on a
+/// MemoryStorage, once on an FsStorage in a fresh temporary folder, and (with
+/// the `object-store` feature) once on an ObjectStoreStorage over an in-memory
+/// object store; the test file declares `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! on_every_backend {
+    ($($name:ident => $case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$case(super::memory_storage()).await;
+                }
+            )*
+        }
+        mod fs {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_dir, storage) = super::fs_storage();
+                    super::$case(storage).await;
+                }
+            )*
+        }
+        #[cfg(feature = "object-store")]
+        mod object_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$case(super::object_store_storage()).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A [`MemoryStorage`](tower_signed_upload::storage::MemoryStorage) behind an `Arc<dyn Storage>`.
 pub fn memory_storage() -> Arc<dyn tower_signed_upload::storage::Storage> {
     Arc::new(tower_signed_upload::storage::MemoryStorage::new())
