@@ -2194,11 +2194,7 @@ mod tests {
     }
 
     /// A body fed through a channel; `polls` receives the index of each poll.
-    fn channel_body() -> (
-        mpsc::UnboundedSender<Result<Bytes, BodyError>>,
-        mpsc::UnboundedReceiver<usize>,
-        ByteStream,
-    ) {
+    fn channel_body() -> (BodySender, mpsc::UnboundedReceiver<usize>, ByteStream) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (polled_tx, polls) = mpsc::unbounded_channel();
         let body = stream::unfold((0usize, rx, polled_tx), |(n, mut rx, polled)| async move {
@@ -2206,6 +2202,27 @@ mod tests {
             rx.recv().await.map(|item| (item, (n + 1, rx, polled)))
         });
         (tx, polls, Box::pin(body))
+    }
+
+    type BodySender = mpsc::UnboundedSender<Result<Bytes, BodyError>>;
+    type ChunkTask = tokio::task::JoinHandle<Result<SessionStatus, StorageError>>;
+
+    /// A chunk of `range` (options `ChunkOptions::new(10)`) written in its own
+    /// task, its body fed through the returned sender; `polls` as for
+    /// [`channel_body`].
+    fn spawn_chunk(
+        storage: &FsStorage,
+        session: &Session,
+        range: ChunkRange,
+    ) -> (BodySender, mpsc::UnboundedReceiver<usize>, ChunkTask) {
+        let (tx, polls, stream) = channel_body();
+        let (storage, session) = (storage.clone(), session.clone());
+        let task = tokio::spawn(async move {
+            storage
+                .write_chunk(&session, range, &ChunkOptions::new(10), stream)
+                .await
+        });
+        (tx, polls, task)
     }
 
     async fn wait_for_poll(polls: &mut mpsc::UnboundedReceiver<usize>, index: usize) {
@@ -2799,20 +2816,7 @@ mod tests {
     async fn chunk_streaming_during_commit_does_not_touch_the_file() {
         let (_folder, storage) = storage();
         let session = live_session(8, "sealed.bin");
-        let (tx, mut polls, stream) = channel_body();
-        let late = {
-            let (storage, session) = (storage.clone(), session.clone());
-            tokio::spawn(async move {
-                storage
-                    .write_chunk(
-                        &session,
-                        chunk(0, 9, Some(10)),
-                        &ChunkOptions::new(10),
-                        stream,
-                    )
-                    .await
-            })
-        };
+        let (tx, mut polls, late) = spawn_chunk(&storage, &session, chunk(0, 9, Some(10)));
         // The late chunk is admitted and waits for its body.
         wait_for_poll(&mut polls, 0).await;
         storage
@@ -3192,20 +3196,8 @@ mod tests {
         // 1. The in-flight writer loses to a chunk recorded meanwhile: its later
         //    bytes meet the recorded range and are compared.
         let session = live_session(22, "inflight/a.bin");
-        let (tx, mut polls, stream) = channel_body();
-        let slow = {
-            let (storage, session, options) = (storage.clone(), session.clone(), options.clone());
-            tokio::spawn(async move {
-                storage
-                    .write_chunk(
-                        &session,
-                        chunk(0, 3 * MIB as u64 - 1, None),
-                        &options,
-                        stream,
-                    )
-                    .await
-            })
-        };
+        let (tx, mut polls, slow) =
+            spawn_chunk(&storage, &session, chunk(0, 3 * MIB as u64 - 1, None));
         for _ in 0..2 {
             tx.send(Ok(Bytes::from(vec![b'a'; MIB]))).expect("send");
         }
@@ -3234,21 +3226,11 @@ mod tests {
         // 3. Nor when the later writer fails instead of being recorded.
         for later_fails in [false, true] {
             let session = live_session(23 + u64::from(later_fails), "inflight/b.bin");
-            let (tx, mut polls, stream) = channel_body();
-            let slow = {
-                let (storage, session, options) =
-                    (storage.clone(), session.clone(), options.clone());
-                tokio::spawn(async move {
-                    storage
-                        .write_chunk(
-                            &session,
-                            chunk(MIB as u64, 4 * MIB as u64 - 1, None),
-                            &options,
-                            stream,
-                        )
-                        .await
-                })
-            };
+            let (tx, mut polls, slow) = spawn_chunk(
+                &storage,
+                &session,
+                chunk(MIB as u64, 4 * MIB as u64 - 1, None),
+            );
             for _ in 0..3 {
                 tx.send(Ok(Bytes::from(vec![b'b'; MIB]))).expect("send");
             }
@@ -3300,20 +3282,7 @@ mod tests {
     async fn discarded_session_is_not_resurrected_by_a_late_writer() {
         let (_folder, storage) = storage();
         let session = live_session(25, "discarded.bin");
-        let (tx, mut polls, stream) = channel_body();
-        let late = {
-            let (storage, session) = (storage.clone(), session.clone());
-            tokio::spawn(async move {
-                storage
-                    .write_chunk(
-                        &session,
-                        chunk(0, 9, Some(10)),
-                        &ChunkOptions::new(10),
-                        stream,
-                    )
-                    .await
-            })
-        };
+        let (tx, mut polls, late) = spawn_chunk(&storage, &session, chunk(0, 9, Some(10)));
         wait_for_poll(&mut polls, 0).await;
         storage.discard(&session).await.expect("discard");
         // The same URL starts afresh meanwhile.
