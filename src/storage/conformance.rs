@@ -76,6 +76,18 @@ pub(crate) async fn expect_completed(status: Result<SessionStatus, StorageError>
     }
 }
 
+/// Completes `session` with default options and a counting record builder
+/// whose count nobody looks at; panics unless it completes.
+pub(crate) async fn complete_default(storage: &dyn Storage, session: &Session) -> Completion {
+    let calls = Arc::new(AtomicUsize::new(0));
+    expect_completed(
+        storage
+            .complete(session, &CompleteOptions::default(), make_record(&calls))
+            .await,
+    )
+    .await
+}
+
 pub(crate) async fn read_all(storage: &dyn Storage, file: &str) -> Result<Vec<u8>, StorageError> {
     let read = storage.read(&path(file), None).await?;
     let mut body = read.body;

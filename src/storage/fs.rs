@@ -2169,8 +2169,8 @@ fn purge_temporaries(dir: &Path, cutoff: SystemTime) -> Result<usize, StorageErr
 mod tests {
     use super::*;
     use crate::storage::conformance::{
-        self, body, chunk, expect_completed, failing, live_session, make_record, path, progress,
-        read_all,
+        self, body, chunk, complete_default, expect_completed, failing, live_session, make_record,
+        path, progress, read_all,
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::mpsc;
@@ -2297,13 +2297,7 @@ mod tests {
             .await
             .expect("chunk");
         let data_inode = fs::metadata(dir.join(DATA)).expect("data").ino();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let completion = expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        let completion = complete_default(&storage, &session).await;
         assert!(completion.fresh);
         assert!(dir.join(RECORD).exists());
         assert!(!dir.join(DATA).exists());
@@ -2750,13 +2744,7 @@ mod tests {
             .expect("chunk");
         let status = storage.status(&session).await.expect("status");
         assert_eq!(progress(&status), (Some(12), vec![[0, 11]]));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let completion = expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        let completion = complete_default(&storage, &session).await;
         assert!(completion.fresh);
         assert_eq!(
             read_all(&storage, "torn.bin").await.expect("reads"),
@@ -2799,13 +2787,7 @@ mod tests {
             )
             .await
             .expect("last chunk");
-        let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        complete_default(&storage, &session).await;
         let data = read_all(&storage, "overwrite.bin").await.expect("reads");
         assert_eq!(data.len() as u64, size);
         assert!(data[..WRITE_BATCH].iter().all(|b| *b == b'a'));
@@ -2828,13 +2810,7 @@ mod tests {
             )
             .await
             .expect("chunk");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let completion = expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        let completion = complete_default(&storage, &session).await;
         assert!(completion.fresh);
 
         tx.send(Ok(Bytes::from_static(b"XXXXXXXXXX")))
@@ -3301,13 +3277,7 @@ mod tests {
         send(&storage, &session, chunk(0, 4, None), b"ABCDE")
             .await
             .expect("first half");
-        let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        complete_default(&storage, &session).await;
         assert_eq!(
             read_all(&storage, "discarded.bin").await.expect("reads"),
             b"ABCDEFGHIJ"
@@ -3405,13 +3375,7 @@ mod tests {
         send(&storage, &session, chunk(4, 9, None), b"efghij")
             .await
             .expect("last chunk");
-        let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        complete_default(&storage, &session).await;
         assert_eq!(
             read_all(&storage, "legacy.bin").await.expect("reads"),
             b"abcdefghij"
@@ -3477,13 +3441,7 @@ mod tests {
                 .expect("chunk");
         }
         let written = started.elapsed();
-        let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        complete_default(&storage, &session).await;
         let total = started.elapsed();
         let mib = (TOTAL >> 20) as f64;
         println!(

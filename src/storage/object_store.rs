@@ -1658,8 +1658,8 @@ impl ObjectStoreStorage {
 mod tests {
     use super::*;
     use crate::storage::conformance::{
-        self, body, chunk, expect_completed, failing, live_session, make_record, path, progress,
-        read_all,
+        self, body, chunk, complete_default, expect_completed, failing, live_session, make_record,
+        path, progress, read_all,
     };
     use ::object_store::memory::InMemory;
     use std::sync::atomic::AtomicUsize;
@@ -1735,13 +1735,7 @@ mod tests {
             )
             .await
             .expect("chunk");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let completion = expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        let completion = complete_default(&storage, &session).await;
         assert!(completion.fresh);
         assert_eq!(
             keys(&store, &hidden).await,
@@ -1820,13 +1814,7 @@ mod tests {
             )
             .await
             .expect("first chunk");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let completion = expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        let completion = complete_default(&storage, &session).await;
         assert!(completion.fresh);
         assert_eq!(
             read_all(&storage, "big/chunked.bin").await.expect("reads"),
@@ -1853,13 +1841,7 @@ mod tests {
                 .await
                 .expect("chunk");
         }
-        let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        complete_default(&storage, &session).await;
         assert_eq!(
             read_all(&storage, "overlap.bin").await.expect("reads"),
             b"ABCDEFGHIJ"
@@ -1930,13 +1912,7 @@ mod tests {
             )
             .await
             .expect("chunk");
-        let calls = Arc::new(AtomicUsize::new(0));
-        expect_completed(
-            storage
-                .complete(&session, &CompleteOptions::default(), make_record(&calls))
-                .await,
-        )
-        .await;
+        complete_default(&storage, &session).await;
         assert_eq!(
             read_all(&storage, "leftover.bin").await.expect("reads"),
             b"abcdefgh"
