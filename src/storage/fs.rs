@@ -241,8 +241,8 @@ impl FsStorage {
 
     /// How many body bytes all uploads of this backend together may gather in
     /// memory to write them in large batches (8 MiB by default). Above it, each
-    /// upload writes every piece of its body as it arrives and reads the next one
-    /// only once the write is done, so memory stays bounded however many uploads
+    /// upload writes every 64 KiB of its body and reads on only once the write
+    /// is done, so memory stays bounded however many uploads
     /// stream at once, at some cost in CPU per byte.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {
         self.buffers = Arc::new(BufferBudget::new(bytes));
@@ -1728,17 +1728,15 @@ impl Drop for Batch {
 /// one being written.
 struct Pipeline {
     file: Arc<File>,
-    budget: Arc<BufferBudget>,
     writing: Option<tokio::task::JoinHandle<Result<bool, StorageError>>>,
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     unsynced: u64,
 }
 
 impl Pipeline {
-    fn new(file: Arc<File>, budget: Arc<BufferBudget>) -> Self {
+    fn new(file: Arc<File>) -> Self {
         Pipeline {
             file,
-            budget,
             writing: None,
             syncing: None,
             unsynced: 0,
@@ -1757,6 +1755,7 @@ impl Pipeline {
             return Ok(false);
         }
         let len = batch.len as u64;
+        let budget = Arc::clone(&batch.budget);
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let written = write(&batch.pieces);
             drop(batch);
@@ -1770,7 +1769,7 @@ impl Pipeline {
             self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
             self.unsynced = 0;
         }
-        if self.budget.exceeded() {
+        if budget.exceeded() {
             return self.wait().await;
         }
         Ok(true)
@@ -1837,10 +1836,8 @@ impl Storage for FsStorage {
             let mut written = 0u64;
             let mut batch = Batch::new(Arc::clone(&buffers));
             let mut open = true;
-            let mut pipeline = Pipeline::new(
-                Arc::new(files.data.try_clone().map_err(write_error)?),
-                Arc::clone(&buffers),
-            );
+            let mut pipeline =
+                Pipeline::new(Arc::new(files.data.try_clone().map_err(write_error)?));
             loop {
                 let piece = body.next().await;
                 let end = piece.is_none();
@@ -1986,7 +1983,7 @@ impl Storage for FsStorage {
 
             let mut written = 0u64;
             let mut batch = Batch::new(Arc::clone(&buffers));
-            let mut pipeline = Pipeline::new(Arc::clone(&file), Arc::clone(&buffers));
+            let mut pipeline = Pipeline::new(Arc::clone(&file));
             loop {
                 let piece = body.next().await;
                 let end = piece.is_none();
