@@ -385,17 +385,15 @@ impl Verifier {
         let path = UploadPath::from_request_path(raw_path).map_err(|_| Error::PathInvalid)?;
         let unslashed = raw_path.strip_prefix('/').unwrap_or(raw_path);
         let parts: [&[u8]; 3] = [unslashed.as_bytes(), b"?", query.signed.as_bytes()];
-        let mut buffer = [0u8; 64];
-        let signature =
-            decode_signature(query.signature, &mut buffer).ok_or(Error::SignatureInvalid)?;
+        let signature = decode_signature(query.signature).ok_or(Error::SignatureInvalid)?;
         let verified = match query.kid {
             // A named key is the only one tried; an unknown name verifies nothing.
             Some(kid) => self
                 .keys
                 .iter()
                 .filter(|key| key.id() == Some(kid))
-                .any(|key| key.verifies(&parts, signature)),
-            None => self.keys.iter().any(|key| key.verifies(&parts, signature)),
+                .any(|key| key.verifies(&parts, &signature)),
+            None => self.keys.iter().any(|key| key.verifies(&parts, &signature)),
         };
         if !verified {
             return Err(Error::SignatureInvalid);
@@ -518,15 +516,14 @@ fn decimal(digits: &str) -> Option<u64> {
 
 /// Decodes a signature leniently: percent-encoded or not, base64url or standard
 /// alphabet, padded or not. Returns the 32 bytes, or `None`.
-fn decode_signature<'b>(raw: &str, buffer: &'b mut [u8; 64]) -> Option<&'b [u8]> {
+fn decode_signature(raw: &str) -> Option<[u8; 32]> {
     if raw.len() > MAX_SIGNATURE_LEN {
         return None;
     }
     // The form the signer writes, unpadded base64url, decodes as it is.
     if let Ok(text) = <&[u8; 43]>::try_from(raw.as_bytes()) {
         if let Some(bytes) = decode_url_safe_32(text) {
-            buffer[..32].copy_from_slice(&bytes);
-            return Some(&buffer[..32]);
+            return Some(bytes);
         }
     }
     let mut text = [0u8; MAX_SIGNATURE_LEN];
@@ -550,11 +547,7 @@ fn decode_signature<'b>(raw: &str, buffer: &'b mut [u8; 64]) -> Option<&'b [u8]>
     }
     // 32 bytes take 43 characters, and one `=` when padded.
     let text = text[..len].strip_suffix(b"=").unwrap_or(&text[..len]);
-    if text.len() != 43 {
-        return None;
-    }
-    let written = URL_SAFE_NO_PAD.decode_slice(text, buffer).ok()?;
-    (written == 32).then(|| &buffer[..32])
+    decode_url_safe_32(text.try_into().ok()?)
 }
 
 /// Base64url sextets by character; [`NOT_BASE64`] for any other byte.
