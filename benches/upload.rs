@@ -17,7 +17,8 @@ use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, MemoryStorage, Storage};
 use tower_signed_upload::{
-    ContentRange, RespondCreated, SignedMethod, SignedUploadLayer, SigningKey, UploadPath,
+    headers::ContentRange, services::RespondCreated, SignedMethod, SignedUploadLayer, SigningKey,
+    UploadPath,
 };
 
 fn verify(c: &mut Criterion) {

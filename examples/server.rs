@@ -43,8 +43,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
 use tower_signed_upload::{
-    FileService, SignatureEndpoint, SignedMethod, SignedUploadLayer, Signer, SigningKey,
-    UploadPath, UrlOptions,
+    services::{FileService, SignatureEndpoint},
+    SignedMethod, SignedUploadLayer, Signer, SigningKey, UploadPath, UrlOptions,
 };
 
 const PAGE: &str = include_str!("server/index.html");

@@ -4,6 +4,8 @@ use std::fmt;
 
 use http::StatusCode;
 
+use crate::storage::StorageError;
+
 /// Why the layer refused a request.
 ///
 /// Each variant is one row of the wire contract's status table: [`Error::status`]
@@ -172,6 +174,31 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Maps a storage failure to the client's answer; internals only go to the log.
+pub(crate) fn storage_error(error: StorageError) -> Error {
+    match error {
+        StorageError::NotFound => Error::NotFound,
+        StorageError::TotalMismatch => Error::TotalMismatch,
+        StorageError::RangeNotSatisfiable => Error::RangeNotSatisfiable,
+        StorageError::TooManyRanges => Error::TooManyRanges,
+        StorageError::InvalidPath => Error::PathInvalid,
+        StorageError::RangeConflict => Error::RangeConflict,
+        StorageError::DigestConflict => Error::DigestConflict,
+        // The layer's record builder refused; `settle` knows why.
+        StorageError::CommitRefused => Error::StorageError,
+        StorageError::Full => Error::StorageFull,
+        StorageError::Body(body) => body.0,
+        StorageError::Unavailable { backend, source } => {
+            tracing::warn!(backend, error = %source, "storage unavailable");
+            Error::StorageUnavailable
+        }
+        StorageError::Other { backend, source } => {
+            tracing::error!(backend, error = %source, "storage failed");
+            Error::StorageError
+        }
+    }
+}
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]

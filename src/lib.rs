@@ -30,12 +30,12 @@
 //!
 //! # With plain hyper or any tower service
 //!
-//! The inner service receives `Request<RequestBody<B>>`; [`RespondCreated`] is a
+//! The inner service receives `Request<RequestBody<B>>`; [`RespondCreated`](services::RespondCreated) is a
 //! ready-made one that answers `201` with the File object in the JSON envelope.
 //!
 //! ```
 //! use tower_layer::Layer;
-//! use tower_signed_upload::{storage::MemoryStorage, RespondCreated, SignedUploadLayer, SigningKey};
+//! use tower_signed_upload::{services::RespondCreated, storage::MemoryStorage, SignedUploadLayer, SigningKey};
 //!
 //! let service = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new())
 //!     .layer(RespondCreated);
@@ -82,7 +82,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `PUT` without `Content-Range` | the file is committed; your service's answer (`201` from [`RespondCreated`]) |
+//! | `PUT` without `Content-Range` | the file is committed; your service's answer (`201` from [`RespondCreated`](services::RespondCreated)) |
 //! | `PUT` with `Content-Range: bytes F-L/T` (or `bytes=`) | `202` with the upload object and `Range: bytes=0-N`, or the completing answer |
 //! | `PUT` with `Content-Range: bytes */T` and no body | `308` with what is stored, or `200` with the File once complete |
 //! | any chunk or status query after completion | `200` with the same File; your service is not called again |
@@ -154,51 +154,34 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
-mod classify;
 mod clock;
-mod content_range;
-mod digest;
-mod download;
 mod envelope;
 mod error;
 mod file;
-mod future;
-mod inspect;
-mod layer;
+pub mod headers;
 mod mac;
 mod path;
 mod policy;
-mod respond;
-mod service;
-mod session;
-mod signatures;
+pub mod services;
 mod signing;
 pub mod storage;
 mod upload;
 
-pub use body::{EnvelopeBody, RequestBody, ResponseBody};
 pub use clock::{Clock, SystemClock};
-pub use content_range::{ContentRange, ContentRangeError};
-pub use download::{DownloadBody, FileService};
 pub use envelope::RequestId;
 pub use error::{ConfigError, Error};
 pub use file::{FileKind, UploadedFile};
-pub use future::ResponseFuture;
-pub use layer::{
-    SignedUploadLayer, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_RANGES,
-    DEFAULT_MAX_SIZE,
-};
 pub use path::UploadPath;
 pub use policy::{TypeRule, UrlOptions};
-pub use respond::RespondCreated;
-pub use service::SignedUpload;
-pub use session::{ByteRanges, SessionState};
-pub use signatures::SignatureEndpoint;
 pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey};
+pub use upload::{
+    EnvelopeBody, RequestBody, ResponseBody, ResponseFuture, SignedUpload, SignedUploadLayer,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_RANGES, DEFAULT_MAX_SIZE,
+};
 
-/// A boxed error, as the storage backends carry their sources.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+// Crate-internal paths kept while modules move.
+pub(crate) use headers::number as content_range;
+pub(crate) use storage::{BoxError, ByteRanges, SessionState};
 
 /// The README's examples compile.
 #[cfg(doctest)]

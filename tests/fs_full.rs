@@ -11,7 +11,7 @@ use std::process::Command;
 use common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
-use tower_signed_upload::{RespondCreated, SignedMethod, SignedUploadLayer, SigningKey};
+use tower_signed_upload::{services::RespondCreated, SignedMethod, SignedUploadLayer, SigningKey};
 
 /// A tmpfs of a fixed size, unmounted on drop.
 struct SmallDisk {

@@ -11,7 +11,9 @@ use std::path::Path;
 use common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::FsStorage;
-use tower_signed_upload::{RespondCreated, SignedMethod, SignedUploadLayer, Signer, SigningKey};
+use tower_signed_upload::{
+    services::RespondCreated, SignedMethod, SignedUploadLayer, Signer, SigningKey,
+};
 
 /// A server over `FsStorage` at `root`, as a freshly started process would build it.
 async fn server_on(root: &Path) -> (SocketAddr, Signer) {

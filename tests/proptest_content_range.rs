@@ -3,7 +3,7 @@
 //! formats to a canonical value that parses to the same thing.
 
 use proptest::prelude::*;
-use tower_signed_upload::ContentRange;
+use tower_signed_upload::headers::ContentRange;
 
 /// Never panics; a parsed value is well formed and round-trips through `Display`.
 fn check(input: &[u8]) -> Result<(), TestCaseError> {

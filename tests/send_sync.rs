@@ -1,8 +1,8 @@
 //! Compile-time checks: the public types can cross threads, as servers need.
 
 use tower_signed_upload::{
-    storage::MemoryStorage, ContentRange, Error, RespondCreated, ResponseFuture, SignedUpload,
-    SignedUploadLayer, Signer, SigningKey, UploadPath, UploadedFile,
+    headers::ContentRange, services::RespondCreated, storage::MemoryStorage, Error, ResponseFuture,
+    SignedUpload, SignedUploadLayer, Signer, SigningKey, UploadPath, UploadedFile,
 };
 
 fn send<T: Send>() {}

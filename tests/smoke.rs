@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use tower_layer::Layer;
 use tower_signed_upload::{
-    storage::MemoryStorage, RespondCreated, SignedMethod, SignedUploadLayer, SigningKey,
+    services::RespondCreated, storage::MemoryStorage, SignedMethod, SignedUploadLayer, SigningKey,
 };
 
 #[tokio::test]

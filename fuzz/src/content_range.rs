@@ -1,6 +1,6 @@
 //! `ContentRange::parse` over arbitrary bytes.
 
-use tower_signed_upload::ContentRange;
+use tower_signed_upload::headers::ContentRange;
 
 /// Never panics; whatever parses is well formed (`FIRST <= LAST`) and formats
 /// to a canonical `bytes …` string that parses back to the same value and

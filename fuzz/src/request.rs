@@ -16,9 +16,7 @@ use http_body_util::{BodyExt, Either, Full};
 use sha2::Digest as _;
 use tower::{Layer, ServiceExt};
 use tower_signed_upload::storage::MemoryStorage;
-use tower_signed_upload::{
-    ContentRange, RespondCreated, SignedUploadLayer, SigningKey, DEFAULT_MAX_LIFETIME,
-};
+use tower_signed_upload::{SignedUploadLayer, SigningKey, DEFAULT_MAX_LIFETIME, headers::ContentRange, services::RespondCreated};
 
 use crate::session_model::TestBody;
 use crate::{FixedClock, NOW};

@@ -167,7 +167,7 @@ pub const KEY: &str = "secret";
 /// The public base every test server describes files with.
 pub const PUBLIC_BASE: &str = "http://files.test";
 
-/// A layered [`tower_signed_upload::RespondCreated`] that counts its calls.
+/// A layered [`tower_signed_upload::services::RespondCreated`] that counts its calls.
 #[derive(Debug, Clone, Default)]
 pub struct CountingInner {
     pub calls: Arc<std::sync::atomic::AtomicUsize>,
@@ -187,7 +187,7 @@ impl<B> Service<Request<B>> for CountingInner {
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        tower_signed_upload::RespondCreated.call(request)
+        tower_signed_upload::services::RespondCreated.call(request)
     }
 }
 

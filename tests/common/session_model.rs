@@ -48,8 +48,8 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tower::{Layer, Service, ServiceExt};
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{
-    Clock, EnvelopeBody, RespondCreated, SignedMethod, SignedUpload, SignedUploadLayer, SigningKey,
-    UploadPath, UrlOptions,
+    services::RespondCreated, Clock, EnvelopeBody, SignedMethod, SignedUpload, SignedUploadLayer,
+    SigningKey, UploadPath, UrlOptions,
 };
 
 /// The key the layer signs and verifies with.

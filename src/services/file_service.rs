@@ -13,9 +13,9 @@ use http_body::{Body, Frame, SizeHint};
 use tower_service::Service;
 
 use crate::envelope::{self, Meta};
+use crate::error::storage_error;
 use crate::file::public_url;
 use crate::storage::{BoxStream, FileMeta, Storage, StorageError};
-use crate::upload::storage_error;
 use crate::{Error, SignedUploadLayer, UploadPath, UploadedFile};
 
 /// An inner service for [`SignedUploadLayer`] that makes a complete file service:
@@ -33,7 +33,7 @@ use crate::{Error, SignedUploadLayer, UploadPath, UploadedFile};
 ///
 /// ```
 /// use tower_layer::Layer;
-/// use tower_signed_upload::{storage::MemoryStorage, FileService, SignedUploadLayer, SigningKey};
+/// use tower_signed_upload::{services::FileService, storage::MemoryStorage, SignedUploadLayer, SigningKey};
 ///
 /// let layer = SignedUploadLayer::new(SigningKey::new("secret")?, MemoryStorage::new());
 /// let service = layer.layer(FileService::for_layer(&layer));
@@ -215,7 +215,7 @@ fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>,
     }
     let (first, last) = spec.split_once('-').ok_or(())?;
     let number = |text: &str| -> Result<u64, ()> {
-        crate::content_range::number(text.as_bytes()).map_err(|_| ())
+        crate::headers::number::number(text.as_bytes()).map_err(|_| ())
     };
     let (first, last) = match (first.trim(), last.trim()) {
         ("", suffix) => {

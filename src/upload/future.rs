@@ -10,9 +10,10 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{RequestBody, ResponseBody};
+use super::body::{RequestBody, ResponseBody};
+use super::record::completion_headers;
+use super::Outcome;
 use crate::envelope::{self, Meta};
-use crate::upload::{completion_headers, Outcome};
 use crate::Error;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

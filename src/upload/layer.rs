@@ -188,7 +188,7 @@ impl SignedUploadLayer {
         method: &http::Method,
         uri: &http::Uri,
     ) -> Result<crate::UploadPath, crate::Error> {
-        let wanted = crate::classify::signed_method(method)?;
+        let wanted = super::action::signed_method(method)?;
         let config = &self.config;
         config
             .verifier

@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use crate::body::EnvelopeBody;
 use crate::envelope::{self, Meta};
 use crate::file::public_url;
+use crate::EnvelopeBody;
 use crate::{Error, UploadPath, UploadedFile};
 
 /// The default inner service: answers a committed upload with
@@ -22,7 +22,7 @@ use crate::{Error, UploadPath, UploadedFile};
 ///
 /// ```
 /// use tower_layer::Layer;
-/// use tower_signed_upload::{storage::MemoryStorage, RespondCreated, SignedUploadLayer, SigningKey};
+/// use tower_signed_upload::{services::RespondCreated, storage::MemoryStorage, SignedUploadLayer, SigningKey};
 ///
 /// let service = SignedUploadLayer::new(SigningKey::new("secret")?, MemoryStorage::new()).layer(RespondCreated);
 /// # drop(service);

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower_service::Service;
 
-use crate::body::EnvelopeBody;
 use crate::clock::unix_seconds;
 use crate::envelope::{self, Meta};
+use crate::EnvelopeBody;
 use crate::{
     Clock, Error, SignedMethod, SignedUploadLayer, Signer, SystemClock, UploadPath, UrlOptions,
 };
@@ -39,7 +39,7 @@ const MAX_BODY: usize = 16 * 1024;
 /// # Example
 ///
 /// ```
-/// use tower_signed_upload::{storage::MemoryStorage, SignatureEndpoint, SignedUploadLayer, SigningKey};
+/// use tower_signed_upload::{services::SignatureEndpoint, storage::MemoryStorage, SignedUploadLayer, SigningKey};
 ///
 /// let layer = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new());
 /// let endpoint = SignatureEndpoint::for_layer(&layer, "api key");

@@ -2,11 +2,12 @@
 
 use http::{header, HeaderMap, Method};
 
-use crate::digest::{self, Expected};
+use crate::headers::digest::{self, Expected};
+use crate::headers::ContentRange;
 use crate::signing::SignedMethod;
 use crate::storage::ChunkRange;
+use crate::Error;
 use crate::TypeRule;
-use crate::{ContentRange, Error};
 
 /// What a request asks for, once its URL is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +118,7 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
         if bytes.len() > 20 {
             return Err(Error::ContentRangeMismatch);
         }
-        crate::content_range::number(bytes).map_err(|_| Error::ContentRangeMismatch)
+        crate::headers::number::number(bytes).map_err(|_| Error::ContentRangeMismatch)
     };
     let length = parse(value)?;
     for other in values {

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::number::{number, NumberError};
+
 /// A parsed `Content-Range` header value.
 ///
 /// Accepted forms (RFC 9110 section 14.4, plus the `bytes=` spelling that
@@ -21,7 +23,7 @@ use std::fmt;
 /// # Example
 ///
 /// ```
-/// use tower_signed_upload::ContentRange;
+/// use tower_signed_upload::headers::ContentRange;
 ///
 /// let range = ContentRange::parse(b"bytes=0-1023/4096").unwrap();
 /// assert_eq!(range, ContentRange::Bytes { first: 0, last: 1023, total: Some(4096) });
@@ -147,24 +149,15 @@ impl ContentRange {
     }
 }
 
-/// A run of ASCII decimal digits as a number: not empty, nothing but digits (no
-/// sign), no overflow. The one digit parser of the crate: headers and query
-/// values use it with `.ok()`.
-pub(crate) fn number(digits: &[u8]) -> Result<u64, ContentRangeError> {
-    if digits.is_empty() {
-        return Err(ContentRangeError::EmptyNumber);
-    }
-    digits.iter().try_fold(0u64, |acc, &b| {
-        if !b.is_ascii_digit() {
-            if b == b'*' {
-                return Err(ContentRangeError::Asterisk);
-            }
-            return Err(ContentRangeError::NotDigit);
+impl From<NumberError> for ContentRangeError {
+    fn from(error: NumberError) -> Self {
+        match error {
+            NumberError::Empty => ContentRangeError::EmptyNumber,
+            NumberError::NotDigit => ContentRangeError::NotDigit,
+            NumberError::Asterisk => ContentRangeError::Asterisk,
+            NumberError::Overflow => ContentRangeError::Overflow,
         }
-        acc.checked_mul(10)
-            .and_then(|acc| acc.checked_add(u64::from(b - b'0')))
-            .ok_or(ContentRangeError::Overflow)
-    })
+    }
 }
 
 impl fmt::Display for ContentRange {

@@ -10,14 +10,15 @@ use http_body::Body;
 use tower_service::Service;
 use tracing::Instrument as _;
 
-use crate::body::{RequestBody, ResponseBody};
-use crate::classify::{checks, classify, signed_method, Action, Checks};
+use super::action::{checks, classify, signed_method, Action, Checks};
+use super::body::{RequestBody, ResponseBody};
+use super::future::{close_if_unread, ResponseFuture};
+use super::layer::Config;
+use super::record::session_id;
+use super::{chunk, simple, status};
 use crate::envelope::{self, Meta, RequestId};
 use crate::file::public_url;
-use crate::future::{close_if_unread, ResponseFuture};
-use crate::layer::Config;
 use crate::storage::Session;
-use crate::upload::{self, session_id};
 use crate::Error;
 
 /// Verifies signed URLs and takes uploads in front of the service `S`; made by
@@ -130,12 +131,12 @@ where
                     ),
                     Action::Simple { max } => {
                         let path = session.path().clone();
-                        let step = upload::simple(Arc::clone(&config), path, body, max, checks)
+                        let step = simple::simple(Arc::clone(&config), path, body, max, checks)
                             .instrument(span);
                         ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                     Action::Chunk(range) => {
-                        let step = upload::chunk(
+                        let step = chunk::chunk(
                             Arc::clone(&config),
                             session,
                             range,
@@ -147,7 +148,7 @@ where
                         ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                     Action::Status { total } => {
-                        let step = upload::status(
+                        let step = status::status(
                             Arc::clone(&config),
                             session,
                             total,

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::digest::{DigestSet, Expected, FileDigests, FileHasher};
+use crate::headers::digest::{DigestSet, Expected, FileDigests, FileHasher};
 use crate::{Error, TypeRule};
 
 /// How many first bytes the type is judged from while streaming; the commit

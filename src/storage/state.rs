@@ -74,7 +74,7 @@ impl SessionState {
 /// # Example
 ///
 /// ```
-/// use tower_signed_upload::ByteRanges;
+/// use tower_signed_upload::storage::ByteRanges;
 ///
 /// let mut ranges = ByteRanges::new();
 /// ranges.insert(10, 19);

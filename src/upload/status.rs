@@ -1,0 +1,90 @@
+//! A status query (`Content-Range: bytes */TOTAL`, no body): what is stored,
+//! or the completion once every byte is.
+
+use std::sync::Arc;
+
+use bytes::Buf;
+use http::StatusCode;
+use http_body::Body;
+
+use super::action::Checks;
+use super::complete::settle;
+use super::inspect::Inspect;
+use super::layer::Config;
+use super::stream::{Expect, UploadStream};
+use super::Outcome;
+use crate::envelope::Meta;
+use crate::error::storage_error;
+use crate::storage::{Session, SessionStatus};
+use crate::Error;
+
+/// A status query: `308` with what is stored, or `200` once complete. Its
+/// body must be empty (a chunked body that carries bytes is `400`).
+pub(crate) async fn status<B>(
+    config: Arc<Config>,
+    session: Session,
+    total: Option<u64>,
+    body: B,
+    meta: Meta,
+    checks: Checks,
+) -> Result<Outcome, Error>
+where
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+{
+    let mut empty =
+        std::pin::pin!(
+            UploadStream::new(body, Expect::Exactly(0), config.body_timeout).inspect(Inspect::new(
+                None,
+                checks.content_digest.clone().into_iter().collect(),
+                None
+            ))
+        );
+    if let Some(Err(error)) = futures_util::StreamExt::next(&mut empty).await {
+        return Err(error.0);
+    }
+    let status = config
+        .storage
+        .status(&session)
+        .await
+        .map_err(storage_error)?;
+    // Every request of a session that sends a Repr-Digest must agree with the kept one.
+    if let (
+        Some(sent),
+        SessionStatus::InProgress {
+            repr_digest: Some(kept),
+            ..
+        },
+    ) = (&checks.repr_digest, &status)
+    {
+        if sent.to_header() != *kept {
+            return Err(Error::DigestConflict);
+        }
+    }
+    if let (
+        Some(asked),
+        SessionStatus::InProgress {
+            total: known,
+            ranges,
+            ..
+        },
+    ) = (total, &status)
+    {
+        let disagrees = match known {
+            Some(known) => *known != asked,
+            None => ranges.end().is_some_and(|end| end >= asked),
+        };
+        if disagrees {
+            return Err(Error::TotalMismatch);
+        }
+    }
+    settle(
+        &config,
+        &session,
+        status,
+        StatusCode::PERMANENT_REDIRECT,
+        &meta,
+        &checks,
+    )
+    .await
+}
