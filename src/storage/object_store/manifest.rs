@@ -1,0 +1,188 @@
+//! The manifest: a session's expiry, total, kept `Repr-Digest` and recorded
+//! chunks, in one JSON object changed only with conditional updates.
+
+use std::sync::Arc;
+
+use ::object_store::{PutMode, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use super::complete::{completed, StoredRecord};
+use super::error::{store_error, unavailable, BackendError};
+use super::pieces::{compare, read_pieces, Comparison};
+use super::store::{pause, put_options, to_json, unix_millis};
+use super::{ObjectStoreStorage, SessionDir};
+use crate::storage::{ChunkOptions, ChunkRange, Session, SessionStatus, StorageError};
+use crate::{ByteRanges, SessionState};
+
+/// Conditional updates of a manifest tried before giving up with `Unavailable`.
+const CAS_ATTEMPTS: u32 = 32;
+
+/// A chunk the session recorded; its object is `chunks/{first}-{last}-{tag}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Recorded {
+    pub(super) first: u64,
+    pub(super) last: u64,
+    pub(super) tag: String,
+}
+
+/// The session's bookkeeping. Created with [`PutMode::Create`] and changed only
+/// with [`PutMode::Update`] on the version it was read at, so every change is
+/// judged against the state it replaces.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Manifest {
+    /// The file's path, for people reading the bucket.
+    pub(super) path: String,
+    /// The URL's expiry, unix milliseconds.
+    pub(super) expires: u64,
+    /// The total, once a recorded chunk named it.
+    pub(super) total: Option<u64>,
+    /// The first `Repr-Digest` a recorded chunk announced.
+    pub(super) repr_digest: Option<String>,
+    /// The recorded chunks, in the order they were recorded.
+    pub(super) chunks: Vec<Recorded>,
+}
+
+impl Manifest {
+    pub(super) fn state(&self) -> SessionState {
+        SessionState {
+            total: self.total,
+            ranges: ByteRanges::from_ranges(self.chunks.iter().map(|c| [c.first, c.last])),
+            repr_digest: self.repr_digest.clone(),
+        }
+    }
+}
+
+/// [`SessionState::admit`], plus the `Repr-Digest` the session kept.
+pub(super) fn admit(
+    manifest: &Manifest,
+    range: ChunkRange,
+    options: &ChunkOptions,
+) -> Result<(), StorageError> {
+    manifest.state().admit(range, options.max_ranges)?;
+    if let (Some(kept), Some(sent)) = (&manifest.repr_digest, &options.repr_digest) {
+        if kept != sent {
+            return Err(StorageError::DigestConflict);
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn in_progress(state: SessionState) -> SessionStatus {
+    SessionStatus::InProgress {
+        total: state.total,
+        ranges: state.ranges,
+        repr_digest: state.repr_digest,
+    }
+}
+
+impl ObjectStoreStorage {
+    /// The session's completion record, or its manifest (if any).
+    pub(super) async fn load(
+        &self,
+        dir: &SessionDir,
+    ) -> Result<Result<StoredRecord, Option<(Manifest, UpdateVersion)>>, StorageError> {
+        if let Some(record) = self.read_record(dir).await? {
+            return Ok(Ok(record));
+        }
+        Ok(Err(self.get_json(&dir.manifest()).await?))
+    }
+
+    /// Creates the session's manifest if it has none, so cleanup knows its expiry
+    /// before any chunk object exists.
+    pub(super) async fn ensure_manifest(
+        &self,
+        dir: &SessionDir,
+        session: &Session,
+    ) -> Result<(), StorageError> {
+        let manifest = Manifest {
+            path: session.path().as_str().to_owned(),
+            expires: unix_millis(session.expires()),
+            ..Manifest::default()
+        };
+        match self
+            .store
+            .put_opts(
+                &dir.manifest(),
+                to_json(&manifest),
+                put_options(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) | Err(::object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// Second step of a chunk, once its object exists: checks the chunk against
+    /// the session again, compares the bytes it shares with recorded chunks, and
+    /// records it in the manifest with a conditional update. A lost update is
+    /// retried against the new manifest; only chunks recorded meanwhile are
+    /// compared again.
+    pub(super) async fn record_chunk(
+        &self,
+        dir: &SessionDir,
+        own: &Recorded,
+        range: ChunkRange,
+        options: &ChunkOptions,
+    ) -> Result<SessionStatus, StorageError> {
+        let mut compared: Vec<Recorded> = Vec::new();
+        for round in 0..CAS_ATTEMPTS {
+            let (manifest, version) = match self.load(dir).await? {
+                Ok(record) => return completed(record, false),
+                Err(Some(found)) => found,
+                Err(None) => {
+                    return Err(unavailable(BackendError::Contended(
+                        "the session was discarded while the chunk streamed",
+                    )))
+                }
+            };
+            admit(&manifest, range, options)?;
+            for recorded in &manifest.chunks {
+                let (from, to) = (recorded.first.max(own.first), recorded.last.min(own.last));
+                if from > to || compared.contains(recorded) {
+                    continue;
+                }
+                let mine = read_pieces(
+                    Arc::clone(&self.store),
+                    vec![(dir.object(own), from - own.first, to - own.first + 1)],
+                );
+                let theirs = read_pieces(
+                    Arc::clone(&self.store),
+                    vec![(
+                        dir.object(recorded),
+                        from - recorded.first,
+                        to - recorded.first + 1,
+                    )],
+                );
+                if compare(mine, theirs).await? != Comparison::Same {
+                    return Err(StorageError::RangeConflict);
+                }
+                compared.push(recorded.clone());
+            }
+            let mut updated = manifest;
+            updated.chunks.push(own.clone());
+            if range.total.is_some() {
+                updated.total = range.total;
+            }
+            if updated.repr_digest.is_none() {
+                updated.repr_digest = options.repr_digest.clone();
+            }
+            match self
+                .store
+                .put_opts(
+                    &dir.manifest(),
+                    to_json(&updated),
+                    put_options(PutMode::Update(version)),
+                )
+                .await
+            {
+                Ok(_) => return Ok(in_progress(updated.state())),
+                Err(::object_store::Error::Precondition { .. }) => pause(round.min(2)).await,
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Err(unavailable(BackendError::Contended(
+            "the session's manifest kept changing",
+        )))
+    }
+}
