@@ -31,10 +31,7 @@ const TMP: &str = "tmp";
 const LOCK: &str = "lock";
 const DATA_LOCK: &str = "data.lock";
 const DATA: &str = "data";
-const JOURNAL: &str = "journal.v2";
-const JOURNAL_TMP: &str = "journal.v2.tmp";
-/// The journal of sessions started before chunk digests: 40-byte entries.
-const JOURNAL_V1: &str = "journal";
+const JOURNAL: &str = "journal";
 const RECORD: &str = "record";
 const RECORD_TMP: &str = "record.tmp";
 const META: &str = "meta";
@@ -66,8 +63,6 @@ const READ_PIECE: usize = 256 * 1024;
 /// chunk digest (u128 little-endian), then the first 8 bytes of the SHA-256 of
 /// those 48 bytes.
 const ENTRY_LEN: usize = 56;
-/// One entry of a [`JOURNAL_V1`] journal: no digest, checksum at 32.
-const ENTRY_V1_LEN: usize = 40;
 /// Flag bit: the chunk named a total.
 const FLAG_TOTAL: u64 = 1;
 /// Flag bit: the entry carries the chunk's digest.
@@ -94,7 +89,7 @@ const MAX_ID_LEN: usize = 128;
 /// {root}/.uploads/tmp/gone-{random}/      a removed session folder, while it is deleted
 /// {root}/.uploads/{session id}/meta       the session URL's expiry, `{secs}.{nanos}`
 /// {root}/.uploads/{session id}/data       the file being assembled (sparse)
-/// {root}/.uploads/{session id}/journal.v2 the ranges stored, one checksummed entry per chunk
+/// {root}/.uploads/{session id}/journal   the ranges stored, one checksummed entry per chunk
 /// {root}/.uploads/{session id}/repr       the kept `Repr-Digest`, once a chunk announced one
 /// {root}/.uploads/{session id}/writing/   one marker per chunk writer in flight
 /// {root}/.uploads/{session id}/lock       locked (flock) while the journal changes
@@ -109,10 +104,7 @@ const MAX_ID_LEN: usize = 128;
 /// SHA-256 of those 48 bytes. The chunk digest is the xxh3-128 of the
 /// concatenated xxh3-128 digests of the chunk's blocks, cut at 64 KiB offsets
 /// of the file (and at the chunk's ends); it is computed while the body streams.
-/// Sessions started by a version without digests (40-byte entries, in `journal`)
-/// are read as they are, and their journal is rewritten as `journal.v2` (entries
-/// without a digest) before their next chunk; such ranges are compared byte by
-/// byte. The completion record file is `tsu-rec1`, then the entity tag, the
+/// The completion record file is `tsu-rec1`, then the entity tag, the
 /// file's path and the record, each preceded by its length as a little-endian
 /// `u64`, then the SHA-256 of everything before it. Entity tags are
 /// `{size:x}-{mtime in nanoseconds:x}-{inode:x}`. `repr` holds the normalized
@@ -182,8 +174,7 @@ const MAX_ID_LEN: usize = 128;
 /// guarded by `flock` locks on files in the session folder, and chunks of one session
 /// stream in parallel; recording a chunk waits only for the batches being written
 /// at that moment. The folder must be on a local file system with working `flock`
-/// (not every network file system has it). Processes of a version without chunk
-/// digests must not share a root with this one while sessions are in flight.
+/// (not every network file system has it).
 ///
 /// [`Storage::purge_expired`] removes sessions (complete or not) whose URL expired
 /// more than the grace period ago, temporary files older than the grace period,
@@ -484,8 +475,8 @@ fn checksum(bytes: &[u8]) -> [u8; 8] {
     out
 }
 
-/// One recorded chunk: its range, and the digest of its bytes when known
-/// (entries of [`JOURNAL_V1`] journals have none).
+/// One recorded chunk: its range, and the digest of its bytes when the entry
+/// carries one (flag bit 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     range: ChunkRange,
@@ -538,30 +529,6 @@ fn decode_entry(entry: &[u8]) -> Option<Entry> {
     })
 }
 
-/// An entry of a [`JOURNAL_V1`] journal: first, last, total, flag, checksum.
-fn decode_entry_v1(entry: &[u8]) -> Option<Entry> {
-    if entry.len() != ENTRY_V1_LEN || entry[32..] != checksum(&entry[..32]) {
-        return None;
-    }
-    let (first, last, total, flags) = (
-        word(entry, 0)?,
-        word(entry, 8)?,
-        word(entry, 16)?,
-        word(entry, 24)?,
-    );
-    if first > last || flags > 1 {
-        return None;
-    }
-    Some(Entry {
-        range: ChunkRange {
-            first,
-            last,
-            total: (flags == 1).then_some(total),
-        },
-        digest: None,
-    })
-}
-
 /// A session's journal, replayed.
 #[derive(Debug, Default)]
 struct Journal {
@@ -574,13 +541,13 @@ struct Journal {
 impl Journal {
     /// Replays the whole entries of `bytes` (the journal from offset `self.len`).
     /// Entries that fail their checksum (a torn write after a crash) are skipped.
-    fn extend(&mut self, bytes: &[u8], entry_len: usize, decode: fn(&[u8]) -> Option<Entry>) {
-        for entry in bytes.chunks_exact(entry_len) {
-            if let Some(entry) = decode(entry) {
+    fn extend(&mut self, bytes: &[u8]) {
+        for entry in bytes.chunks_exact(ENTRY_LEN) {
+            if let Some(entry) = decode_entry(entry) {
                 self.state.record(entry.range);
                 self.entries.push(entry);
             }
-            self.len += entry_len as u64;
+            self.len += ENTRY_LEN as u64;
         }
     }
 
@@ -599,7 +566,7 @@ impl Journal {
             usize::try_from(whole - self.len).map_err(|_| io::Error::other("journal too large"))?;
         let mut bytes = vec![0; size];
         journal.read_exact_at(&mut bytes, self.len)?;
-        self.extend(&bytes, ENTRY_LEN, decode_entry);
+        self.extend(&bytes);
         Ok(())
     }
 
@@ -641,44 +608,11 @@ fn open_journal(dir: &Path) -> Result<Option<File>, StorageError> {
     }
 }
 
-/// The session's journal, or the ranges of a [`JOURNAL_V1`] journal.
+/// The session's journal, replayed; empty when it has none yet.
 fn session_state(dir: &Path) -> Result<Journal, StorageError> {
-    if let Some(journal) = open_journal(dir)? {
-        return read_journal(&journal).map_err(write_error);
-    }
-    let mut replayed = Journal::default();
-    match fs::read(dir.join(JOURNAL_V1)) {
-        Ok(bytes) => replayed.extend(&bytes, ENTRY_V1_LEN, decode_entry_v1),
-        Err(error) if is_not_found(&error) => {}
-        Err(error) => return Err(write_error(error)),
-    }
-    Ok(replayed)
-}
-
-/// Rewrites a [`JOURNAL_V1`] journal as a [`JOURNAL`] one (its entries carry no
-/// digest), atomically; called under the session lock before a chunk is admitted.
-fn upgrade_journal(dir: &Path) -> Result<(), StorageError> {
-    if open_journal(dir)?.is_some() {
-        return Ok(());
-    }
-    let bytes = match fs::read(dir.join(JOURNAL_V1)) {
-        Ok(bytes) => bytes,
-        Err(error) if is_not_found(&error) => return Ok(()),
-        Err(error) => return Err(write_error(error)),
-    };
-    let mut old = Journal::default();
-    old.extend(&bytes, ENTRY_V1_LEN, decode_entry_v1);
-    let converted: Vec<u8> = old.entries.into_iter().flat_map(encode_entry).collect();
-    let temp = dir.join(JOURNAL_TMP);
-    let mut file = File::create(&temp).map_err(write_error)?;
-    file.write_all(&converted)
-        .and_then(|()| file.sync_all())
-        .map_err(write_error)?;
-    fs::rename(&temp, dir.join(JOURNAL)).map_err(write_error)?;
-    sync_dir(dir).map_err(write_error)?;
-    match fs::remove_file(dir.join(JOURNAL_V1)) {
-        Err(error) if !is_not_found(&error) => Err(write_error(error)),
-        _ => Ok(()),
+    match open_journal(dir)? {
+        Some(journal) => read_journal(&journal).map_err(write_error),
+        None => Ok(Journal::default()),
     }
 }
 
@@ -1205,7 +1139,6 @@ fn admit_chunk(
         roll_forward(root, &dir, &record)?;
         return Ok(Admission::Completed(record));
     }
-    upgrade_journal(&dir)?;
     let journal = session_state(&dir)?;
     journal.state.admit(range, options.max_ranges)?;
     check_repr(read_repr(&dir)?.as_deref(), options.repr_digest.as_deref())?;
@@ -3329,54 +3262,6 @@ mod tests {
             .expect("chunk");
         assert!(!stale.exists());
         assert_eq!(fs::read_dir(dir.join(WRITING)).expect("dir").count(), 0);
-    }
-
-    fn encode_entry_v1(range: ChunkRange) -> [u8; ENTRY_V1_LEN] {
-        let mut entry = [0; ENTRY_V1_LEN];
-        entry[0..8].copy_from_slice(&range.first.to_le_bytes());
-        entry[8..16].copy_from_slice(&range.last.to_le_bytes());
-        entry[16..24].copy_from_slice(&range.total.unwrap_or(0).to_le_bytes());
-        entry[24..32].copy_from_slice(&u64::from(range.total.is_some()).to_le_bytes());
-        let sum = checksum(&entry[..32]);
-        entry[32..].copy_from_slice(&sum);
-        entry
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn session_with_a_previous_format_journal_goes_on() {
-        let (_folder, storage) = storage();
-        let session = live_session(28, "legacy.bin");
-        let dir = session_dir(&storage, &session);
-        // A session as the previous version left it: 40-byte entries in `journal`.
-        fs::create_dir_all(&dir).expect("dir");
-        fs::write(dir.join(META), encode_expiry(session.expires())).expect("meta");
-        fs::write(dir.join(DATA), b"abcdef").expect("data");
-        let mut journal = encode_entry_v1(chunk(0, 3, Some(10))).to_vec();
-        journal.extend_from_slice(&encode_entry_v1(chunk(4, 5, None)));
-        journal.extend_from_slice(&[1, 2, 3]);
-        fs::write(dir.join(JOURNAL_V1), journal).expect("journal");
-        assert_eq!(
-            progress(&storage.status(&session).await.expect("status")),
-            (Some(10), vec![[0, 5]])
-        );
-        // Its ranges carry no digest, so a resend is compared byte by byte.
-        let result = send(&storage, &session, chunk(0, 3, None), b"abXd").await;
-        assert!(
-            matches!(result, Err(StorageError::RangeConflict)),
-            "{result:?}"
-        );
-        assert!(dir.join(JOURNAL).exists() && !dir.join(JOURNAL_V1).exists());
-        send(&storage, &session, chunk(0, 3, None), b"abcd")
-            .await
-            .expect("identical resend");
-        send(&storage, &session, chunk(4, 9, None), b"efghij")
-            .await
-            .expect("last chunk");
-        complete_default(&storage, &session).await;
-        assert_eq!(
-            read_all(&storage, "legacy.bin").await.expect("reads"),
-            b"abcdefghij"
-        );
     }
 
     #[test]
