@@ -31,7 +31,7 @@ use crate::{BoxError, ByteRanges, UploadPath};
 
 #[cfg(test)]
 pub(crate) mod conformance;
-#[cfg(feature = "fs")]
+#[cfg(all(feature = "fs", unix))]
 mod fs;
 mod memory;
 #[cfg(feature = "object-store")]
@@ -39,8 +39,8 @@ mod object_store;
 #[cfg(feature = "object-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub use self::object_store::ObjectStoreStorage;
-#[cfg(feature = "fs")]
-#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
+#[cfg(all(feature = "fs", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "fs", unix))))]
 pub use fs::FsStorage;
 pub use memory::MemoryStorage;
 
