@@ -28,7 +28,7 @@ use crate::UploadPath;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod error;
-#[cfg(feature = "fs")]
+#[cfg(all(feature = "fs", unix))]
 mod fs;
 mod memory;
 #[cfg(feature = "object-store")]
@@ -47,8 +47,8 @@ pub use self::types::{
     SessionStatus, HEAD_LEN,
 };
 pub use crate::headers::digest::{DigestSet, FileDigests, FileHasher};
-#[cfg(feature = "fs")]
-#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
+#[cfg(all(feature = "fs", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "fs", unix))))]
 pub use fs::FsStorage;
 pub use memory::MemoryStorage;
 

@@ -1,0 +1,419 @@
+//! One chunk of a resumable upload: admitted under the session lock, its body
+//! stored batch by batch (recorded bytes compared, never written), then
+//! checked again and recorded in the journal.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::blocking;
+use super::blocks::{chunk_digest, verify_blocks, BlockHasher};
+use super::error::{is_not_found, other, write_error, FsError};
+use super::journal::{append_entry, read_journal, session_state, Entry, Journal};
+use super::lock::{lock_session, retry_removed, ExclusiveData};
+use super::paths::{checked_segments, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL, META};
+use super::pipeline::{Batch, BufferBudget, Pipeline};
+use super::record::{read_record, record_exists, roll_forward, StoredRecord};
+use super::repr::{check_repr, read_repr, write_repr};
+use super::session::{completed, encode_expiry, ensure_session_dir, in_progress};
+use super::writers::{meets, register_writer, Marker};
+use crate::storage::{
+    BodyError, ByteStream, ChunkOptions, ChunkRange, Session, SessionStatus, StorageError,
+};
+use crate::ByteRanges;
+
+/// Bytes of a chunk gathered from its body before one positional write (each
+/// write of a chunk takes the writers' lock and checks the session).
+pub(super) const WRITE_BATCH: usize = 1024 * 1024;
+
+/// How a chunk's bytes are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// The chunk resends exactly a recorded range whose digest is known: its
+    /// body is only hashed and compared with that digest.
+    Resend(u128),
+    /// Bytes in recorded ranges are compared with the stored ones, the others
+    /// written.
+    Stream,
+}
+
+/// What a chunk writer holds, from its admission to its end.
+struct ChunkFiles {
+    dir: PathBuf,
+    plan: Plan,
+    /// The data file, opened while the session lock was held (so it is the
+    /// session's data file, never one created after a commit or discard
+    /// replaced it).
+    data: File,
+    /// The writers' lock: shared while writing a batch, exclusive while a
+    /// chunk is recorded or the session commits.
+    data_lock: File,
+    /// The session's journal, opened with the data file.
+    journal: File,
+    /// The journal as this writer last read it; refreshed before each batch.
+    known: Mutex<Journal>,
+    /// The ranges of writers in flight at admission that meet the chunk's range.
+    met: Vec<[u64; 2]>,
+    /// Registered when the chunk may write bytes; removed when this is dropped,
+    /// after the last batch (the blocking tasks hold this value too).
+    marker: Option<Marker>,
+}
+
+enum Admission {
+    Completed(StoredRecord),
+    Admitted(ChunkFiles),
+}
+
+/// First step of a chunk: under the session lock, check the chunk and open the
+/// session's files.
+fn admit_chunk(
+    root: &Path,
+    dir: PathBuf,
+    session: &Session,
+    range: ChunkRange,
+    options: &ChunkOptions,
+) -> Result<Admission, StorageError> {
+    ensure_session_dir(&dir)?;
+    let _lock = lock_session(&dir)?;
+    if let Some(record) = read_record(&dir)? {
+        roll_forward(root, &dir, &record)?;
+        return Ok(Admission::Completed(record));
+    }
+    let journal = session_state(&dir)?;
+    journal.state.admit(range, options.max_ranges)?;
+    check_repr(read_repr(&dir)?.as_deref(), options.repr_digest.as_deref())?;
+
+    let mut created = false;
+    let meta = dir.join(META);
+    if !meta.exists() {
+        let mut file = File::create(&meta).map_err(write_error)?;
+        file.write_all(encode_expiry(session.expires()).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(write_error)?;
+        created = true;
+    }
+    let mut open = |name: &str| {
+        let path = dir.join(name);
+        created |= !path.exists();
+        open_create(&path).map_err(write_error)
+    };
+    let data = open(DATA)?;
+    let data_lock = open(DATA_LOCK)?;
+    let journal_file = open(JOURNAL)?;
+    if created {
+        journal_file.sync_all().map_err(write_error)?;
+        sync_dir(&dir).map_err(write_error)?;
+    }
+    let (plan, marker, met) = if let Some(digest) = journal.digest_of(range) {
+        (Plan::Resend(digest), None, Vec::new())
+    } else if journal.state.ranges.contains(range.first, range.last) {
+        // Every byte is stored: the chunk only compares.
+        (Plan::Stream, None, Vec::new())
+    } else {
+        let (marker, met) = register_writer(&dir, range)?;
+        (Plan::Stream, Some(marker), met)
+    };
+    Ok(Admission::Admitted(ChunkFiles {
+        dir,
+        plan,
+        data,
+        data_lock,
+        journal: journal_file,
+        known: Mutex::new(journal),
+        met,
+        marker,
+    }))
+}
+
+/// Stores `bytes` at `offset`: the parts in `stored` are compared with the data
+/// file (a difference is [`StorageError::RangeConflict`]), the others written.
+fn store_piece(
+    file: &File,
+    offset: u64,
+    bytes: &[u8],
+    stored: &ByteRanges,
+) -> Result<(), StorageError> {
+    let too_far = || write_error(io::Error::other("offset past the largest file size"));
+    let end = offset.checked_add(bytes.len() as u64).ok_or_else(too_far)?;
+    let slice = |from: u64, to: u64| -> Result<&[u8], StorageError> {
+        let from = usize::try_from(from - offset).map_err(|_| too_far())?;
+        let to = usize::try_from(to - offset).map_err(|_| too_far())?;
+        bytes.get(from..to).ok_or_else(too_far)
+    };
+    let write = |from: u64, to: u64| -> Result<(), StorageError> {
+        file.write_all_at(slice(from, to)?, from)
+            .map_err(write_error)
+    };
+    let compare = |from: u64, to: u64| -> Result<(), StorageError> {
+        let sent = slice(from, to)?;
+        let mut on_disk = vec![0; sent.len()];
+        file.read_exact_at(&mut on_disk, from)
+            .map_err(write_error)?;
+        if on_disk != sent {
+            return Err(StorageError::RangeConflict);
+        }
+        Ok(())
+    };
+    let ranges = stored.as_slice();
+    let mut cursor = offset;
+    let start = ranges.partition_point(|r| r[1] < offset);
+    for &[first, last] in &ranges[start..] {
+        if first >= end || cursor >= end {
+            break;
+        }
+        if first > cursor {
+            write(cursor, first)?;
+        }
+        let stop = end.min(last.saturating_add(1));
+        compare(cursor.max(first), stop)?;
+        cursor = stop;
+    }
+    if cursor < end {
+        write(cursor, end)?;
+    }
+    Ok(())
+}
+
+/// Stores a batch of pieces from `offset`, holding the writers' shared lock so
+/// that no chunk is recorded and no commit happens midway. Ranges recorded
+/// since the last batch are read first, so recorded bytes are compared, never
+/// written. Returns false, storing nothing, once the session is complete: its
+/// data file is the committed file now.
+fn write_batch(files: &ChunkFiles, offset: u64, pieces: &[Bytes]) -> Result<bool, StorageError> {
+    files.data_lock.lock_shared().map_err(write_error)?;
+    let result = (|| {
+        if record_exists(&files.dir)? {
+            return Ok(false);
+        }
+        let mut known = files
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.refresh(&files.journal).map_err(write_error)?;
+        let mut at = offset;
+        for piece in pieces {
+            store_piece(&files.data, at, piece, &known.state.ranges)?;
+            at += piece.len() as u64;
+        }
+        Ok(true)
+    })();
+    files.data_lock.unlock().map_err(write_error)?;
+    result
+}
+
+/// Whether `file` is the file at `path`.
+fn same_file(file: &File, path: &Path) -> Result<bool, StorageError> {
+    let held = file.metadata().map_err(write_error)?;
+    match fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.ino() == held.ino() && now.dev() == held.dev()),
+        Err(error) if is_not_found(&error) => Ok(false),
+        Err(error) => Err(write_error(error)),
+    }
+}
+
+/// Last step of a chunk: under the session lock, check it again and record it.
+/// `blocks` are the digests of the chunk's bytes (see [`BlockHasher`]).
+fn record_chunk(
+    root: &Path,
+    files: &ChunkFiles,
+    range: ChunkRange,
+    options: &ChunkOptions,
+    blocks: &[u128],
+) -> Result<SessionStatus, StorageError> {
+    let dir = &files.dir;
+    let _lock = lock_session(dir)?;
+    if let Some(record) = read_record(dir)? {
+        roll_forward(root, dir, &record)?;
+        return Ok(completed(record, false));
+    }
+    // A session discarded since the admission (perhaps started afresh) is
+    // none of this chunk's business any more.
+    if !same_file(&files.journal, &dir.join(JOURNAL))? {
+        return Err(other(FsError::SessionRemoved));
+    }
+    let journal = read_journal(&files.journal).map_err(write_error)?;
+    let mut state = journal.state;
+    state.admit(range, options.max_ranges)?;
+    let kept = read_repr(dir)?;
+    check_repr(kept.as_deref(), options.repr_digest.as_deref())?;
+    let digest = chunk_digest(blocks);
+
+    // Held until the entry is appended: no writer stores a batch meanwhile.
+    let exclusive = match files.plan {
+        Plan::Resend(stored) => {
+            if stored != digest {
+                return Err(StorageError::RangeConflict);
+            }
+            // Nothing was written: the range is recorded with these bytes.
+            None
+        }
+        Plan::Stream => {
+            let exclusive = ExclusiveData::lock(&files.data_lock)?;
+            // Writers that met this chunk's range while it streamed may have
+            // written over its bytes: check those blocks on disk.
+            let mut suspects = ByteRanges::from_ranges(files.met.iter().copied());
+            if let Some(marker) = &files.marker {
+                for [first, last] in marker.later_writers().map_err(write_error)? {
+                    suspects.insert(first, last);
+                }
+            }
+            let overlapped = suspects
+                .as_slice()
+                .iter()
+                .any(|suspect| meets(*suspect, range));
+            if overlapped {
+                if !verify_blocks(&files.data, range, blocks, &suspects).map_err(write_error)? {
+                    return Err(StorageError::RangeConflict);
+                }
+                // The verified bytes may have been written after this chunk's sync.
+                files.data.sync_data().map_err(write_error)?;
+            }
+            Some(exclusive)
+        }
+    };
+
+    if kept.is_none() {
+        if let Some(sent) = &options.repr_digest {
+            write_repr(dir, sent)?;
+        }
+    }
+    let known = state.ranges.contains(range.first, range.last)
+        && (range.total.is_none() || range.total == state.total);
+    if !known {
+        let entry = Entry {
+            range,
+            digest: Some(digest),
+        };
+        append_entry(&files.journal, journal.len, entry).map_err(write_error)?;
+        // Writers see the entry (they read the journal) from here on, so they
+        // may store batches again while it is made durable. The chunk's bytes
+        // already are: should a crash lose the entry, the chunk was never
+        // answered, and its bytes on disk are what any writer compared with.
+        drop(exclusive);
+        files.journal.sync_data().map_err(write_error)?;
+        state.record(range);
+    }
+    Ok(in_progress(state))
+}
+
+/// Writes one chunk; see [`Storage::write_chunk`](crate::storage::Storage::write_chunk).
+pub(super) async fn write_chunk(
+    root: Arc<Path>,
+    buffers: Arc<BufferBudget>,
+    dir: PathBuf,
+    session: Session,
+    range: ChunkRange,
+    options: Arc<ChunkOptions>,
+    mut body: ByteStream,
+) -> Result<SessionStatus, StorageError> {
+    checked_segments(session.path())?;
+    if range.first > range.last {
+        return Err(StorageError::RangeNotSatisfiable);
+    }
+    let expected = (range.last - range.first)
+        .checked_add(1)
+        .ok_or(StorageError::RangeNotSatisfiable)?;
+
+    let admission = {
+        let (root, session, options) = (Arc::clone(&root), session.clone(), Arc::clone(&options));
+        blocking(move || {
+            retry_removed(|| admit_chunk(&root, dir.clone(), &session, range, &options))
+        })
+        .await?
+    };
+    let files = match admission {
+        Admission::Completed(record) => return Ok(completed(record, false)),
+        Admission::Admitted(files) => Arc::new(files),
+    };
+
+    let mut hasher = BlockHasher::new(range.first);
+    let mut received = 0u64;
+    let mut written = 0u64;
+    let mut batch = Batch::new(Arc::clone(&buffers));
+    let mut open = true;
+    let mut pipeline = Pipeline::new(Arc::new(files.data.try_clone().map_err(write_error)?));
+    loop {
+        let piece = body.next().await;
+        let end = piece.is_none();
+        if let Some(piece) = piece {
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(error) => {
+                    // No write of this chunk outlives its answer.
+                    let _ = pipeline.finish().await;
+                    return Err(StorageError::Body(error));
+                }
+            };
+            received = received.saturating_add(piece.len() as u64);
+            if received > expected {
+                let _ = pipeline.finish().await;
+                return Err(StorageError::Body(BodyError(
+                    crate::Error::ContentRangeMismatch,
+                )));
+            }
+            hasher.update(&piece);
+            if files.plan == Plan::Stream {
+                batch.push(piece);
+            }
+        }
+        if !batch.is_empty() && (end || batch.is_full(WRITE_BATCH)) {
+            let at = range.first + written;
+            written += batch.len as u64;
+            let files = Arc::clone(&files);
+            open = pipeline
+                .write(batch.take(), move |pieces| write_batch(&files, at, pieces))
+                .await?;
+        }
+        if end || !open {
+            // Closed: the session completed meanwhile; the rest of the
+            // body is not needed.
+            break;
+        }
+    }
+    open = pipeline.finish().await? && open;
+    if open && received != expected {
+        return Err(StorageError::Body(BodyError(
+            crate::Error::ContentRangeMismatch,
+        )));
+    }
+    let blocks = hasher.finish();
+    blocking(move || {
+        if open && files.plan == Plan::Stream {
+            files.data.sync_data().map_err(write_error)?;
+        }
+        record_chunk(&root, &files, range, &options, &blocks)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_piece_writes_gaps_and_compares_stored_ranges() {
+        let file = tempfile::tempfile().expect("file");
+        file.write_all_at(b"..bc..f...", 0).expect("fill");
+        let stored = ByteRanges::from_ranges([[2, 3], [6, 6]]);
+        store_piece(&file, 1, b"abcdefgh", &stored).expect("store");
+        let mut out = [0; 10];
+        file.read_exact_at(&mut out, 0).expect("read");
+        assert_eq!(&out, b".abcdefgh.");
+
+        let before = out;
+        let result = store_piece(&file, 0, b"xxXcdefghx", &stored);
+        assert!(
+            matches!(result, Err(StorageError::RangeConflict)),
+            "{result:?}"
+        );
+        // The bytes before the conflicting one were written: they lie outside
+        // the stored ranges, and the chunk counts for nothing.
+        file.read_exact_at(&mut out, 0).expect("read");
+        assert_eq!(&out[2..], &before[2..]);
+    }
+}

@@ -1,0 +1,73 @@
+//! Why the fs backend failed, and how `io` errors map onto [`StorageError`].
+
+use std::fmt;
+use std::io;
+
+use crate::storage::StorageError;
+
+/// Why the fs backend failed, kept as the source of [`StorageError::Other`].
+#[derive(Debug)]
+pub(super) enum FsError {
+    Io(io::Error),
+    Corrupt(&'static str),
+    SessionRemoved,
+    Abandoned,
+    Blocking(tokio::task::JoinError),
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsError::Io(error) => write!(f, "i/o error: {error}"),
+            FsError::Corrupt(what) => write!(f, "corrupt session: {what}"),
+            FsError::SessionRemoved => {
+                f.write_str("the session was removed (discarded, refused or cleaned up)")
+            }
+            FsError::Abandoned => f.write_str("the upload was abandoned"),
+            FsError::Blocking(error) => write!(f, "blocking task failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for FsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FsError::Io(error) => Some(error),
+            FsError::Blocking(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn other(error: FsError) -> StorageError {
+    StorageError::Other {
+        backend: "fs",
+        source: Box::new(error),
+    }
+}
+
+pub(super) fn is_full(error: &io::Error) -> bool {
+    // ENOSPC (28) and EDQUOT (122 on Linux).
+    error.kind() == io::ErrorKind::StorageFull || matches!(error.raw_os_error(), Some(28 | 122))
+}
+
+/// Maps an error of a write path: a missing file there is a failure, not a 404.
+pub(super) fn write_error(error: io::Error) -> StorageError {
+    if is_full(&error) {
+        StorageError::Full
+    } else {
+        other(FsError::Io(error))
+    }
+}
+
+/// Maps an error of a read path, where a missing file is [`StorageError::NotFound`].
+pub(super) fn read_error(error: io::Error) -> StorageError {
+    match error.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StorageError::NotFound,
+        _ => write_error(error),
+    }
+}
+
+pub(super) fn is_not_found(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::NotFound
+}

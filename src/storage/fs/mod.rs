@@ -1,0 +1,345 @@
+//! [`FsStorage`]: durable storage in a local folder, shared by every process
+//! that opens the same folder.
+//!
+//! One concept per file: `paths` (the on-disk layout), `journal`, `record`
+//! (the completion record), `repr` (the kept `Repr-Digest`), `lock`, `writers`
+//! (in-flight writers' markers), `blocks` (chunk digests), `chunk`, `complete`,
+//! `put`, `pipeline` (the write pipeline and its buffer budget), `file` (stored
+//! files read back), `session` (the session folder and its statuses), `purge`
+//! (cleanup) and `error`. This file holds the type, its guarantees, and the
+//! [`Storage`] impl that hands each call to those parts.
+
+mod blocks;
+mod chunk;
+mod complete;
+mod error;
+mod file;
+mod journal;
+mod lock;
+mod paths;
+mod pipeline;
+mod purge;
+mod put;
+mod record;
+mod repr;
+mod session;
+#[cfg(test)]
+mod tests;
+mod writers;
+
+use std::fs;
+use std::io;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use self::error::{other, FsError};
+use self::paths::{checked_segments, open_existing, sync_dir, HIDDEN, TMP};
+use self::pipeline::BufferBudget;
+use super::{
+    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
+    MakeRecord, PurgeReport, Session, SessionStatus, Storage, StorageError,
+};
+use crate::UploadPath;
+
+/// Default of [`FsStorage::buffer_budget`].
+const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Longest accepted session id.
+const MAX_ID_LEN: usize = 128;
+
+/// A backend that keeps files in a local folder, durably.
+///
+/// Committed files live at `{root}/{path}`, so any static file server can serve
+/// the folder as it is. Everything else lives in a hidden folder, `{root}/.uploads`,
+/// which no upload path can name (a path whose first segment is `.uploads`, in
+/// any ASCII case, is refused with [`StorageError::InvalidPath`]):
+///
+/// ```text
+/// {root}/nested/folders/image.png         committed files
+/// {root}/.uploads/tmp/put-{random}.part   simple uploads while they stream
+/// {root}/.uploads/tmp/gone-{random}/      a removed session folder, while it is deleted
+/// {root}/.uploads/{session id}/meta       the session URL's expiry, `{secs}.{nanos}`
+/// {root}/.uploads/{session id}/data       the file being assembled (sparse)
+/// {root}/.uploads/{session id}/journal   the ranges stored, one checksummed entry per chunk
+/// {root}/.uploads/{session id}/repr       the kept `Repr-Digest`, once a chunk announced one
+/// {root}/.uploads/{session id}/writing/   one marker per chunk writer in flight
+/// {root}/.uploads/{session id}/lock       locked (flock) while the journal changes
+/// {root}/.uploads/{session id}/data.lock  shared by writers per batch, exclusive while
+///                                         a chunk is recorded or the session commits
+/// {root}/.uploads/{session id}/record     the completion record, once complete
+/// ```
+///
+/// A journal entry is 56 bytes: `first`, `last`, `total` and flags (bit 0: the
+/// chunk named a total; bit 1: the digest is known), each a little-endian `u64`;
+/// the chunk's digest, a little-endian `u128`; then the first 8 bytes of the
+/// SHA-256 of those 48 bytes. The chunk digest is the xxh3-128 of the
+/// concatenated xxh3-128 digests of the chunk's blocks, cut at 64 KiB offsets
+/// of the file (and at the chunk's ends); it is computed while the body streams.
+/// The completion record file is `tsu-rec1`, then the entity tag, the
+/// file's path and the record, each preceded by its length as a little-endian
+/// `u64`, then the SHA-256 of everything before it. Entity tags are
+/// `{size:x}-{mtime in nanoseconds:x}-{inode:x}`. `repr` holds the normalized
+/// `Repr-Digest` as text, written atomically (temporary file, `fsync`, rename).
+/// A writer's marker holds its range (`first`, `last`), then the range of every
+/// later writer whose range met it; its owner holds an exclusive `flock` on it.
+///
+/// # Guarantees
+///
+/// - **Chunks are durable before they count.** A chunk's bytes are written at their
+///   offset in the session's data file as they arrive (never buffered whole), then
+///   `fsync`ed; only then is its range appended to the journal, which is `fsync`ed
+///   before [`Storage::write_chunk`] returns. A chunk answered `202` survives the
+///   process being killed. A chunk whose body fails counts for nothing.
+/// - **Journal entries are checksummed**, so a torn entry left by a crash is ignored.
+/// - **Stored bytes are never overwritten; a conflicting chunk is refused**
+///   ([`StorageError::RangeConflict`]), across tasks and processes:
+///   - *An identical resend* (the `first`/`last` of a recorded entry) is only
+///     hashed: nothing is written or read, and the digest is compared with the
+///     entry's. Cost: one xxh3 pass over the body.
+///   - *Other chunks* write their bytes batch by batch (about 1 MiB), each batch
+///     under the shared `data.lock` after reading the journal entries appended
+///     since the last batch (a length check when there are none). Bytes inside
+///     recorded ranges are read back and compared, never written; the others
+///     are written. Cost: a read and compare of the overlap only.
+///   - A chunk is recorded under the session lock and the exclusive `data.lock`,
+///     so no batch is ever written into a range recorded before it started.
+///   - Writers whose ranges meet find each other through their markers (the
+///     writer admitted later notes its range in the earlier one's marker). Such a
+///     chunk, before being recorded, re-reads the blocks of its range that the
+///     others could have written and compares their digests with its own (then
+///     `fsync`s again): of overlapping chunks racing with different bytes, at most
+///     one is recorded, holding exactly its own bytes; the others, or all of them
+///     when their batches interleaved, are refused and count for nothing (a retry
+///     alone succeeds). Markers of writers that died (nobody holds their lock)
+///     are removed and ignored.
+/// - **`Repr-Digest`**: the first one a recorded chunk announced is kept in `repr`
+///   (written before the chunk's journal entry); a chunk announcing another fails
+///   with [`StorageError::DigestConflict`] before its body is read, and again when
+///   it would be recorded. Completion computes the digest it names.
+/// - **Discarded sessions go whole**: [`Storage::discard`], a refused commit and
+///   cleanup rename the session folder into `tmp` (atomically, under the session
+///   lock) and then delete it, so a crash never leaves half a session. A writer
+///   of a discarded session finds the journal it was admitted with gone and
+///   fails; it never touches a fresh session at the same URL.
+/// - **Completion happens once**, across tasks and processes, under the session's
+///   file lock: the completion record is written durably first (temporary file,
+///   `fsync`, rename), then the data file is renamed into place, without a copy.
+///   If a crash falls between the two, the next call about the session finishes
+///   the rename before it answers.
+/// - **Simple uploads** stream into a temporary file that is `fsync`ed and renamed
+///   into place; a body that fails, or a future dropped midway, leaves nothing behind.
+/// - **Commits are atomic**: a reader sees the old file or the new one, never part of
+///   one; the destination folder is `fsync`ed after the rename.
+/// - **Nothing is written outside the root**: a path that crosses a symbolic link
+///   inside the root is refused with [`StorageError::InvalidPath`], and reads do not
+///   follow symbolic links either.
+/// - **Entity tags** derive from the file's size, modification time and inode, so
+///   the tag given at completion is the one [`Storage::head`] reports later.
+/// - A full disk (or quota) is [`StorageError::Full`], with nothing half committed.
+/// - **Memory stays bounded**: bodies are written in batches of up to 256 KiB
+///   (simple uploads) or 1 MiB (chunks), the next gathered while the last is
+///   written; all uploads together gather at most [`FsStorage::buffer_budget`]
+///   bytes this way, and past it each one writes as it reads.
+///
+/// Several processes may share one root: each session's journal and completion are
+/// guarded by `flock` locks on files in the session folder, and chunks of one session
+/// stream in parallel; recording a chunk waits only for the batches being written
+/// at that moment. The folder must be on a local file system with working `flock`
+/// (not every network file system has it).
+///
+/// [`Storage::purge_expired`] removes sessions (complete or not) whose URL expired
+/// more than the grace period ago, temporary files older than the grace period,
+/// and removed session folders whose deletion was interrupted.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bytes::Bytes;
+/// use tower_signed_upload::storage::{FsStorage, Storage};
+/// use tower_signed_upload::UploadPath;
+///
+/// let folder = tempfile::tempdir()?;
+/// let storage = FsStorage::new(folder.path())?;
+///
+/// let path = UploadPath::new("nested/hello.txt").expect("a valid path");
+/// let body = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"hello"))]));
+/// let (meta, head) = storage.put(&path, body).await?;
+///
+/// assert_eq!(meta.size, 5);
+/// assert_eq!(head, "hello");
+/// assert_eq!(std::fs::read(folder.path().join("nested/hello.txt"))?, b"hello");
+/// assert_eq!(storage.head(&path).await?.etag, meta.etag);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    root: Arc<Path>,
+    grace: Duration,
+    buffers: Arc<BufferBudget>,
+}
+
+impl FsStorage {
+    /// A backend that stores files under `root`, creating it and its hidden
+    /// `.uploads` folder if needed. Expired sessions are purged one hour after
+    /// their URL expired.
+    ///
+    /// # Errors
+    ///
+    /// If the folders cannot be created.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root: PathBuf = root.into();
+        fs::create_dir_all(root.join(HIDDEN).join(TMP))?;
+        sync_dir(&root)?;
+        sync_dir(&root.join(HIDDEN))?;
+        Ok(FsStorage {
+            root: Arc::from(root),
+            grace: Duration::from_secs(3600),
+            buffers: Arc::new(BufferBudget::new(DEFAULT_BUFFER_BUDGET)),
+        })
+    }
+
+    /// How many body bytes all uploads of this backend together may gather in
+    /// memory to write them in large batches (8 MiB by default). Above it, each
+    /// upload writes every 64 KiB of its body and reads on only once the write
+    /// is done, so memory stays bounded however many uploads
+    /// stream at once, at some cost in CPU per byte.
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.buffers = Arc::new(BufferBudget::new(bytes));
+        self
+    }
+
+    /// How long after its URL expired a session (and its completion record) is
+    /// kept before cleanup removes it; also the age after which leftover
+    /// temporary files are removed.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The folder files are stored in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn session_dir(&self, session: &Session) -> Result<PathBuf, StorageError> {
+        let id = session.id();
+        let safe = !id.is_empty()
+            && id.len() <= MAX_ID_LEN
+            && id != TMP
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !safe {
+            return Err(StorageError::InvalidPath);
+        }
+        Ok(self.root.join(HIDDEN).join(id))
+    }
+}
+
+impl Storage for FsStorage {
+    fn write_chunk(
+        &self,
+        session: &Session,
+        range: ChunkRange,
+        options: &ChunkOptions,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let options = Arc::new(options.clone());
+        let session = session.clone();
+        let root = Arc::clone(&self.root);
+        let buffers = Arc::clone(&self.buffers);
+        let dir = self.session_dir(&session);
+        Box::pin(async move {
+            chunk::write_chunk(root, buffers, dir?, session, range, options, body).await
+        })
+    }
+
+    fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let root = Arc::clone(&self.root);
+        let dir = self.session_dir(session);
+        Box::pin(async move {
+            let dir = dir?;
+            blocking(move || session::session_status(&root, &dir)).await
+        })
+    }
+
+    fn complete(
+        &self,
+        session: &Session,
+        options: &CompleteOptions,
+        make_record: MakeRecord,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let root = Arc::clone(&self.root);
+        let dir = self.session_dir(session);
+        let path = session.path().clone();
+        let options = *options;
+        Box::pin(async move {
+            let dir = dir?;
+            checked_segments(&path)?;
+            blocking(move || complete::complete_session(&root, &dir, &path, &options, make_record))
+                .await
+        })
+    }
+
+    fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
+        let dir = self.session_dir(session);
+        Box::pin(async move {
+            let dir = dir?;
+            blocking(move || session::discard_session(&dir)).await
+        })
+    }
+
+    fn put(
+        &self,
+        path: &UploadPath,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
+        let root = Arc::clone(&self.root);
+        let buffers = Arc::clone(&self.buffers);
+        let path = path.clone();
+        Box::pin(put::put_file(root, buffers, path, body))
+    }
+
+    fn read(
+        &self,
+        path: &UploadPath,
+        range: Option<RangeInclusive<u64>>,
+    ) -> BoxFuture<'_, Result<FileRead, StorageError>> {
+        let root = Arc::clone(&self.root);
+        let path = path.clone();
+        Box::pin(file::read_file(root, path, range))
+    }
+
+    fn head(&self, path: &UploadPath) -> BoxFuture<'_, Result<FileMeta, StorageError>> {
+        let root = Arc::clone(&self.root);
+        let path = path.clone();
+        Box::pin(async move {
+            let (_, meta) = blocking(move || open_existing(&root, &path)).await?;
+            file::file_meta(&meta)
+        })
+    }
+
+    fn purge_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<PurgeReport, StorageError>> {
+        let root = Arc::clone(&self.root);
+        let cutoff = now.checked_sub(self.grace).unwrap_or(UNIX_EPOCH);
+        Box::pin(async move { blocking(move || purge::purge(&root, cutoff)).await })
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T, F>(work: F) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| other(FsError::Blocking(error)))?
+}

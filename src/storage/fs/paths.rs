@@ -1,0 +1,146 @@
+//! The on-disk layout (see [`FsStorage`](super::FsStorage)) and the checks that keep
+//! every path inside the root: upload paths that cannot leave it or name the
+//! hidden folder, destinations that cross no symbolic link, unique file names.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::error::{is_not_found, read_error, write_error};
+use crate::storage::StorageError;
+use crate::UploadPath;
+
+/// The hidden folder under the root that holds sessions and temporary files.
+pub(super) const HIDDEN: &str = ".uploads";
+
+/// Temporary files of simple uploads, under [`HIDDEN`].
+pub(super) const TMP: &str = "tmp";
+
+/// Names inside a session folder.
+pub(super) const LOCK: &str = "lock";
+pub(super) const DATA_LOCK: &str = "data.lock";
+pub(super) const DATA: &str = "data";
+pub(super) const JOURNAL: &str = "journal";
+pub(super) const RECORD: &str = "record";
+pub(super) const RECORD_TMP: &str = "record.tmp";
+pub(super) const META: &str = "meta";
+pub(super) const REPR: &str = "repr";
+pub(super) const REPR_TMP: &str = "repr.tmp";
+/// The folder of in-flight writers' markers, inside a session folder.
+pub(super) const WRITING: &str = "writing";
+
+/// Prefix of a removed session folder's name under [`TMP`], while it is deleted.
+pub(super) const GONE: &str = "gone-";
+
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(super) fn open_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// A unique file name: `{prefix}{32 random hex digits}{suffix}`.
+pub(super) fn random_name(prefix: &str, suffix: &str) -> String {
+    let mut random = [0u8; 16];
+    if getrandom::fill(&mut random).is_err() {
+        // Uniqueness matters, not secrecy: fall back on the clock and the pid.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        random = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}{suffix}")
+}
+
+/// The path's segments, refusing any that could leave the root or name the
+/// hidden folder. [`UploadPath`] already refuses most; this is defence in depth.
+pub(super) fn checked_segments(path: &UploadPath) -> Result<Vec<&str>, StorageError> {
+    let segments: Vec<&str> = path.segments().collect();
+    if segments
+        .first()
+        .is_none_or(|first| first.eq_ignore_ascii_case(HIDDEN))
+    {
+        return Err(StorageError::InvalidPath);
+    }
+    for segment in &segments {
+        if segment.is_empty() || *segment == "." || *segment == ".." || segment.contains('\0') {
+            return Err(StorageError::InvalidPath);
+        }
+    }
+    Ok(segments)
+}
+
+/// Where a file at `path` goes: creates the missing folders and refuses a path
+/// that crosses a symbolic link, a file used as a folder, or ends at a folder or link.
+pub(super) fn prepare_destination(root: &Path, path: &UploadPath) -> Result<PathBuf, StorageError> {
+    let segments = checked_segments(path)?;
+    let (last, folders) = segments.split_last().ok_or(StorageError::InvalidPath)?;
+    let mut dir = root.to_path_buf();
+    for folder in folders {
+        dir.push(folder);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => return Err(StorageError::InvalidPath),
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => return Err(write_error(error)),
+        }
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent).map_err(write_error)?;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(write_error(error)),
+        }
+        // Another process may have raced us to this name with something else.
+        if !fs::symlink_metadata(&dir).map_err(write_error)?.is_dir() {
+            return Err(StorageError::InvalidPath);
+        }
+    }
+    let target = dir.join(last);
+    match fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_file() => Ok(target),
+        Ok(_) => Err(StorageError::InvalidPath),
+        Err(error) if is_not_found(&error) => Ok(target),
+        Err(error) => Err(write_error(error)),
+    }
+}
+
+/// The stored file at `path`, opened without following symbolic links.
+pub(super) fn open_existing(
+    root: &Path,
+    path: &UploadPath,
+) -> Result<(File, fs::Metadata), StorageError> {
+    let segments = checked_segments(path)?;
+    let mut target = root.to_path_buf();
+    for (index, segment) in segments.iter().enumerate() {
+        target.push(segment);
+        let meta = fs::symlink_metadata(&target).map_err(read_error)?;
+        if meta.file_type().is_symlink() {
+            return Err(StorageError::InvalidPath);
+        }
+        let is_last = index + 1 == segments.len();
+        if (is_last && !meta.is_file()) || (!is_last && !meta.is_dir()) {
+            return Err(StorageError::NotFound);
+        }
+    }
+    let file = File::open(&target).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    // The name may have been swapped for a link between the check and the open.
+    let now = fs::symlink_metadata(&target).map_err(read_error)?;
+    if now.ino() != meta.ino() || now.dev() != meta.dev() || !meta.is_file() {
+        return Err(StorageError::NotFound);
+    }
+    Ok((file, meta))
+}

@@ -1,0 +1,163 @@
+//! The write pipeline: a body's batches written on blocking threads while the
+//! next one gathers, with early writeback, under the backend's buffer budget.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::{other, FsError};
+use crate::storage::StorageError;
+
+/// Bytes gathered before one write while the [`BufferBudget`] is spent: small,
+/// yet enough that a hop to a blocking thread carries a few reads' worth.
+const SPENT_BATCH: usize = 64 * 1024;
+
+/// Bytes written between two early `fdatasync` calls, each started on a blocking
+/// thread while the body streams on, so that the last one, which the answer
+/// waits for, finds little left to write.
+const WRITEBACK_EVERY: u64 = 4 * 1024 * 1024;
+
+/// Body bytes held in memory by all uploads of one backend, gathered into
+/// batches or being written, against a limit.
+#[derive(Debug)]
+pub(super) struct BufferBudget {
+    pub(super) held: AtomicUsize,
+    limit: usize,
+}
+
+impl BufferBudget {
+    pub(super) fn new(limit: usize) -> Self {
+        BufferBudget {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn exceeded(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > self.limit
+    }
+}
+
+/// Pieces of a body gathered for one positional write; their bytes count
+/// against the backend's [`BufferBudget`] until the batch is dropped.
+pub(super) struct Batch {
+    pieces: Vec<Bytes>,
+    pub(super) len: usize,
+    budget: Arc<BufferBudget>,
+}
+
+impl Batch {
+    pub(super) fn new(budget: Arc<BufferBudget>) -> Self {
+        Batch {
+            pieces: Vec::new(),
+            len: 0,
+            budget,
+        }
+    }
+
+    pub(super) fn push(&mut self, piece: Bytes) {
+        self.budget.held.fetch_add(piece.len(), Ordering::Relaxed);
+        self.len += piece.len();
+        self.pieces.push(piece);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Whether to write the batch now: it is `size` bytes large, or
+    /// [`SPENT_BATCH`] bytes large while the budget is spent.
+    pub(super) fn is_full(&self, size: usize) -> bool {
+        self.len >= size || (self.len >= SPENT_BATCH && self.budget.exceeded())
+    }
+
+    /// The gathered batch; an empty one takes its place.
+    pub(super) fn take(&mut self) -> Batch {
+        let budget = Arc::clone(&self.budget);
+        std::mem::replace(self, Batch::new(budget))
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// Writes a body's batches on blocking threads, one batch at a time, while the
+/// async side reads the next one, and starts writeback early: every
+/// [`WRITEBACK_EVERY`] bytes an `fdatasync` runs on another blocking thread
+/// unless one still runs. At most two batches are held: one being written and
+/// one being gathered; while the backend's [`BufferBudget`] is spent, only the
+/// one being written.
+pub(super) struct Pipeline {
+    file: Arc<File>,
+    writing: Option<tokio::task::JoinHandle<Result<bool, StorageError>>>,
+    syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    unsynced: u64,
+}
+
+impl Pipeline {
+    pub(super) fn new(file: Arc<File>) -> Self {
+        Pipeline {
+            file,
+            writing: None,
+            syncing: None,
+            unsynced: 0,
+        }
+    }
+
+    /// Waits for the batch being written, then starts `write` of `batch` on a
+    /// blocking thread (and, while the budget is spent, waits for it too).
+    /// Returns false when a write found the session closed.
+    pub(super) async fn write<F>(&mut self, batch: Batch, write: F) -> Result<bool, StorageError>
+    where
+        F: FnOnce(&[Bytes]) -> Result<bool, StorageError> + Send + 'static,
+    {
+        let previous = self.wait().await?;
+        if !previous {
+            return Ok(false);
+        }
+        let len = batch.len as u64;
+        let budget = Arc::clone(&batch.budget);
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let written = write(&batch.pieces);
+            drop(batch);
+            written
+        }));
+        self.unsynced += len;
+        if self.unsynced >= WRITEBACK_EVERY && self.syncing.as_ref().is_none_or(|s| s.is_finished())
+        {
+            // An error here shows again in the final sync, which the answer waits for.
+            let file = Arc::clone(&self.file);
+            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+            self.unsynced = 0;
+        }
+        if budget.exceeded() {
+            return self.wait().await;
+        }
+        Ok(true)
+    }
+
+    /// Waits for the batch being written; returns what its write returned.
+    async fn wait(&mut self) -> Result<bool, StorageError> {
+        match self.writing.take() {
+            Some(task) => task
+                .await
+                .map_err(|error| other(FsError::Blocking(error)))?,
+            None => Ok(true),
+        }
+    }
+
+    /// Waits for the last batch and the early writeback.
+    pub(super) async fn finish(mut self) -> Result<bool, StorageError> {
+        let open = self.wait().await;
+        if let Some(task) = self.syncing.take() {
+            let _ = task.await;
+        }
+        open
+    }
+}

@@ -1,0 +1,176 @@
+//! Simple uploads: the body streams into a temporary file under `.uploads/tmp`
+//! that is `fsync`ed and renamed into place, or removed.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::blocking;
+use super::error::{other, write_error, FsError};
+use super::file::{file_meta, read_head};
+use super::paths::{checked_segments, prepare_destination, random_name, sync_dir, HIDDEN, TMP};
+use super::pipeline::{Batch, BufferBudget, Pipeline};
+use crate::storage::{ByteStream, FileMeta, StorageError};
+use crate::UploadPath;
+
+/// Bytes of a simple upload gathered before one write: smaller, as many simple
+/// uploads may stream at once and each holds up to two batches.
+const PUT_BATCH: usize = 256 * 1024;
+
+/// A temporary file that is removed unless committed, even when the future that
+/// owns it is dropped at any await point: the state is behind a mutex shared
+/// with the blocking tasks, so creation, commit and removal never interleave.
+#[derive(Debug)]
+struct Temp {
+    path: PathBuf,
+    state: Mutex<TempState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TempState {
+    Pending,
+    Created,
+    Committed,
+    Abandoned,
+}
+
+impl Temp {
+    fn state(&self) -> MutexGuard<'_, TempState> {
+        // The state is a plain value; a panic cannot leave it half-updated.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn create(&self) -> Result<File, StorageError> {
+        let mut state = self.state();
+        if *state != TempState::Pending {
+            return Err(other(FsError::Abandoned));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(write_error)?;
+        *state = TempState::Created;
+        Ok(file)
+    }
+
+    fn commit(&self, target: &Path) -> Result<(), StorageError> {
+        let mut state = self.state();
+        if *state != TempState::Created {
+            return Err(other(FsError::Abandoned));
+        }
+        fs::rename(&self.path, target).map_err(write_error)?;
+        *state = TempState::Committed;
+        Ok(())
+    }
+}
+
+/// Removes the temporary file when dropped, unless it was committed.
+struct TempGuard(Arc<Temp>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        if *state == TempState::Created {
+            // Best effort: a leftover is removed by `purge_expired` later.
+            let _ = fs::remove_file(&self.0.path);
+        }
+        if *state != TempState::Committed {
+            *state = TempState::Abandoned;
+        }
+    }
+}
+
+fn temp_name() -> String {
+    random_name("put-", ".part")
+}
+
+/// Writes pieces in order from `offset`.
+fn write_pieces(file: &File, offset: u64, pieces: &[Bytes]) -> Result<(), StorageError> {
+    let mut at = offset;
+    for piece in pieces {
+        file.write_all_at(piece, at).map_err(write_error)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
+/// Stores a simple upload; see [`Storage::put`](crate::storage::Storage::put).
+pub(super) async fn put_file(
+    root: Arc<Path>,
+    buffers: Arc<BufferBudget>,
+    path: UploadPath,
+    mut body: ByteStream,
+) -> Result<(FileMeta, Bytes), StorageError> {
+    checked_segments(&path)?;
+    let temp = Arc::new(Temp {
+        path: root.join(HIDDEN).join(TMP).join(temp_name()),
+        state: Mutex::new(TempState::Pending),
+    });
+    let guard = TempGuard(Arc::clone(&temp));
+    let file = {
+        let temp = Arc::clone(&temp);
+        let tmp_dir = root.join(HIDDEN).join(TMP);
+        Arc::new(
+            blocking(move || {
+                fs::create_dir_all(&tmp_dir).map_err(write_error)?;
+                temp.create()
+            })
+            .await?,
+        )
+    };
+
+    let mut written = 0u64;
+    let mut batch = Batch::new(Arc::clone(&buffers));
+    let mut pipeline = Pipeline::new(Arc::clone(&file));
+    loop {
+        let piece = body.next().await;
+        let end = piece.is_none();
+        if let Some(piece) = piece {
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(error) => {
+                    let _ = pipeline.finish().await;
+                    return Err(StorageError::Body(error));
+                }
+            };
+            batch.push(piece);
+        }
+        if !batch.is_empty() && (end || batch.is_full(PUT_BATCH)) {
+            let at = written;
+            written = written.saturating_add(batch.len as u64);
+            let file = Arc::clone(&file);
+            pipeline
+                .write(batch.take(), move |pieces| {
+                    write_pieces(&file, at, pieces).map(|()| true)
+                })
+                .await?;
+        }
+        if end {
+            break;
+        }
+    }
+    pipeline.finish().await?;
+
+    let (meta, head) = blocking(move || {
+        file.sync_all().map_err(write_error)?;
+        let meta = file_meta(&file.metadata().map_err(write_error)?)?;
+        // The head is read back (from the page cache) rather than kept
+        // while the body streams: many uploads at once hold no copies.
+        let head = read_head(&file, meta.size)?;
+        let target = prepare_destination(&root, &path)?;
+        temp.commit(&target)?;
+        sync_dir(target.parent().unwrap_or(&root)).map_err(write_error)?;
+        Ok((meta, head))
+    })
+    .await?;
+    drop(guard);
+    Ok((meta, head))
+}
