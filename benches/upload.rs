@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use http::{Method, Request, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
@@ -55,16 +55,18 @@ fn content_range(c: &mut Criterion) {
     group.finish();
 }
 
-/// Uploads `size` bytes, whole or in `chunk`-sized pieces, to a fresh URL.
-async fn upload<S>(
+/// Uploads `size` bytes, whole or in `chunk`-sized pieces, to a fresh URL,
+/// and panics unless every answer is the one a stored piece gets (202 for a
+/// chunk, 201 for the last one or a simple PUT): a refused request is fast,
+/// and must not pass for a measurement.
+async fn upload<S, B>(
     service: &mut S,
     layer: &SignedUploadLayer,
     n: u64,
     data: &Bytes,
     chunk: Option<usize>,
 ) where
-    S: Service<Request<Full<Bytes>>, Error = Infallible>,
-    S::Response: std::fmt::Debug,
+    S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible>,
 {
     let path = UploadPath::new(&format!("bench/{n}.bin")).unwrap();
     let url = layer
@@ -79,6 +81,11 @@ async fn upload<S>(
             .collect(),
     };
     for (first, end) in pieces {
+        let expected = if end == total {
+            StatusCode::CREATED
+        } else {
+            StatusCode::ACCEPTED
+        };
         let mut request = Request::put(url.path_and_query());
         if chunk.is_some() {
             request = request.header(
@@ -87,7 +94,14 @@ async fn upload<S>(
             );
         }
         let request = request.body(Full::new(data.slice(first..end))).unwrap();
-        service.ready().await.unwrap().call(request).await.unwrap();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            expected,
+            "bytes {first}-{} of {total} to {}",
+            end - 1,
+            path.as_str()
+        );
     }
 }
 

@@ -1,8 +1,11 @@
 //! A command-line uploader: sends a file to a signed URL in parallel
 //! `Content-Range` chunks, retries failed chunks, resumes interrupted uploads.
+//! Speaks https (rustls, trusting the system's certificate store) and http.
 //!
 //! ```sh
-//! cargo run --example upload -- FILE SIGNED_URL [--chunk-size 16MiB] [--parallel 4]
+//! cargo run --example upload -- FILE SIGNED_URL [--chunk-size BYTES] [--parallel 4]
+//! # a server whose certificate is signed by a CA of your own:
+//! cargo run --example upload -- FILE SIGNED_URL --ca-cert my-ca.pem
 //! ```
 
 use std::os::unix::fs::FileExt;
@@ -15,9 +18,12 @@ use clap::Parser;
 use futures::{stream, StreamExt, TryStreamExt};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 
 #[derive(Parser, Debug)]
@@ -25,7 +31,7 @@ use serde_json::Value;
 struct Args {
     /// The file to send.
     file: PathBuf,
-    /// The signed PUT URL (http).
+    /// The signed PUT URL (https or http).
     url: String,
     /// Bytes per chunk.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
@@ -36,9 +42,70 @@ struct Args {
     /// Tries per chunk before giving up.
     #[arg(long, default_value_t = 6)]
     tries: u32,
+    /// Also trust the CA certificates in this PEM file (repeatable), besides
+    /// the system's store: for a server with a private or self-signed CA.
+    #[arg(long, value_name = "PATH")]
+    ca_cert: Vec<PathBuf>,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client for https and http URLs. Trusts the system's certificate store
+/// and the certificates of `--ca-cert`; https needs at least one of them.
+fn client(args: &Args) -> Result<HttpClient, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    // Certificates of the system's store that rustls cannot parse are left out.
+    roots.add_parsable_certificates(native.certs);
+    for path in &args.ca_cert {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a CA certificate: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() && args.url.starts_with("https:") {
+        let why = native
+            .errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no trusted certificate: the system's store is empty or unreadable{why}; pass --ca-cert"
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// An error and its sources, `outer: inner: …`: the client's own message
+/// ("client error (Connect)") hides why, such as an untrusted certificate.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 struct Answer {
     status: StatusCode,
@@ -50,7 +117,7 @@ async fn put(client: &HttpClient, url: &str, range: &str, body: Bytes) -> Result
         .header("content-range", range)
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| causes(&e))?;
     let status = response.status();
     let body = response
         .into_body()
@@ -141,12 +208,12 @@ async fn run(args: Args) -> Result<Value, String> {
     let file = std::fs::File::open(&args.file)
         .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
     let total = file.metadata().map_err(|e| e.to_string())?.len();
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = client(&args)?;
     if total == 0 {
         let request = Request::put(&args.url)
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let response = client.request(request).await.map_err(|e| causes(&e))?;
         let status = response.status();
         let body = response
             .into_body()

@@ -25,6 +25,13 @@
 #   RUSTUS_BUILD_TIMEOUT=1200  seconds allowed for `cargo install rustus`
 #   NO_WRITE=1       do not touch BENCHMARKS.md / BENCHMARKS.svg (results stay under BENCH_DIR)
 #
+# Only a full run (not QUICK=1, every scenario) writes BENCHMARKS.md and BENCHMARKS.svg; the
+# report names the commit it measured and whether the tree had uncommitted changes. A figure
+# or target counts only what this run measured: every run of an entry, warm-up included,
+# must exit 0 and, where it stores a file, store the source's bytes (compared byte for byte
+# right after the run); otherwise the report says "not measured" and why. Criterion's
+# output of an earlier run is deleted before the verification is measured.
+#
 # Traps of a small shared VM, handled here: the previous run's output is deleted (and dirty
 # pages flushed) right before each timed run, with no pause in between (memory left free for
 # ~2 s is handed back to the host, and writing into it costs several times more); writing a
@@ -137,9 +144,7 @@ make_data() {
     if [ "$(stat -c %s "$f" 2>/dev/null)" != $((m * 1048576)) ]; then
       log "making $f ($m MiB of random bytes)"
       head -c $((m * 1048576)) /dev/urandom > "$f.part" && mv "$f.part" "$f"
-      rm -f "$f.sha256"
     fi
-    [ -s "$f.sha256" ] || sha256sum "$f" | cut -d' ' -f1 > "$f.sha256"
   done
   SMALL=$W/data/${SMALL_MIB}m.bin
   BIG=$W/data/${BIG_MIB}m.bin
@@ -283,7 +288,8 @@ server_of() {
 
 signed() { node "$PEERS/sign-url.mjs" "http://127.0.0.1:$P_OURS" "$1" "$KEY" put; }
 
-# the client command for ENTRY in SCENARIO, round R: sets CMD and STORED (the file to check)
+# the client command for ENTRY in SCENARIO, round R: sets CMD, STORED (the file the run
+# stores, tus:DIR for a tus server, empty when it stores none) and SOURCE (what it sends)
 client_cmd() {
   local scn=$1 e=$2 r=$3 p="bench/$1-$2-r$3.bin" file=$BIG
   [ "$scn" = simple-replace ] && p="bench/$scn-$e.bin"
@@ -316,13 +322,15 @@ client_cmd() {
     many:nginx) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_NGINX" --count "$MANY_COUNT" --concurrency "$MANY_CONC" --size "$MANY_SIZE" --prefix "bench/many-r$r") ;;
     sweep:ours-c*)
       local c=${e#ours-c}; c=${c%-p*}; local par=${e##*-p}
-      CMD=(node "$PEERS/upload-client.mjs" range "http://127.0.0.1:$P_OURS" "$file" --path "$p" --key "$KEY" --chunk $((c * 1048576)) --parallel "$par") ;;
-    limits:dd-fsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M conv=fsync status=none) ;;
-    limits:dd-nofsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M status=none) ;;
+      CMD=(node "$PEERS/upload-client.mjs" range "http://127.0.0.1:$P_OURS" "$file" --path "$p" --key "$KEY" --chunk $((c * 1048576)) --parallel "$par")
+      STORED=$W/store/ours/$p ;;
+    limits:dd-fsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M conv=fsync status=none); STORED=$W/store/dd.out ;;
+    limits:dd-nofsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M status=none); STORED=$W/store/dd.out ;;
     limits:tcp-raw) CMD=(socat -u -b 1048576 "OPEN:$file" "TCP:127.0.0.1:$P_SOCAT") ;;
     *) die "no client for $e in $scn" ;;
   esac
   BYTES=$(stat -c %s "$file")
+  SOURCE=$file
   [ "$scn" = many ] && BYTES=$((MANY_COUNT * MANY_SIZE))
 }
 
@@ -380,8 +388,7 @@ run_one() {
     if [ "$ok" = 1 ] || [ "$try" = "${OTHER_RETRIES:-2}" ]; then
       echo "$line" >> "$RES/runs.tsv"
       log "  $scn $e r$round wall=${wall}s client=${ccpu}s server=${scpu}s other=${other}s rc=$rc"
-      LAST_STORED[$e]=
-      [ "$rc" = 0 ] && LAST_STORED[$e]=$STORED
+      check_stored "$scn" "$e" "$round" "$rc"
       return
     fi
     echo "$line" >> "$RES/rejected.tsv"
@@ -389,20 +396,30 @@ run_one() {
   done
 }
 
-declare -A LAST_STORED
-# sha256 of what the last run of ENTRY stored
-verify_stored() {
-  local scn=$1 e=$2 want got f=${LAST_STORED[$2]:-} dir id
-  [ -n "$f" ] || return 0
-  want=$(cat "$BIG.sha256"); [ "$e" = ours-small ] && want=$(cat "$SMALL.sha256")
-  if [[ $f == tus:* ]]; then
-    dir=${f#tus:}
-    id=$(node -p "new URL(JSON.parse(require('fs').readFileSync('$W/run/last-$e.out','utf8')).location).pathname.split('/').pop()" 2>/dev/null)
-    f=$dir/$id
+# Compare what run ROUND of ENTRY stored with what it sent, byte for byte, right after the
+# run (the next run's cleaning removes it). One line of verify.tsv per counted run:
+#   ok        the stored file is the source
+#   MISMATCH  it differs          missing   nothing stored where it should be
+#   failed    the client exited non-zero, nothing to compare
+#   none      the entry stores no file (sink, raw socket; `many` checks every status instead)
+check_stored() {
+  local scn=$1 e=$2 round=$3 rc=$4 f=$STORED verdict id
+  if [ -z "$f" ]; then
+    verdict=none
+  elif [ "$rc" != 0 ]; then
+    verdict=failed
+  else
+    if [[ $f == tus:* ]]; then
+      id=$(node -p "new URL(JSON.parse(require('fs').readFileSync('$W/run/client.out','utf8')).location).pathname.split('/').pop()" 2>/dev/null)
+      f=${f#tus:}/$id
+    fi
+    if [ ! -f "$f" ]; then verdict=missing
+    elif cmp -s "$f" "$SOURCE"; then verdict=ok
+    else verdict=MISMATCH
+    fi
   fi
-  got=$(sha256sum "$f" 2>/dev/null | cut -d' ' -f1)
-  if [ "$got" = "$want" ]; then echo -e "$scn\t$e\tok" >> "$RES/verify.tsv"
-  else echo -e "$scn\t$e\tMISMATCH" >> "$RES/verify.tsv"; log "  verify $scn $e MISMATCH ($f)"; fi
+  printf '%s\t%s\t%s\t%s\n' "$scn" "$e" "$round" "$verdict" >> "$RES/verify.tsv"
+  case $verdict in ok|none) ;; *) log "  $scn $e r$round stored bytes: $verdict ($f)" ;; esac
 }
 
 # ------------------------------------------------------------------ scenarios
@@ -438,9 +455,6 @@ scenario() { # SCENARIO ROUNDS_FIRST ROUNDS_LAST
     for e in $entries; do
       [ "$e" = tcp-raw ] && SPID[tcp-raw]=${SPID[socat]}
       run_one "$scn" "$e" "$r"
-      cp "$W/run/client.out" "$W/run/last-$e.out"
-      # check what the last round stored before the next entry's cleaning removes it
-      [ "$r" = "$last" ] && verify_stored "$scn" "$e"
     done
   done
   # peak RSS per server over the scenario, then stop them (each scenario starts fresh servers)
@@ -459,24 +473,52 @@ scenario() { # SCENARIO ROUNDS_FIRST ROUNDS_LAST
 verify_scenario() {
   log "== verify: criterion (cargo bench --bench upload -- verify) and Node's signer"
   record_others verify
+  # an earlier run's estimates must not stand in for this one's
+  local crit=$REPO/target/criterion/verify rc est
+  rm -rf "$crit"
   # built first, then measured on a quiet machine (the build and the sweep's writeback
   # would otherwise fall into the measurement)
-  (cd "$REPO" && cargo bench --bench upload --no-run > /dev/null 2>&1) || log "  (bench build failed)"
-  wait_quiet
-  (cd "$REPO" && cargo bench --bench upload -- verify --warm-up-time 2 --measurement-time 5 2>&1) | tee "$RES/criterion-verify.txt" | grep -E '^verify|time:' >&2
-  local est
-  for est in valid invalid; do
-    node -e "const e=JSON.parse(require('fs').readFileSync('$REPO/target/criterion/verify/$est/new/estimates.json','utf8')); console.log('$est\t'+e.median.point_estimate.toFixed(1)+'\t'+e.median.confidence_interval.lower_bound.toFixed(1)+'\t'+e.median.confidence_interval.upper_bound.toFixed(1))" >> "$RES/verify-ns.tsv"
-  done
+  if ! (cd "$REPO" && cargo bench --bench upload --no-run > "$RES/criterion-build.txt" 2>&1); then
+    log "  bench build failed (see $RES/criterion-build.txt): verification not measured"
+    printf 'criterion\tbuild failed\n' >> "$RES/status.tsv"
+  else
+    wait_quiet
+    (cd "$REPO" && cargo bench --bench upload -- verify --warm-up-time 2 --measurement-time 5 2>&1) | tee "$RES/criterion-verify.txt" | grep -E '^verify|time:' >&2
+    rc=${PIPESTATUS[0]}
+    printf 'criterion\t%s\n' "$rc" >> "$RES/status.tsv"
+    if [ "$rc" = 0 ]; then
+      for est in valid invalid; do
+        node -e "const e=JSON.parse(require('fs').readFileSync('$crit/$est/new/estimates.json','utf8')); console.log('$est\t'+e.median.point_estimate.toFixed(1)+'\t'+e.median.confidence_interval.lower_bound.toFixed(1)+'\t'+e.median.confidence_interval.upper_bound.toFixed(1))" >> "$RES/verify-ns.tsv" ||
+          log "  no criterion estimates for verify/$est: not measured"
+      done
+    else
+      log "  criterion failed (exit $rc, see $RES/criterion-verify.txt): verification not measured"
+    fi
+  fi
   local i
-  for i in 1 2 3; do node "$PEERS/sign-bench.mjs" "$SIGN_ITER" 3 >> "$RES/sign.txt" 2>&1; done
+  for i in 1 2 3; do
+    node "$PEERS/sign-bench.mjs" "$SIGN_ITER" 3 >> "$RES/sign.txt" 2>&1
+    rc=$?
+    printf 'node-sign\t%s\n' "$rc" >> "$RES/status.tsv"
+    [ "$rc" = 0 ] || log "  Node's signer failed (exit $rc): not measured"
+  done
   grep -E '^(fixed|built|verify):' "$RES/sign.txt" >&2
+}
+
+# the commit measured, and whether the tree differs from it (any tracked or untracked file)
+commit_state() {
+  local head changes
+  head=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null) || { echo "unknown (not a git checkout)"; return; }
+  changes=$(cd "$REPO" && git status --porcelain --untracked-files=normal | wc -l)
+  if [ "$changes" = 0 ]; then echo "$head (clean tree)"
+  else echo "$head (dirty tree: $changes files differ from it)"; fi
 }
 
 versions() {
   {
     echo "date_utc: $(date -u +%FT%TZ)"
-    echo "commit: $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- src examples benches || echo ' (with uncommitted changes)')"
+    echo "commit: $(commit_state)"
+    echo "scenarios: $SCENARIOS"
     echo "kernel: $(uname -srm)"
     echo "cpu: $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo) (sha_ni: $(grep -qw sha_ni /proc/cpuinfo && echo yes || echo no))"
     echo "mem: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
@@ -501,7 +543,14 @@ report() {
   node "$PEERS/report.mjs" "$res" --sweep > "$res/sweep.dat"
   gnuplot -e "datafile='$res/sweep.dat'; outfile='$res/chart.svg'" "$PEERS/chart.gp" || log "gnuplot failed"
   cat "$res/report.md"
-  if [ "${NO_WRITE:-0}" != 1 ]; then
+  local why=
+  [ "${NO_WRITE:-0}" = 1 ] && why="NO_WRITE=1"
+  grep -qx "scenarios: $ALL_SCENARIOS" "$res/versions.txt" 2>/dev/null || why="not every scenario ran"
+  grep -q '^mode: full,' "$res/versions.txt" 2>/dev/null || why="not a full run"
+  [ "$QUICK" = 1 ] && why="QUICK=1"
+  if [ -n "$why" ]; then
+    log "BENCHMARKS.md and BENCHMARKS.svg left as they are ($why); the report is $res/report.md"
+  else
     node "$PEERS/report.mjs" "$res" --into "$REPO/BENCHMARKS.md" || die "cannot write BENCHMARKS.md"
     [ -s "$res/chart.svg" ] && cp "$res/chart.svg" "$REPO/BENCHMARKS.svg"
     log "wrote BENCHMARKS.md and BENCHMARKS.svg"

@@ -2,18 +2,42 @@
 # Drives the example server's uploader page in headless Chromium: uploads, a
 # reload midway through a chunked upload, a screenshot under target/browser/.
 # Installs Debian's chromium and playwright-core when missing; safe to rerun.
+#
+#   scripts/browser-test.sh           install what is missing, then the test
+#   scripts/browser-test.sh install   install what is missing and check that
+#                                     both work; fails naming what does not
+#
+#   CHROMIUM=PATH         the browser (default /usr/bin/chromium, as the test)
+#   BROWSER_TIMEOUT=600   seconds allowed for the test itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
+mode="${1:-test}"
+case "$mode" in
+  test | install) ;;
+  *) echo "usage: $0 [install]" >&2; exit 2 ;;
+esac
+
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ] && [ -z "${CHROMIUM:-}" ]; then
   echo "installing chromium"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
+  { timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq chromium >/dev/null; } ||
+    echo "apt-get install chromium failed" >&2
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
-  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  (cd tests/browser && timeout 600 npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "npm ci in tests/browser failed" >&2
 fi
+broken=()
+timeout 60 "$chromium" --version >/dev/null 2>&1 || broken+=("chromium ($chromium --version fails)")
+(cd tests/browser && timeout 60 node --input-type=module -e "import 'playwright-core'") >/dev/null 2>&1 ||
+  broken+=("playwright-core (cannot be imported from tests/browser)")
+if [ "${#broken[@]}" -gt 0 ]; then
+  echo "browser test cannot run: ${broken[*]}" >&2
+  exit 1
+fi
+[ "$mode" = install ] && exit 0
 
 cargo build --example server
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -40,4 +64,4 @@ done
 [ -n "$url" ] || { cat "$log"; echo "server did not start"; exit 1; }
 
 mkdir -p "$target_dir/browser"
-node tests/browser/upload.mjs --url "$url" --dir "$work/uploads" --screenshot "$target_dir/browser/uploader.png"
+CHROMIUM="$chromium" timeout "${BROWSER_TIMEOUT:-600}" node tests/browser/upload.mjs --url "$url" --dir "$work/uploads" --screenshot "$target_dir/browser/uploader.png"

@@ -6,10 +6,15 @@
 //                                               <!-- bench:begin --> and <!-- bench:end -->
 //
 // Records: runs.tsv (one line per run: scenario entry round wall_s client_cpu_s server_cpu_s
-// bytes rc other_cpu_s client_report), rss.tsv (scenario server peak_kib), verify.tsv,
-// verify-ns.tsv (criterion: name median lo hi), sign.txt (Node's signer), versions.txt.
-// Round 0 of a scenario is its warm-up and is left out. Ratios between two entries are taken
-// round by round (both ran in the same round, one after the other), then their median.
+// bytes rc other_cpu_s client_report), rss.tsv (scenario server peak_kib), verify.tsv (one
+// line per run: scenario entry round ok|MISMATCH|missing|failed|none), verify-ns.tsv
+// (criterion: name median lo hi), status.tsv (criterion / node-sign and their exit codes),
+// sign.txt (Node's signer), versions.txt.
+// Round 0 of a scenario is its warm-up and is left out of the figures. An entry is measured
+// only when every one of its runs, warm-up included, exited 0 and stored the bytes it sent
+// (or stores none); otherwise its figures, ratios and targets read "not measured" and why.
+// Ratios between two entries are taken round by round (both ran in the same round, one
+// after the other), then their median.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -63,21 +68,29 @@ for (const [scenario, entry, round, wall, ccpu, scpu, bytes, rc, other, report] 
   try { rep = report && report !== '-' ? JSON.parse(report) : null; } catch { rep = null; }
   runs.push({ scenario, entry, round: Number(round), wall: num(wall), ccpu: num(ccpu), scpu: num(scpu), bytes: Number(bytes), ok: rc === '0', other: num(other), rep });
 }
+// each run's check of what it stored, and why an entry is not measured (null: it is)
+const stored = new Map(read('verify.tsv').map(([s, e, round, v]) => [`${s}\t${e}\t${round}`, v]));
+function unmeasured(scn, e) {
+  const all = runs.filter((r) => r.scenario === scn && r.entry === e);
+  if (!all.some((r) => r.round > 0 || scn === 'sweep')) return 'no timed run';
+  const failed = all.filter((r) => !r.ok);
+  if (failed.length) return `${failed.length} of ${all.length} runs failed (rounds ${failed.map((r) => r.round).join(', ')})`;
+  const bad = all.filter((r) => !['ok', 'none'].includes(stored.get(`${scn}\t${e}\t${r.round}`)));
+  if (bad.length) return `stored bytes not right in ${bad.length} of ${all.length} runs (${bad.map((r) => `round ${r.round}: ${stored.get(`${scn}\t${e}\t${r.round}`) || 'not checked'}`).join(', ')})`;
+  return null;
+}
 const timed = (scn, e) => runs.filter((r) => r.scenario === scn && r.entry === e && r.ok && (r.round > 0 || scn === 'sweep'));
 const byRound = (scn, e) => new Map(timed(scn, e).map((r) => [r.round, r]));
 const rss = new Map(read('rss.tsv').map(([s, srv, kib]) => [`${s}\t${srv}`, num(kib)]));
-const ver = new Map(read('verify.tsv').map(([s, e, v]) => [`${s}\t${e}`, v]));
 const serverOf = (e) => (e.startsWith('ours') ? 'ours' : e.startsWith('rustus') ? 'rustus' : e === 'tcp-raw' ? 'socat' : e);
 const completion = (r) => r.rep?.last?.after_body_ms;
 
 function stats(scn, e) {
+  if (unmeasured(scn, e)) return null;
   const t = timed(scn, e);
-  const all = runs.filter((r) => r.scenario === scn && r.entry === e && (r.round > 0 || scn === 'sweep'));
-  if (!t.length) return null;
   const wall = median(t.map((r) => r.wall));
   return {
     n: t.length,
-    failed: all.length - t.length,
     wall,
     lo: Math.min(...t.map((r) => r.wall)),
     hi: Math.max(...t.map((r) => r.wall)),
@@ -123,6 +136,9 @@ if (mode === '--sweep') {
 
 const out = [];
 const versions = text('versions.txt').trim();
+const commit = versions.match(/^commit: (.*)$/m)?.[1] || 'unknown (the run recorded none)';
+out.push(`Measured at commit ${commit}.`);
+out.push('');
 out.push('Machine and versions, as the run recorded them:');
 out.push('');
 out.push('```');
@@ -131,8 +147,13 @@ out.push('```');
 out.push('');
 
 // ---- targets
+// A target is judged only on entries this run measured; otherwise it reads "not measured".
 const mark = (ok) => (ok === undefined || ok === null || Number.isNaN(ok) ? '–' : ok ? '**met**' : '**missed**');
 const targets = [];
+const status = read('status.tsv');
+const statusOk = (what) => status.some(([w]) => w === what) && status.filter(([w]) => w === what).every(([, rc]) => rc === '0');
+const missingOf = (...pairs) => pairs.map(([scn, e]) => [scn, e, unmeasured(scn, e)]).filter(([, , why]) => why).map(([scn, e, why]) => `${LABEL[e] || e} in ${SCENARIO[scn] || scn}: ${why}`);
+const target = (label, missing, row) => targets.push(missing.length ? [label, `not measured (${missing.join('; ')})`, '', '**not measured**'] : [label, ...row()]);
 const vns = new Map(read('verify-ns.tsv').map(([n, m, lo, hi]) => [n, { m: num(m), lo: num(lo), hi: num(hi) }]));
 const signTxt = text('sign.txt');
 const nodeNs = (variant) => median([...signTxt.matchAll(new RegExp(`^${variant}: median (\\d+) ns`, 'gm'))].map((m) => Number(m[1])));
@@ -140,46 +161,49 @@ const nodeFixed = nodeNs('fixed');
 const nodeVerify = nodeNs('verify');
 const ourValid = vns.get('valid')?.m;
 const ourInvalid = vns.get('invalid')?.m;
-if (Number.isFinite(ourValid)) {
-  targets.push(['verification ≤ 300 ns', `${f(ourValid, 0)} ns (valid), ${f(ourInvalid, 0)} ns (forged)`, '', mark(ourValid <= 300 && ourInvalid <= 300)]);
-  targets.push(['verification ≥ 10× faster than Node\'s signer', `Node: ${f(nodeFixed, 0)} ns to sign, ${f(nodeVerify, 0)} ns to sign + compare`, `${f(nodeFixed / ourValid, 1)}× (sign), ${f(nodeVerify / ourValid, 1)}× (sign + compare)`, mark(nodeFixed / ourValid >= 10)]);
-}
+const criterionMissing = statusOk('criterion') && Number.isFinite(ourValid) && Number.isFinite(ourInvalid) ? [] : ['criterion did not run, failed, or left no estimates'];
+const nodeMissing = statusOk('node-sign') && Number.isFinite(nodeFixed) && Number.isFinite(nodeVerify) ? [] : ["Node's signer did not run or failed"];
+target('verification ≤ 300 ns', criterionMissing, () => [`${f(ourValid, 0)} ns (valid), ${f(ourInvalid, 0)} ns (forged)`, '', mark(ourValid <= 300 && ourInvalid <= 300)]);
+target('verification ≥ 10× faster than Node\'s signer', [...criterionMissing, ...nodeMissing], () => [`Node: ${f(nodeFixed, 0)} ns to sign, ${f(nodeVerify, 0)} ns to sign + compare`, `${f(nodeFixed / ourValid, 1)}× (sign), ${f(nodeVerify / ourValid, 1)}× (sign + compare)`, mark(nodeFixed / ourValid >= 10)]);
 const sn = (e) => stats('simple-new', e);
-if (sn('ours') && sn('baseline')) {
+target('simple PUT ≥ 0.9× the bare hyper baseline', missingOf(['simple-new', 'ours'], ['simple-new', 'baseline']), () => {
   const r = ratio('simple-new', 'ours', 'baseline', thr);
-  targets.push(['simple PUT ≥ 0.9× the bare hyper baseline', `${f(sn('ours').mbs, 0)} vs ${f(sn('baseline').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.9)]);
-}
-if (sn('ours') && sn('nginx')) {
+  return [`${f(sn('ours').mbs, 0)} vs ${f(sn('baseline').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.9)];
+});
+target('server CPU per GiB ≤ nginx\'s (simple PUT, new path)', missingOf(['simple-new', 'ours'], ['simple-new', 'nginx']), () => {
   const r = ratio('simple-new', 'ours', 'nginx', (x, y) => x.scpu / y.scpu);
-  targets.push(['server CPU per GiB ≤ nginx\'s (simple PUT, new path)', `${f(sn('ours').scpuPerGiB)} vs ${f(sn('nginx').scpuPerGiB)} s/GiB`, `${f(r.median)}×`, mark(r.median <= 1)]);
-}
+  return [`${f(sn('ours').scpuPerGiB)} vs ${f(sn('nginx').scpuPerGiB)} s/GiB`, `${f(r.median)}×`, mark(r.median <= 1)];
+});
 const cp = (e) => stats('chunk-par4', e);
-if (cp('ours') && cp('ours-put')) {
+target('chunked (16 MiB, 4 in flight) ≥ 0.8× simple PUT', missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'ours-put']), () => {
   const r = ratio('chunk-par4', 'ours', 'ours-put', thr);
-  targets.push(['chunked (16 MiB, 4 in flight) ≥ 0.8× simple PUT', `${f(cp('ours').mbs, 0)} vs ${f(cp('ours-put').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.8)]);
-}
-if (cp('ours') && cp('tus-node')) {
+  return [`${f(cp('ours').mbs, 0)} vs ${f(cp('ours-put').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.8)];
+});
+target('chunked ≥ 2× the Node tus server (its best: 1 in flight)', missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'tus-node']), () => {
   const r = ratio('chunk-par4', 'ours', 'tus-node', thr);
-  targets.push(['chunked ≥ 2× the Node tus server (its best: 1 in flight)', `${f(cp('ours').mbs, 0)} vs ${f(cp('tus-node').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 2)]);
-}
-if (cp('ours') && (cp('rustus') || cp('rustus-seq'))) {
-  // the faster of rustus's two ways, round by round
+  return [`${f(cp('ours').mbs, 0)} vs ${f(cp('tus-node').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 2)];
+});
+// the faster of rustus's two ways, round by round: both ways must have been measured
+target('chunked ≥ 1.5× rustus (its faster way, round by round)', missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'rustus'], ['chunk-par4', 'rustus-seq']), () => {
   const best = new Map();
   for (const e of ['rustus', 'rustus-seq']) for (const [round, x] of byRound('chunk-par4', e)) if (!best.has(round) || x.wall < best.get(round).wall) best.set(round, x);
   const vals = [];
   for (const [round, x] of byRound('chunk-par4', 'ours')) if (best.has(round)) vals.push(best.get(round).wall / x.wall);
-  const bestMbs = Math.max(cp('rustus')?.mbs || 0, cp('rustus-seq')?.mbs || 0);
-  targets.push(['chunked ≥ 1.5× rustus (its faster way, round by round)', `${f(cp('ours').mbs, 0)} vs ${f(bestMbs, 0)} MB/s`, `${f(median(vals))}×`, mark(median(vals) >= 1.5)]);
-}
-const cs = stats('complete', 'ours-small');
-const cb = stats('complete', 'ours');
-if (cs && cb) {
+  const bestMbs = Math.max(cp('rustus').mbs, cp('rustus-seq').mbs);
+  return [`${f(cp('ours').mbs, 0)} vs ${f(bestMbs, 0)} MB/s`, `${f(median(vals))}×`, mark(median(vals) >= 1.5)];
+});
+const bigMiB = (runs.find((r) => r.scenario === 'complete' && r.entry === 'ours')?.bytes || 0) / 2 ** 20;
+target(`completing ${bigMiB ? `${f(bigMiB, 0)} MiB` : 'the big file'} ≤ 2× completing 64 MiB`, missingOf(['complete', 'ours'], ['complete', 'ours-small']), () => {
+  const cs = stats('complete', 'ours-small');
+  const cb = stats('complete', 'ours');
   const r = ratio('complete', 'ours', 'ours-small', (x, y) => completion(x) / completion(y));
-  targets.push([`completing ${f(cb.bytes / 2 ** 20, 0)} MiB ≤ 2× completing 64 MiB`, `last chunk answered ${f(cb.complete, 0)} vs ${f(cs.complete, 0)} ms after its last byte`, `${f(r.median)}×`, mark(r.median <= 2)]);
-}
+  return [`last chunk answered ${f(cb.complete, 0)} vs ${f(cs.complete, 0)} ms after its last byte`, `${f(r.median)}×`, mark(r.median <= 2)];
+});
 for (const scn of ['simple-new', 'simple-replace', 'chunk-seq', 'chunk-par4', 'many']) {
   const kib = rss.get(`${scn}\tours`);
-  if (Number.isFinite(kib)) targets.push([`server peak RSS ≤ 64 MiB: ${SCENARIO[scn]}`, `${f(kib / 1024, 1)} MiB`, '', mark(kib / 1024 <= 64)]);
+  const missing = missingOf([scn, 'ours']);
+  if (!missing.length && !Number.isFinite(kib)) missing.push('no peak RSS recorded');
+  target(`server peak RSS ≤ 64 MiB: ${SCENARIO[scn]}`, missing, () => [`${f(kib / 1024, 1)} MiB`, '', mark(kib / 1024 <= 64)]);
 }
 out.push('### Targets');
 out.push('');
@@ -195,20 +219,27 @@ out.push('### Figures');
 out.push('');
 out.push('Medians of the timed runs (after one warm-up). MB/s = 10^6 bytes per second of wall time of the client command. Server CPU = user + system seconds of the server process (and its children) during the run, from /proc; peak RSS = VmHWM over the whole scenario (each scenario starts its servers afresh). "other CPU" = CPU seconds the rest of the machine used during a run (median, max).');
 out.push('');
-out.push('| scenario | system | runs | median s | min–max s | MB/s | client CPU s | server CPU s | server CPU s/GiB | server peak RSS MiB | other CPU s | more | sha256 |');
+out.push('Only entries whose every run (warm-up included) exited 0 and, where it stores a file, stored the bytes it sent (compared after each run) have figures; the others read "not measured" and why.');
+out.push('');
+out.push('| scenario | system | runs | median s | min–max s | MB/s | client CPU s | server CPU s | server CPU s/GiB | server peak RSS MiB | other CPU s | more | stored bytes |');
 out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+// what the stored-bytes checks of a measured entry found: every run ok, or nothing stored
+const storedNote = (scn, e) => {
+  const v = runs.filter((r) => r.scenario === scn && r.entry === e).map((r) => stored.get(`${scn}\t${e}\t${r.round}`));
+  return v.every((x) => x === 'none') ? '– (stores none)' : `identical, ${v.length} of ${v.length} runs`;
+};
 const entries = [];
 for (const r of runs) if (r.scenario !== 'sweep' && !entries.some(([s, e]) => s === r.scenario && e === r.entry)) entries.push([r.scenario, r.entry]);
 entries.sort((a, b) => ORDER.indexOf(a[0]) - ORDER.indexOf(b[0]));
 for (const [scn, e] of entries) {
   const s = stats(scn, e);
-  if (!s) { out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | 0 (all failed) | | | | | | | | | | |`); continue; }
+  if (!s) { out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | not measured: ${unmeasured(scn, e)} | | | | | | | | | | |`); continue; }
   const kib = rss.get(`${scn}\t${serverOf(e)}`);
   let more = '';
   if (Number.isFinite(s.complete)) more = `last chunk: ${f(s.completeAll, 0)} ms, ${f(s.complete, 0)} ms after its body`;
   if (Number.isFinite(s.p99)) more = `latency p50 ${f(s.p50, 0)} ms, p99 ${f(s.p99, 0)} ms`;
   const d = s.wall < 1 ? 3 : 2;
-  out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | ${s.n}${s.failed ? ` (+${s.failed} failed)` : ''} | ${f(s.wall, d)} | ${f(s.lo, d)}–${f(s.hi, d)} | ${f(s.mbs, 0)} | ${f(s.ccpu)} | ${f(s.scpu)} | ${f(s.scpuPerGiB)} | ${Number.isFinite(kib) ? f(kib / 1024, 1) : '–'} | ${f(s.other)} (${f(s.otherMax)}) | ${more} | ${ver.get(`${scn}\t${e}`) || '–'} |`);
+  out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | ${s.n} | ${f(s.wall, d)} | ${f(s.lo, d)}–${f(s.hi, d)} | ${f(s.mbs, 0)} | ${f(s.ccpu)} | ${f(s.scpu)} | ${f(s.scpuPerGiB)} | ${Number.isFinite(kib) ? f(kib / 1024, 1) : '–'} | ${f(s.other)} (${f(s.otherMax)}) | ${more} | ${storedNote(scn, e)} |`);
 }
 out.push('');
 
@@ -269,6 +300,7 @@ const report = out.join('\n');
 
 if (mode === '--into') {
   const file = process.argv[4];
+  if (!/^mode: full,/m.test(versions)) throw new Error(`${dir} is not a full run (see its versions.txt): ${file} is left as it is`);
   const doc = fs.readFileSync(file, 'utf8');
   const begin = '<!-- bench:begin -->';
   const end = '<!-- bench:end -->';
