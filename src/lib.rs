@@ -162,6 +162,7 @@ pub mod headers;
 mod mac;
 mod path;
 mod policy;
+mod random;
 pub mod services;
 mod signing;
 pub mod storage;

@@ -19,7 +19,7 @@ use tower::Service;
 use tower_layer::Layer;
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{
-    RespondCreated, SignedMethod, SignedUploadLayer, SigningKey, UploadPath,
+    services::RespondCreated, SignedMethod, SignedUploadLayer, SigningKey, UploadPath,
 };
 
 /// The example's binary, built first (`cargo test --test upload_https` alone

@@ -1,8 +1,12 @@
 //! Integrity headers: `Content-Digest` and `Repr-Digest` (RFC 9530) with
 //! `sha-256` and `sha-512`, and the hasher storage backends use for a whole file.
 
+use std::fmt;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256, Sha512};
 
 /// A digest algorithm of RFC 9530 that the crate checks.
@@ -28,17 +32,41 @@ impl Algorithm {
     }
 }
 
-/// One expected digest from a header: the strongest supported algorithm named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Expected {
+/// A digest of RFC 9530: the value of a `Repr-Digest` (the whole file) or a
+/// `Content-Digest` (one request's bytes) field, reduced to the strongest
+/// algorithm the crate checks (`sha-512`, else `sha-256`).
+///
+/// Equal digests are equal values and print the same normalized field value,
+/// `sha-256=:BASE64:`, which is also what [`ReprDigest::parse`] reads back: a
+/// backend keeps a session's digest as that text (it serializes as it, too).
+///
+/// # Example
+///
+/// ```
+/// use tower_signed_upload::storage::ReprDigest;
+///
+/// let digest = ReprDigest::parse("md5=:AAAA:, sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:").unwrap();
+/// assert_eq!(digest.to_string(), "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:");
+/// assert!(ReprDigest::parse("md5=:AAAA:").is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReprDigest {
     pub(crate) algorithm: Algorithm,
     pub(crate) value: Vec<u8>,
 }
 
-impl Expected {
-    /// The normalized header form, `sha-256=:BASE64:`; equal digests give equal strings.
-    pub(crate) fn to_header(&self) -> String {
-        format!(
+impl ReprDigest {
+    /// Parses a field value; `None` if it does not parse or names no
+    /// algorithm the crate checks.
+    pub fn parse(value: &str) -> Option<Self> {
+        parse(value.as_bytes()).ok().flatten()
+    }
+}
+
+impl fmt::Display for ReprDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
             "{}=:{}:",
             self.algorithm.name(),
             STANDARD.encode(&self.value)
@@ -46,13 +74,26 @@ impl Expected {
     }
 }
 
+impl Serialize for ReprDigest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReprDigest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ReprDigest::parse(&text).ok_or_else(|| D::Error::custom("not a digest field value"))
+    }
+}
+
 /// Parses a `Content-Digest`/`Repr-Digest` value: a structured-field
 /// dictionary whose members are byte sequences (`alg=:BASE64:`). Returns the
 /// strongest of `sha-512` and `sha-256`, `Ok(None)` when the header names only
 /// other algorithms, and `Err` when it does not parse.
-pub(crate) fn parse(value: &[u8]) -> Result<Option<Expected>, ()> {
+pub(crate) fn parse(value: &[u8]) -> Result<Option<ReprDigest>, ()> {
     let text = std::str::from_utf8(value).map_err(|_| ())?;
-    let mut best: Option<Expected> = None;
+    let mut best: Option<ReprDigest> = None;
     for member in text.split(',') {
         let member = member.trim_matches([' ', '\t']);
         let (name, rest) = member.split_once('=').ok_or(())?;
@@ -82,7 +123,7 @@ pub(crate) fn parse(value: &[u8]) -> Result<Option<Expected>, ()> {
             .as_ref()
             .is_none_or(|b| b.algorithm == Algorithm::Sha256)
         {
-            best = Some(Expected {
+            best = Some(ReprDigest {
                 algorithm,
                 value: decoded,
             });
@@ -111,10 +152,10 @@ impl DigestSet {
     /// algorithm it names, to check it, and SHA-256, for the File object's
     /// `sha256`. A backend computes them at completion whether or not the layer
     /// asked.
-    pub fn with_repr_digest(self, kept: Option<&str>) -> Self {
-        match kept.map(|kept| parse(kept.as_bytes())) {
-            Some(Ok(Some(expected))) => self.with(expected.algorithm).with(Algorithm::Sha256),
-            _ => self,
+    pub fn with_repr_digest(self, kept: Option<&ReprDigest>) -> Self {
+        match kept {
+            Some(kept) => self.with(kept.algorithm).with(Algorithm::Sha256),
+            None => self,
         }
     }
 
@@ -205,7 +246,7 @@ mod tests {
             .unwrap();
         assert_eq!(sha256.algorithm, Algorithm::Sha256);
         assert_eq!(
-            sha256.to_header(),
+            sha256.to_string(),
             "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"
         );
         let both = format!(

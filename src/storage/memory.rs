@@ -10,8 +10,8 @@ use futures_util::{stream, StreamExt};
 
 use super::{
     BoxFuture, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused, CompleteOptions,
-    Completion, FileHasher, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus,
-    Storage, StorageError, HEAD_LEN,
+    FileHasher, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
+    StorageError, HEAD_LEN,
 };
 use crate::{SessionState, UploadPath};
 
@@ -53,7 +53,6 @@ struct StoredFile {
 #[derive(Debug, Default)]
 struct SessionEntry {
     state: SessionState,
-    repr_digest: Option<String>,
     data: Vec<u8>,
     expires: Option<SystemTime>,
     completed: Option<(String, Bytes)>,
@@ -104,18 +103,13 @@ impl Inner {
         options: &ChunkOptions,
     ) -> Result<Option<SessionStatus>, StorageError> {
         let Some(entry) = self.sessions.get(session.id()) else {
-            SessionState::default().admit(range, options.max_ranges)?;
+            SessionState::default().admit(range, options)?;
             return Ok(None);
         };
         if entry.completed.is_some() {
             return Ok(Some(status_of(entry)));
         }
-        entry.state.admit(range, options.max_ranges)?;
-        if let (Some(kept), Some(sent)) = (&entry.repr_digest, &options.repr_digest) {
-            if kept != sent {
-                return Err(StorageError::DigestConflict);
-            }
-        }
+        entry.state.admit(range, options)?;
         Ok(None)
     }
 
@@ -152,16 +146,8 @@ async fn collect(mut body: ByteStream) -> Result<Vec<Bytes>, StorageError> {
 
 fn status_of(entry: &SessionEntry) -> SessionStatus {
     match &entry.completed {
-        Some((etag, record)) => SessionStatus::Completed(Completion {
-            etag: etag.clone(),
-            record: record.clone(),
-            fresh: false,
-        }),
-        None => SessionStatus::InProgress {
-            total: entry.state.total,
-            ranges: entry.state.ranges.clone(),
-            repr_digest: entry.repr_digest.clone(),
-        },
+        Some((etag, record)) => SessionStatus::completed(etag.clone(), record.clone(), false),
+        None => SessionStatus::in_progress(entry.state.clone()),
     }
 }
 
@@ -213,9 +199,7 @@ impl Storage for MemoryStorage {
                 offset += piece.len();
             }
             entry.state.record(range);
-            if entry.repr_digest.is_none() {
-                entry.repr_digest = options.repr_digest;
-            }
+            entry.state.keep_repr_digest(options.repr_digest.as_ref());
             Ok(status_of(entry))
         })
     }
@@ -223,11 +207,7 @@ impl Storage for MemoryStorage {
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let status = match self.lock().sessions.get(session.id()) {
             Some(entry) => status_of(entry),
-            None => SessionStatus::InProgress {
-                total: None,
-                ranges: Default::default(),
-                repr_digest: None,
-            },
+            None => SessionStatus::in_progress(SessionState::default()),
         };
         Box::pin(async move { Ok(status) })
     }
@@ -241,18 +221,14 @@ impl Storage for MemoryStorage {
         let mut inner = self.lock();
         let now = SystemTime::now();
         let result = match inner.sessions.get_mut(session.id()) {
-            None => Ok(SessionStatus::InProgress {
-                total: None,
-                ranges: Default::default(),
-                repr_digest: None,
-            }),
+            None => Ok(SessionStatus::in_progress(SessionState::default())),
             Some(entry) if entry.completed.is_some() || !entry.state.is_complete() => {
                 Ok(status_of(entry))
             }
             Some(entry) => {
                 let wanted = options
                     .digests
-                    .with_repr_digest(entry.repr_digest.as_deref());
+                    .with_repr_digest(entry.state.repr_digest.as_ref());
                 let mut hasher = FileHasher::new(wanted);
                 hasher.update(&entry.data);
                 let version = inner.versions + 1;
@@ -264,7 +240,7 @@ impl Storage for MemoryStorage {
                     size: entry.data.len() as u64,
                     head: Bytes::copy_from_slice(&entry.data[..entry.data.len().min(HEAD_LEN)]),
                     etag: format!("{:x}-{:x}", entry.data.len(), version),
-                    repr_digest: entry.repr_digest.clone(),
+                    repr_digest: entry.state.repr_digest.clone(),
                     digests: hasher.finish(),
                 };
                 match make_record(&info) {
@@ -277,11 +253,7 @@ impl Storage for MemoryStorage {
                         entry.completed = Some((info.etag.clone(), record.clone()));
                         let meta = inner.store(session.path(), data, now);
                         debug_assert_eq!(meta.etag, info.etag);
-                        Ok(SessionStatus::Completed(Completion {
-                            etag: info.etag,
-                            record,
-                            fresh: true,
-                        }))
+                        Ok(SessionStatus::completed(info.etag, record, true))
                     }
                 }
             }

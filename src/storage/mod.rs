@@ -33,20 +33,23 @@ mod fs;
 mod memory;
 #[cfg(feature = "object-store")]
 mod object_store;
-mod state;
+pub(crate) mod state;
 mod types;
 
 pub use self::error::{BodyError, StorageError};
 #[cfg(feature = "object-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub use self::object_store::ObjectStoreStorage;
-pub use self::state::{ByteRanges, SessionState};
+pub use self::state::{
+    check_session_id, storage_segments, ByteRanges, SessionState, MAX_SESSION_ID_LEN,
+    RESERVED_FOLDER,
+};
 pub use self::types::{
     BoxFuture, BoxStream, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused,
     CompleteOptions, Completion, FileMeta, FileRead, MakeRecord, PurgeReport, Session,
     SessionStatus, HEAD_LEN,
 };
-pub use crate::headers::digest::{DigestSet, FileDigests, FileHasher};
+pub use crate::headers::digest::{DigestSet, FileDigests, FileHasher, ReprDigest};
 #[cfg(all(feature = "fs", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "fs", unix))))]
 pub use fs::FsStorage;

@@ -1,9 +1,102 @@
-//! Upload session bookkeeping: the received ranges, the total, and the rules a
-//! chunk must follow to be stored.
+//! The rules every backend follows, in one place: a session's bookkeeping
+//! (received ranges, total, kept `Repr-Digest`) and what a chunk must agree
+//! with to be stored, the names a backend keeps for itself, and session ids.
+//! Backends store; these rules decide.
 
 use std::fmt;
 
-use crate::storage::{ChunkRange, StorageError};
+use crate::storage::{ChunkOptions, ChunkRange, ReprDigest, SessionStatus, StorageError};
+use crate::UploadPath;
+
+/// The folder (or key prefix) under which every backend keeps its own
+/// bookkeeping, beside the committed files. No upload path may name it, in
+/// any ASCII case: [`storage_segments`] refuses it.
+pub const RESERVED_FOLDER: &str = ".uploads";
+
+/// The longest session id a backend accepts as a file or object name.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// The segments of `path` as a backend may create them under its root: none
+/// empty, `.` or `..`, none with a NUL, and the first not [`RESERVED_FOLDER`].
+/// [`UploadPath`] refuses most of these already; this is defence in depth.
+///
+/// # Errors
+///
+/// [`StorageError::InvalidPath`] for a path a backend must not write.
+pub fn storage_segments(path: &UploadPath) -> Result<Vec<&str>, StorageError> {
+    let segments: Vec<&str> = path.segments().collect();
+    if segments
+        .first()
+        .is_none_or(|first| first.eq_ignore_ascii_case(RESERVED_FOLDER))
+    {
+        return Err(StorageError::InvalidPath);
+    }
+    for segment in &segments {
+        if segment.is_empty() || *segment == "." || *segment == ".." || segment.contains('\0') {
+            return Err(StorageError::InvalidPath);
+        }
+    }
+    Ok(segments)
+}
+
+/// Checks that a session id is safe as one file or object name: 1 to
+/// [`MAX_SESSION_ID_LEN`] ASCII letters, digits, `-` or `_`. The layer's ids
+/// (64 hex digits) always are.
+///
+/// # Errors
+///
+/// [`StorageError::InvalidPath`] for any other id.
+pub fn check_session_id(id: &str) -> Result<&str, StorageError> {
+    let safe = !id.is_empty()
+        && id.len() <= MAX_SESSION_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if safe {
+        Ok(id)
+    } else {
+        Err(StorageError::InvalidPath)
+    }
+}
+
+/// Whether a request naming `asked` as the total disagrees with a session
+/// whose total is `known` and whose stored bytes end at `ranges.end()`.
+fn total_disagrees(known: Option<u64>, ranges: &ByteRanges, asked: u64) -> bool {
+    match known {
+        Some(known) => known != asked,
+        None => ranges.end().is_some_and(|end| end >= asked),
+    }
+}
+
+/// Whether a request's `Repr-Digest` disagrees with the one the session kept.
+fn digest_disagrees(kept: Option<&ReprDigest>, sent: Option<&ReprDigest>) -> bool {
+    matches!((kept, sent), (Some(kept), Some(sent)) if kept != sent)
+}
+
+/// Checks a status query against what storage answered: the total it names
+/// and the `Repr-Digest` it sends must agree with the session's, by the same
+/// rules as [`SessionState::admit`].
+pub(crate) fn check_query(
+    status: &SessionStatus,
+    total: Option<u64>,
+    repr_digest: Option<&ReprDigest>,
+) -> Result<(), StorageError> {
+    let SessionStatus::InProgress {
+        total: known,
+        ranges,
+        repr_digest: kept,
+    } = status
+    else {
+        return Ok(());
+    };
+    if digest_disagrees(kept.as_ref(), repr_digest) {
+        return Err(StorageError::DigestConflict);
+    }
+    if total.is_some_and(|asked| total_disagrees(*known, ranges, asked)) {
+        return Err(StorageError::TotalMismatch);
+    }
+    Ok(())
+}
 
 /// A session's bookkeeping as a backend keeps it: the declared total and the
 /// ranges stored durably. Backends share these rules through [`SessionState::admit`]
@@ -15,7 +108,7 @@ pub struct SessionState {
     /// The ranges stored.
     pub ranges: ByteRanges,
     /// The first `Repr-Digest` a chunk announced, kept with the session.
-    pub repr_digest: Option<String>,
+    pub repr_digest: Option<ReprDigest>,
 }
 
 impl SessionState {
@@ -27,14 +120,15 @@ impl SessionState {
     ///   session's, or one that bytes already stored reach past;
     /// - [`StorageError::RangeNotSatisfiable`] if the range reaches past the total;
     /// - [`StorageError::TooManyRanges`] if storing it would leave more than
-    ///   `max_ranges` disjoint ranges.
-    pub fn admit(&self, range: ChunkRange, max_ranges: usize) -> Result<(), StorageError> {
-        if let Some(total) = range.total {
-            if self.total.is_some_and(|known| known != total)
-                || self.ranges.end().is_some_and(|end| end >= total)
-            {
-                return Err(StorageError::TotalMismatch);
-            }
+    ///   [`ChunkOptions::max_ranges`] disjoint ranges;
+    /// - [`StorageError::DigestConflict`] if it announces another `Repr-Digest`
+    ///   than the session kept.
+    pub fn admit(&self, range: ChunkRange, options: &ChunkOptions) -> Result<(), StorageError> {
+        if range
+            .total
+            .is_some_and(|total| total_disagrees(self.total, &self.ranges, total))
+        {
+            return Err(StorageError::TotalMismatch);
         }
         if let Some(total) = range.total.or(self.total) {
             if range.last >= total {
@@ -42,11 +136,27 @@ impl SessionState {
             }
         }
         if !self.ranges.contains(range.first, range.last)
-            && self.ranges.count_after_insert(range.first, range.last) > max_ranges
+            && self.ranges.count_after_insert(range.first, range.last) > options.max_ranges
         {
             return Err(StorageError::TooManyRanges);
         }
+        if digest_disagrees(self.repr_digest.as_ref(), options.repr_digest.as_ref()) {
+            return Err(StorageError::DigestConflict);
+        }
         Ok(())
+    }
+
+    /// Keeps `sent` as the session's `Repr-Digest` unless it kept one already
+    /// (call it with an admitted chunk's [`ChunkOptions::repr_digest`]);
+    /// returns whether it changed.
+    pub fn keep_repr_digest(&mut self, sent: Option<&ReprDigest>) -> bool {
+        match (&self.repr_digest, sent) {
+            (None, Some(sent)) => {
+                self.repr_digest = Some(sent.clone());
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Records a stored range (and the total it names). Call it only after
@@ -205,28 +315,117 @@ mod tests {
         ChunkRange { first, last, total }
     }
 
+    fn digest(text: &str) -> ReprDigest {
+        ReprDigest::parse(text).expect("a valid digest")
+    }
+
+    const ONE: &str = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
+    const TWO: &str = "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:";
+
+    #[test]
+    fn admit_keeps_the_first_repr_digest_and_refuses_another() {
+        let mut state = SessionState::default();
+        let first = ChunkOptions::new(10).repr_digest(digest(ONE));
+        state.admit(chunk(0, 9, None), &first).unwrap();
+        assert!(state.keep_repr_digest(first.repr_digest.as_ref()));
+        assert!(!state.keep_repr_digest(Some(&digest(TWO))));
+        assert_eq!(state.repr_digest, Some(digest(ONE)));
+        let other = ChunkOptions::new(10).repr_digest(digest(TWO));
+        assert!(matches!(
+            state.admit(chunk(10, 19, None), &other),
+            Err(StorageError::DigestConflict)
+        ));
+        // A chunk that announces nothing, or the same digest, is admitted.
+        state
+            .admit(chunk(10, 19, None), &ChunkOptions::new(10))
+            .unwrap();
+        state.admit(chunk(10, 19, None), &first).unwrap();
+    }
+
+    #[test]
+    fn status_queries_follow_the_chunk_rules() {
+        let mut state = SessionState::default();
+        state.record(chunk(0, 9, None));
+        state.keep_repr_digest(Some(&digest(ONE)));
+        let status = SessionStatus::in_progress(state);
+        check_query(&status, None, None).unwrap();
+        check_query(&status, Some(10), Some(&digest(ONE))).unwrap();
+        assert!(matches!(
+            check_query(&status, Some(9), None),
+            Err(StorageError::TotalMismatch)
+        ));
+        assert!(matches!(
+            check_query(&status, Some(10), Some(&digest(TWO))),
+            Err(StorageError::DigestConflict)
+        ));
+        let mut known = SessionState::default();
+        known.record(chunk(0, 9, Some(20)));
+        let status = SessionStatus::in_progress(known);
+        check_query(&status, Some(20), None).unwrap();
+        assert!(matches!(
+            check_query(&status, Some(30), None),
+            Err(StorageError::TotalMismatch)
+        ));
+    }
+
+    #[test]
+    fn reserved_folder_and_unsafe_segments_are_refused() {
+        let path = |text: &str| UploadPath::new(text).expect("a valid path");
+        assert_eq!(storage_segments(&path("a/b.png")).unwrap(), ["a", "b.png"]);
+        for reserved in [".uploads/x", ".UPLOADS/x", ".Uploads"] {
+            assert!(matches!(
+                storage_segments(&path(reserved)),
+                Err(StorageError::InvalidPath)
+            ));
+        }
+        assert_eq!(
+            storage_segments(&path("x/.uploads")).unwrap(),
+            ["x", ".uploads"]
+        );
+        assert_eq!(
+            storage_segments(&path(".uploads2/x")).unwrap(),
+            [".uploads2", "x"]
+        );
+    }
+
+    #[test]
+    fn session_ids_are_single_safe_names() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(check_session_id(&hex).unwrap(), hex);
+        check_session_id("a-b_C9").unwrap();
+        check_session_id(&"a".repeat(MAX_SESSION_ID_LEN)).unwrap();
+        for bad in ["", "../x", "a/b", "a.b", "tmp dir", "é"] {
+            assert!(check_session_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_session_id(&"a".repeat(MAX_SESSION_ID_LEN + 1)).is_err());
+    }
+
     #[test]
     fn admit_checks_total_and_bounds() {
         let mut state = SessionState::default();
-        state.admit(chunk(0, 9, None), 10).unwrap();
+        state
+            .admit(chunk(0, 9, None), &ChunkOptions::new(10))
+            .unwrap();
         state.record(chunk(0, 9, None));
         assert!(matches!(
-            state.admit(chunk(10, 19, Some(5)), 10),
+            state.admit(chunk(10, 19, Some(5)), &ChunkOptions::new(10)),
             Err(StorageError::TotalMismatch)
         ));
-        state.admit(chunk(10, 19, Some(20)), 10).unwrap();
+        state
+            .admit(chunk(10, 19, Some(20)), &ChunkOptions::new(10))
+            .unwrap();
         state.record(chunk(10, 19, Some(20)));
         assert!(state.is_complete());
         assert!(matches!(
-            state.admit(chunk(0, 9, Some(30)), 10),
+            state.admit(chunk(0, 9, Some(30)), &ChunkOptions::new(10)),
             Err(StorageError::TotalMismatch)
         ));
         assert!(matches!(
-            state.admit(chunk(15, 20, None), 10),
+            state.admit(chunk(15, 20, None), &ChunkOptions::new(10)),
             Err(StorageError::RangeNotSatisfiable)
         ));
         assert!(matches!(
-            state.admit(chunk(0, 20, Some(20)), 10),
+            state.admit(chunk(0, 20, Some(20)), &ChunkOptions::new(10)),
             Err(StorageError::RangeNotSatisfiable)
         ));
     }
@@ -237,11 +436,15 @@ mod tests {
         state.record(chunk(0, 0, Some(100)));
         state.record(chunk(10, 10, None));
         assert!(matches!(
-            state.admit(chunk(20, 20, None), 2),
+            state.admit(chunk(20, 20, None), &ChunkOptions::new(2)),
             Err(StorageError::TooManyRanges)
         ));
-        state.admit(chunk(1, 9, None), 2).unwrap();
-        state.admit(chunk(10, 10, None), 2).unwrap();
+        state
+            .admit(chunk(1, 9, None), &ChunkOptions::new(2))
+            .unwrap();
+        state
+            .admit(chunk(10, 10, None), &ChunkOptions::new(2))
+            .unwrap();
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{BodyError, ByteRanges, DigestSet, FileDigests, StorageError};
+use super::{
+    BodyError, ByteRanges, DigestSet, FileDigests, ReprDigest, SessionState, StorageError,
+};
 use crate::UploadPath;
 
 /// A boxed, `Send` future, as the storage methods return.
@@ -90,10 +92,10 @@ impl ChunkRange {
 pub struct ChunkOptions {
     /// The most disjoint ranges the session may hold after this chunk.
     pub max_ranges: usize,
-    /// The whole file's digest this request announced (`Repr-Digest`), in a
-    /// normalized form: equal digests are equal strings. The first one is kept
-    /// with the session; a different one later is [`StorageError::DigestConflict`].
-    pub repr_digest: Option<String>,
+    /// The whole file's digest this request announced (`Repr-Digest`). The
+    /// first one is kept with the session; a different one later is
+    /// [`StorageError::DigestConflict`] ([`SessionState::admit`] judges it).
+    pub repr_digest: Option<ReprDigest>,
 }
 
 impl ChunkOptions {
@@ -106,8 +108,8 @@ impl ChunkOptions {
     }
 
     /// The announced whole-file digest.
-    pub fn repr_digest(mut self, digest: impl Into<String>) -> Self {
-        self.repr_digest = Some(digest.into());
+    pub fn repr_digest(mut self, digest: ReprDigest) -> Self {
+        self.repr_digest = Some(digest);
         self
     }
 }
@@ -138,10 +140,31 @@ pub enum SessionStatus {
         /// The ranges stored durably.
         ranges: ByteRanges,
         /// The `Repr-Digest` kept with the session, if a chunk announced one.
-        repr_digest: Option<String>,
+        repr_digest: Option<ReprDigest>,
     },
     /// The file was committed.
     Completed(Completion),
+}
+
+impl SessionStatus {
+    /// The status of a session that is not complete yet.
+    pub fn in_progress(state: SessionState) -> Self {
+        SessionStatus::InProgress {
+            total: state.total,
+            ranges: state.ranges,
+            repr_digest: state.repr_digest,
+        }
+    }
+
+    /// The status of a committed session; `fresh` for the one call that
+    /// committed it.
+    pub fn completed(etag: String, record: Bytes, fresh: bool) -> Self {
+        SessionStatus::Completed(Completion {
+            etag,
+            record,
+            fresh,
+        })
+    }
 }
 
 /// A committed session.
@@ -167,7 +190,7 @@ pub struct CommitInfo {
     /// The file's entity tag, unquoted.
     pub etag: String,
     /// The `Repr-Digest` kept with the session, if a chunk announced one.
-    pub repr_digest: Option<String>,
+    pub repr_digest: Option<ReprDigest>,
     /// The whole-file digests [`CompleteOptions::digests`] asked for.
     pub digests: FileDigests,
 }

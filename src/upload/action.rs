@@ -2,7 +2,7 @@
 
 use http::{header, HeaderMap, Method};
 
-use crate::headers::digest::{self, Expected};
+use crate::headers::digest::{self, ReprDigest};
 use crate::headers::ContentRange;
 use crate::signing::SignedMethod;
 use crate::storage::ChunkRange;
@@ -82,15 +82,15 @@ pub(crate) struct Checks {
     /// The URL's signed `type`.
     pub(crate) types: Option<TypeRule>,
     /// `Content-Digest`: this request's bytes.
-    pub(crate) content_digest: Option<Expected>,
+    pub(crate) content_digest: Option<ReprDigest>,
     /// `Repr-Digest`: the whole file.
-    pub(crate) repr_digest: Option<Expected>,
+    pub(crate) repr_digest: Option<ReprDigest>,
 }
 
 /// Reads the integrity headers; one that does not parse, or appears twice, is
 /// `400 digest_invalid`.
 pub(crate) fn checks(headers: &HeaderMap, types: Option<TypeRule>) -> Result<Checks, Error> {
-    let digest = |name: &str| -> Result<Option<Expected>, Error> {
+    let digest = |name: &str| -> Result<Option<ReprDigest>, Error> {
         let mut values = headers.get_all(name).iter();
         let Some(value) = values.next() else {
             return Ok(None);

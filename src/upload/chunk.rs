@@ -15,7 +15,6 @@ use super::stream::{Expect, UploadStream};
 use super::Outcome;
 use crate::envelope::Meta;
 use crate::error::storage_error;
-use crate::headers::digest::Expected;
 use crate::storage::{ChunkOptions, ChunkRange, Session, SessionStatus};
 use crate::Error;
 
@@ -49,7 +48,7 @@ where
     let stream =
         UploadStream::new(body, Expect::Exactly(range.len()), config.body_timeout).inspect(inspect);
     let mut options = ChunkOptions::new(config.max_ranges);
-    options.repr_digest = checks.repr_digest.as_ref().map(Expected::to_header);
+    options.repr_digest = checks.repr_digest.clone();
     let written = config
         .storage
         .write_chunk(&session, range, &options, Box::pin(stream))

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::headers::digest::{DigestSet, Expected, FileDigests, FileHasher};
+use crate::headers::digest::{DigestSet, FileDigests, FileHasher, ReprDigest};
 use crate::{Error, TypeRule};
 
 /// How many first bytes the type is judged from while streaming; the commit
@@ -26,7 +26,7 @@ pub(crate) struct Inspect {
     head: Vec<u8>,
     /// Digests the request's bytes must have: `Content-Digest`, and for a
     /// whole file, `Repr-Digest`.
-    expected: Vec<Expected>,
+    expected: Vec<ReprDigest>,
     hasher: Option<FileHasher>,
     /// Where the computed digests go, for the File object.
     digests: Option<Arc<Mutex<FileDigests>>>,
@@ -38,7 +38,7 @@ impl Inspect {
     /// digests into its slot.
     pub(crate) fn new(
         sniff: Option<TypeRule>,
-        expected: Vec<Expected>,
+        expected: Vec<ReprDigest>,
         compute: Option<(DigestSet, Arc<Mutex<FileDigests>>)>,
     ) -> Self {
         let mut set = compute.as_ref().map(|(set, _)| *set).unwrap_or_default();

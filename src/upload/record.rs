@@ -2,7 +2,6 @@
 //! record builder storage calls at commit, and reading a record back.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -10,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::Outcome;
 use crate::envelope::{self, Meta};
-use crate::headers::digest::{self, Expected};
+use crate::headers::digest::ReprDigest;
+use crate::random::random_hex;
 use crate::storage::{CommitInfo, CommitRefused, Completion, MakeRecord, Session};
 use crate::upload::inspect::sniffed_type;
 use crate::upload::layer::Config;
@@ -23,7 +23,7 @@ pub(crate) fn session_id(signed: [&str; 2]) -> String {
         .chain_update(b"?")
         .chain_update(signed[1])
         .finalize();
-    hex(&digest)
+    hex::encode(digest)
 }
 
 /// The File id of a session: `file_` and 24 hex digits derived from the
@@ -33,31 +33,12 @@ pub(super) fn file_id_for(session: &str) -> String {
         .chain_update(b"file-id:")
         .chain_update(session)
         .finalize();
-    format!("file_{}", hex(&digest[..12]))
+    format!("file_{}", hex::encode(&digest[..12]))
 }
 
 /// A fresh random File id for a simple upload.
 pub(super) fn random_file_id() -> String {
-    let mut bytes = [0u8; 12];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Without entropy, the time and a counter still give distinct ids.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes.copy_from_slice(&Sha256::digest(nanos.to_le_bytes())[..12]);
-    }
-    format!("file_{}", hex(&bytes))
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
+    format!("file_{}", random_hex::<12>())
 }
 
 pub(super) fn completed(
@@ -90,7 +71,7 @@ pub(super) fn make_record(
     config: &Config,
     session: &Session,
     types: Option<TypeRule>,
-    own_digest: Option<Expected>,
+    own_digest: Option<ReprDigest>,
     refusal: Arc<Mutex<Option<Error>>>,
 ) -> MakeRecord {
     let id = file_id_for(session.id());
@@ -106,20 +87,13 @@ pub(super) fn make_record(
             return refuse(Error::TypeNotAllowed);
         }
         // The digest the session kept, else this request's own.
-        let expected = match &info.repr_digest {
-            Some(kept) => match digest::parse(kept.as_bytes()) {
-                Ok(Some(expected)) => Some(expected),
-                _ => return refuse(Error::DigestMismatch),
-            },
-            None => own_digest,
-        };
-        if let Some(expected) = expected {
+        if let Some(expected) = info.repr_digest.as_ref().or(own_digest.as_ref()) {
             if info.digests.get(expected.algorithm) != Some(&expected.value[..]) {
                 return refuse(Error::DigestMismatch);
             }
         }
         let mut file = UploadedFile::describe(id, &path, info.size, &info.head, &public_base, now);
-        file.sha256 = info.digests.sha256.map(|digest| hex(&digest));
+        file.sha256 = info.digests.sha256.map(hex::encode);
         Ok(Bytes::from(serde_json::to_vec(&file).expect(
             "a File object serializes: plain strings and numbers",
         )))

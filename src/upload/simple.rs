@@ -9,7 +9,7 @@ use http_body::Body;
 use super::action::Checks;
 use super::inspect::Inspect;
 use super::layer::Config;
-use super::record::{hex, lock, random_file_id};
+use super::record::{lock, random_file_id};
 use super::stream::{Expect, UploadStream};
 use super::Outcome;
 use crate::error::storage_error;
@@ -63,7 +63,7 @@ where
         &config.public_base,
         config.clock.now(),
     );
-    file.sha256 = lock(&digests).sha256.map(|digest| hex(&digest));
+    file.sha256 = lock(&digests).sha256.map(hex::encode);
     tracing::info!(path = %path, size = meta.size, file = %file.id, "upload committed");
     Ok(Outcome::Committed {
         file,

@@ -15,7 +15,8 @@ use super::stream::{Expect, UploadStream};
 use super::Outcome;
 use crate::envelope::Meta;
 use crate::error::storage_error;
-use crate::storage::{Session, SessionStatus};
+use crate::storage::state::check_query;
+use crate::storage::Session;
 use crate::Error;
 
 /// A status query: `308` with what is stored, or `200` once complete. Its
@@ -48,36 +49,9 @@ where
         .status(&session)
         .await
         .map_err(storage_error)?;
-    // Every request of a session that sends a Repr-Digest must agree with the kept one.
-    if let (
-        Some(sent),
-        SessionStatus::InProgress {
-            repr_digest: Some(kept),
-            ..
-        },
-    ) = (&checks.repr_digest, &status)
-    {
-        if sent.to_header() != *kept {
-            return Err(Error::DigestConflict);
-        }
-    }
-    if let (
-        Some(asked),
-        SessionStatus::InProgress {
-            total: known,
-            ranges,
-            ..
-        },
-    ) = (total, &status)
-    {
-        let disagrees = match known {
-            Some(known) => *known != asked,
-            None => ranges.end().is_some_and(|end| end >= asked),
-        };
-        if disagrees {
-            return Err(Error::TotalMismatch);
-        }
-    }
+    // The total and Repr-Digest a query names must agree with the session's,
+    // by the rules chunks follow.
+    check_query(&status, total, checks.repr_digest.as_ref()).map_err(storage_error)?;
     settle(
         &config,
         &session,

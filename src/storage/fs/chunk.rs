@@ -16,14 +16,15 @@ use super::blocks::{chunk_digest, verify_blocks, BlockHasher};
 use super::error::{is_not_found, other, write_error, FsError};
 use super::journal::{append_entry, read_journal, session_state, Entry, Journal};
 use super::lock::{lock_session, retry_removed, ExclusiveData};
-use super::paths::{checked_segments, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL, META};
+use super::paths::{open_create, sync_dir, DATA, DATA_LOCK, JOURNAL, META};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
-use super::repr::{check_repr, read_repr, write_repr};
-use super::session::{completed, encode_expiry, ensure_session_dir, in_progress};
+use super::repr::{read_repr, write_repr};
+use super::session::{completed, encode_expiry, ensure_session_dir};
 use super::writers::{meets, register_writer, Marker};
 use crate::storage::{
-    BodyError, ByteStream, ChunkOptions, ChunkRange, Session, SessionStatus, StorageError,
+    storage_segments, BodyError, ByteStream, ChunkOptions, ChunkRange, Session, SessionStatus,
+    StorageError,
 };
 use crate::ByteRanges;
 
@@ -84,9 +85,9 @@ fn admit_chunk(
         roll_forward(root, &dir, &record)?;
         return Ok(Admission::Completed(record));
     }
-    let journal = session_state(&dir)?;
-    journal.state.admit(range, options.max_ranges)?;
-    check_repr(read_repr(&dir)?.as_deref(), options.repr_digest.as_deref())?;
+    let mut journal = session_state(&dir)?;
+    journal.state.repr_digest = read_repr(&dir)?;
+    journal.state.admit(range, options)?;
 
     let mut created = false;
     let meta = dir.join(META);
@@ -238,9 +239,8 @@ fn record_chunk(
     }
     let journal = read_journal(&files.journal).map_err(write_error)?;
     let mut state = journal.state;
-    state.admit(range, options.max_ranges)?;
-    let kept = read_repr(dir)?;
-    check_repr(kept.as_deref(), options.repr_digest.as_deref())?;
+    state.repr_digest = read_repr(dir)?;
+    state.admit(range, options)?;
     let digest = chunk_digest(blocks);
 
     // Held until the entry is appended: no writer stores a batch meanwhile.
@@ -277,9 +277,9 @@ fn record_chunk(
         }
     };
 
-    if kept.is_none() {
-        if let Some(sent) = &options.repr_digest {
-            write_repr(dir, sent)?;
+    if state.keep_repr_digest(options.repr_digest.as_ref()) {
+        if let Some(kept) = &state.repr_digest {
+            write_repr(dir, kept)?;
         }
     }
     let known = state.ranges.contains(range.first, range.last)
@@ -298,7 +298,7 @@ fn record_chunk(
         files.journal.sync_data().map_err(write_error)?;
         state.record(range);
     }
-    Ok(in_progress(state))
+    Ok(SessionStatus::in_progress(state))
 }
 
 /// Writes one chunk; see [`Storage::write_chunk`](crate::storage::Storage::write_chunk).
@@ -311,7 +311,7 @@ pub(super) async fn write_chunk(
     options: Arc<ChunkOptions>,
     mut body: ByteStream,
 ) -> Result<SessionStatus, StorageError> {
-    checked_segments(session.path())?;
+    storage_segments(session.path())?;
     if range.first > range.last {
         return Err(StorageError::RangeNotSatisfiable);
     }

@@ -12,9 +12,10 @@ use super::lock::{lock_session, ExclusiveData};
 use super::paths::{open_create, prepare_destination, sync_dir, DATA, DATA_LOCK};
 use super::record::{read_record, roll_forward, write_record, StoredRecord};
 use super::repr::read_repr;
-use super::session::{completed, dir_exists, empty_status, in_progress, remove_session_dir};
+use super::session::{completed, dir_exists, remove_session_dir};
 use crate::storage::{
-    CommitInfo, CompleteOptions, FileDigests, FileHasher, MakeRecord, SessionStatus, StorageError,
+    CommitInfo, CompleteOptions, FileDigests, FileHasher, MakeRecord, SessionState, SessionStatus,
+    StorageError,
 };
 use crate::UploadPath;
 
@@ -28,7 +29,7 @@ pub(super) fn complete_session(
     make_record: MakeRecord,
 ) -> Result<SessionStatus, StorageError> {
     if !dir_exists(dir)? {
-        return Ok(empty_status());
+        return Ok(SessionStatus::in_progress(SessionState::default()));
     }
     let _lock = lock_session(dir)?;
     if let Some(record) = read_record(dir)? {
@@ -38,7 +39,7 @@ pub(super) fn complete_session(
     let state = session_state(dir)?.state;
     let total = match state.total {
         Some(total) if state.is_complete() => total,
-        _ => return Ok(in_progress(state)),
+        _ => return Ok(SessionStatus::in_progress(state)),
     };
     // Refuse a bad destination before anything irreversible.
     let target = prepare_destination(root, path)?;
@@ -63,7 +64,7 @@ pub(super) fn complete_session(
     let head = read_head(&data, total)?;
     let meta = data.metadata().map_err(write_error)?;
     let repr_digest = read_repr(dir)?;
-    let wanted = options.digests.with_repr_digest(repr_digest.as_deref());
+    let wanted = options.digests.with_repr_digest(repr_digest.as_ref());
     let digests = if wanted.is_empty() {
         FileDigests::default()
     } else {

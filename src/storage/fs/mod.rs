@@ -37,19 +37,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use self::error::{other, FsError};
-use self::paths::{checked_segments, open_existing, sync_dir, HIDDEN, TMP};
+use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
 use super::{
-    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
-    MakeRecord, PurgeReport, Session, SessionStatus, Storage, StorageError,
+    check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
+    CompleteOptions, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
+    StorageError,
 };
 use crate::UploadPath;
 
 /// Default of [`FsStorage::buffer_budget`].
 const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
-
-/// Longest accepted session id.
-const MAX_ID_LEN: usize = 128;
 
 /// A backend that keeps files in a local folder, durably.
 ///
@@ -229,14 +227,9 @@ impl FsStorage {
     }
 
     fn session_dir(&self, session: &Session) -> Result<PathBuf, StorageError> {
-        let id = session.id();
-        let safe = !id.is_empty()
-            && id.len() <= MAX_ID_LEN
-            && id != TMP
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !safe {
+        let id = check_session_id(session.id())?;
+        // The temporary folder shares the hidden folder with the sessions.
+        if id == TMP {
             return Err(StorageError::InvalidPath);
         }
         Ok(self.root.join(HIDDEN).join(id))
@@ -282,7 +275,7 @@ impl Storage for FsStorage {
         let options = *options;
         Box::pin(async move {
             let dir = dir?;
-            checked_segments(&path)?;
+            storage_segments(&path)?;
             blocking(move || complete::complete_session(&root, &dir, &path, &options, make_record))
                 .await
         })

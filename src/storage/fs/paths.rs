@@ -6,14 +6,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{is_not_found, read_error, write_error};
-use crate::storage::StorageError;
+use crate::random::random_hex;
+use crate::storage::{storage_segments, StorageError, RESERVED_FOLDER};
 use crate::UploadPath;
 
 /// The hidden folder under the root that holds sessions and temporary files.
-pub(super) const HIDDEN: &str = ".uploads";
+pub(super) const HIDDEN: &str = RESERVED_FOLDER;
 
 /// Temporary files of simple uploads, under [`HIDDEN`].
 pub(super) const TMP: &str = "tmp";
@@ -49,41 +49,13 @@ pub(super) fn open_create(path: &Path) -> io::Result<File> {
 
 /// A unique file name: `{prefix}{32 random hex digits}{suffix}`.
 pub(super) fn random_name(prefix: &str, suffix: &str) -> String {
-    let mut random = [0u8; 16];
-    if getrandom::fill(&mut random).is_err() {
-        // Uniqueness matters, not secrecy: fall back on the clock and the pid.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        random = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
-    }
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}{suffix}")
-}
-
-/// The path's segments, refusing any that could leave the root or name the
-/// hidden folder. [`UploadPath`] already refuses most; this is defence in depth.
-pub(super) fn checked_segments(path: &UploadPath) -> Result<Vec<&str>, StorageError> {
-    let segments: Vec<&str> = path.segments().collect();
-    if segments
-        .first()
-        .is_none_or(|first| first.eq_ignore_ascii_case(HIDDEN))
-    {
-        return Err(StorageError::InvalidPath);
-    }
-    for segment in &segments {
-        if segment.is_empty() || *segment == "." || *segment == ".." || segment.contains('\0') {
-            return Err(StorageError::InvalidPath);
-        }
-    }
-    Ok(segments)
+    format!("{prefix}{}{suffix}", random_hex::<16>())
 }
 
 /// Where a file at `path` goes: creates the missing folders and refuses a path
 /// that crosses a symbolic link, a file used as a folder, or ends at a folder or link.
 pub(super) fn prepare_destination(root: &Path, path: &UploadPath) -> Result<PathBuf, StorageError> {
-    let segments = checked_segments(path)?;
+    let segments = storage_segments(path)?;
     let (last, folders) = segments.split_last().ok_or(StorageError::InvalidPath)?;
     let mut dir = root.to_path_buf();
     for folder in folders {
@@ -122,7 +94,7 @@ pub(super) fn open_existing(
     root: &Path,
     path: &UploadPath,
 ) -> Result<(File, fs::Metadata), StorageError> {
-    let segments = checked_segments(path)?;
+    let segments = storage_segments(path)?;
     let mut target = root.to_path_buf();
     for (index, segment) in segments.iter().enumerate() {
         target.push(segment);

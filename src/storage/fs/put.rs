@@ -12,9 +12,9 @@ use futures_util::StreamExt;
 use super::blocking;
 use super::error::{other, write_error, FsError};
 use super::file::{file_meta, read_head};
-use super::paths::{checked_segments, prepare_destination, random_name, sync_dir, HIDDEN, TMP};
+use super::paths::{prepare_destination, random_name, sync_dir, HIDDEN, TMP};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
-use crate::storage::{ByteStream, FileMeta, StorageError};
+use crate::storage::{storage_segments, ByteStream, FileMeta, StorageError};
 use crate::UploadPath;
 
 /// Bytes of a simple upload gathered before one write: smaller, as many simple
@@ -109,7 +109,7 @@ pub(super) async fn put_file(
     path: UploadPath,
     mut body: ByteStream,
 ) -> Result<(FileMeta, Bytes), StorageError> {
-    checked_segments(&path)?;
+    storage_segments(&path)?;
     let temp = Arc::new(Temp {
         path: root.join(HIDDEN).join(TMP).join(temp_name()),
         state: Mutex::new(TempState::Pending),

@@ -6,35 +6,28 @@ use std::path::Path;
 
 use super::error::{is_not_found, other, write_error, FsError};
 use super::paths::{sync_dir, REPR, REPR_TMP};
-use crate::storage::StorageError;
+use crate::storage::{ReprDigest, StorageError};
 
 /// The `Repr-Digest` kept with the session, if a recorded chunk announced one.
-pub(super) fn read_repr(dir: &Path) -> Result<Option<String>, StorageError> {
+pub(super) fn read_repr(dir: &Path) -> Result<Option<ReprDigest>, StorageError> {
     match fs::read(dir.join(REPR)) {
-        Ok(bytes) => String::from_utf8(bytes)
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(ReprDigest::parse)
             .map(Some)
-            .map_err(|_| other(FsError::Corrupt("kept Repr-Digest is not text"))),
+            .ok_or_else(|| other(FsError::Corrupt("kept Repr-Digest does not parse"))),
         Err(error) if is_not_found(&error) => Ok(None),
         Err(error) => Err(write_error(error)),
     }
 }
 
 /// Keeps the session's `Repr-Digest` durably: temporary file, `fsync`, rename.
-pub(super) fn write_repr(dir: &Path, digest: &str) -> Result<(), StorageError> {
+pub(super) fn write_repr(dir: &Path, digest: &ReprDigest) -> Result<(), StorageError> {
     let temp = dir.join(REPR_TMP);
     let mut file = File::create(&temp).map_err(write_error)?;
-    file.write_all(digest.as_bytes())
+    file.write_all(digest.to_string().as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(write_error)?;
     fs::rename(&temp, dir.join(REPR)).map_err(write_error)?;
     sync_dir(dir).map_err(write_error)
-}
-
-/// Fails with [`StorageError::DigestConflict`] if the chunk announces another
-/// `Repr-Digest` than the kept one.
-pub(super) fn check_repr(kept: Option<&str>, sent: Option<&str>) -> Result<(), StorageError> {
-    match (kept, sent) {
-        (Some(kept), Some(sent)) if kept != sent => Err(StorageError::DigestConflict),
-        _ => Ok(()),
-    }
 }

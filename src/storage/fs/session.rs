@@ -12,27 +12,10 @@ use super::lock::{lock_session, retry_removed};
 use super::paths::{random_name, sync_dir, GONE, META, TMP};
 use super::record::{read_record, roll_forward, StoredRecord};
 use super::repr::read_repr;
-use crate::storage::{Completion, SessionStatus, StorageError};
-use crate::SessionState;
-
-pub(super) fn in_progress(state: SessionState) -> SessionStatus {
-    SessionStatus::InProgress {
-        total: state.total,
-        ranges: state.ranges,
-        repr_digest: state.repr_digest,
-    }
-}
-
-pub(super) fn empty_status() -> SessionStatus {
-    in_progress(SessionState::default())
-}
+use crate::storage::{SessionState, SessionStatus, StorageError};
 
 pub(super) fn completed(record: StoredRecord, fresh: bool) -> SessionStatus {
-    SessionStatus::Completed(Completion {
-        etag: record.etag,
-        record: record.record,
-        fresh,
-    })
+    SessionStatus::completed(record.etag, record.record, fresh)
 }
 
 pub(super) fn dir_exists(dir: &Path) -> Result<bool, StorageError> {
@@ -126,7 +109,7 @@ pub(super) fn remove_session_dir(dir: &Path) -> Result<(), StorageError> {
 pub(super) fn session_status(root: &Path, dir: &Path) -> Result<SessionStatus, StorageError> {
     retry_removed(|| {
         if !dir_exists(dir)? {
-            return Ok(empty_status());
+            return Ok(SessionStatus::in_progress(SessionState::default()));
         }
         let _lock = lock_session(dir)?;
         if let Some(record) = read_record(dir)? {
@@ -135,7 +118,7 @@ pub(super) fn session_status(root: &Path, dir: &Path) -> Result<SessionStatus, S
         }
         let mut state = session_state(dir)?.state;
         state.repr_digest = read_repr(dir)?;
-        Ok(in_progress(state))
+        Ok(SessionStatus::in_progress(state))
     })
 }
 

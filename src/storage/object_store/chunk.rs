@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::complete::completed;
 use super::error::{content_mismatch, other, BackendError};
-use super::manifest::{admit, Recorded};
+use super::manifest::Recorded;
 use super::multipart::stage;
 use super::pieces::{compare, plan, read_pieces, Comparison};
 use super::{random_tag, ObjectStoreStorage, SessionDir};
@@ -40,7 +40,7 @@ impl ObjectStoreStorage {
             Err(found) => found.map(|(manifest, _)| manifest),
         };
         let known = manifest.clone().unwrap_or_default();
-        admit(&known, range, &options)?;
+        known.state().admit(range, &options)?;
         let state = known.state();
         let resend = state.ranges.contains(range.first, range.last)
             && range.total.is_none_or(|total| state.total == Some(total))

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::claim::{Claim, ClaimAttempt};
 use super::error::{other, store_error, unavailable, BackendError};
 use super::file::tagged;
-use super::manifest::in_progress;
 use super::multipart::stage;
 use super::pieces::{plan, read_pieces};
 use super::store::{pause, put_options, to_json, unix_millis};
@@ -77,7 +76,7 @@ impl ObjectStoreStorage {
                     .unwrap_or_default(),
             };
             if !state.is_complete() {
-                return Ok(in_progress(state));
+                return Ok(SessionStatus::in_progress(state));
             }
             if let ClaimAttempt::Won(claim) = self.try_claim(&dir).await? {
                 let make_record = make_record.take().expect("one commit per call");
@@ -118,7 +117,7 @@ impl ObjectStoreStorage {
         let state = manifest.state();
         let total = match state.total {
             Some(total) if state.is_complete() => total,
-            _ => return Ok(in_progress(state)),
+            _ => return Ok(SessionStatus::in_progress(state)),
         };
         let target = self.location(session.path())?;
         let pieces = plan(dir, &manifest.chunks, 0, total - 1).ok_or_else(|| {
@@ -132,7 +131,7 @@ impl ObjectStoreStorage {
         let mut hasher = FileHasher::new(
             options
                 .digests
-                .with_repr_digest(manifest.repr_digest.as_deref()),
+                .with_repr_digest(manifest.repr_digest.as_ref()),
         );
         let received = stage(
             self.store.as_ref(),

@@ -11,7 +11,7 @@ use super::error::{store_error, unavailable, BackendError};
 use super::pieces::{compare, read_pieces, Comparison};
 use super::store::{pause, put_options, to_json, unix_millis};
 use super::{ObjectStoreStorage, SessionDir};
-use crate::storage::{ChunkOptions, ChunkRange, Session, SessionStatus, StorageError};
+use crate::storage::{ChunkOptions, ChunkRange, ReprDigest, Session, SessionStatus, StorageError};
 use crate::{ByteRanges, SessionState};
 
 /// Conditional updates of a manifest tried before giving up with `Unavailable`.
@@ -37,7 +37,7 @@ pub(super) struct Manifest {
     /// The total, once a recorded chunk named it.
     pub(super) total: Option<u64>,
     /// The first `Repr-Digest` a recorded chunk announced.
-    pub(super) repr_digest: Option<String>,
+    pub(super) repr_digest: Option<ReprDigest>,
     /// The recorded chunks, in the order they were recorded.
     pub(super) chunks: Vec<Recorded>,
 }
@@ -49,29 +49,6 @@ impl Manifest {
             ranges: ByteRanges::from_ranges(self.chunks.iter().map(|c| [c.first, c.last])),
             repr_digest: self.repr_digest.clone(),
         }
-    }
-}
-
-/// [`SessionState::admit`], plus the `Repr-Digest` the session kept.
-pub(super) fn admit(
-    manifest: &Manifest,
-    range: ChunkRange,
-    options: &ChunkOptions,
-) -> Result<(), StorageError> {
-    manifest.state().admit(range, options.max_ranges)?;
-    if let (Some(kept), Some(sent)) = (&manifest.repr_digest, &options.repr_digest) {
-        if kept != sent {
-            return Err(StorageError::DigestConflict);
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn in_progress(state: SessionState) -> SessionStatus {
-    SessionStatus::InProgress {
-        total: state.total,
-        ranges: state.ranges,
-        repr_digest: state.repr_digest,
     }
 }
 
@@ -136,7 +113,7 @@ impl ObjectStoreStorage {
                     )))
                 }
             };
-            admit(&manifest, range, options)?;
+            manifest.state().admit(range, options)?;
             for recorded in &manifest.chunks {
                 let (from, to) = (recorded.first.max(own.first), recorded.last.min(own.last));
                 if from > to || compared.contains(recorded) {
@@ -165,7 +142,7 @@ impl ObjectStoreStorage {
                 updated.total = range.total;
             }
             if updated.repr_digest.is_none() {
-                updated.repr_digest = options.repr_digest.clone();
+                updated.repr_digest.clone_from(&options.repr_digest);
             }
             match self
                 .store
@@ -176,7 +153,7 @@ impl ObjectStoreStorage {
                 )
                 .await
             {
-                Ok(_) => return Ok(in_progress(updated.state())),
+                Ok(_) => return Ok(SessionStatus::in_progress(updated.state())),
                 Err(::object_store::Error::Precondition { .. }) => pause(round.min(2)).await,
                 Err(error) => return Err(store_error(error)),
             }

@@ -38,16 +38,18 @@ use ::object_store::ObjectStore;
 use bytes::Bytes;
 
 use self::complete::completed;
-use self::manifest::{in_progress, Recorded};
+use self::manifest::Recorded;
 use self::store::unix_millis;
 use super::{
-    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
-    MakeRecord, PurgeReport, Session, SessionStatus, Storage, StorageError,
+    check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
+    CompleteOptions, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
+    StorageError, RESERVED_FOLDER,
 };
+use crate::random::random_hex;
 use crate::UploadPath;
 
 /// The hidden folder under the prefix that holds the sessions.
-const HIDDEN: &str = ".uploads";
+const HIDDEN: &str = RESERVED_FOLDER;
 /// Names inside a session folder.
 const CHUNKS: &str = "chunks";
 const MANIFEST: &str = "manifest";
@@ -60,8 +62,6 @@ const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// Longest accepted session id.
-const MAX_ID_LEN: usize = 128;
 
 /// A backend over any [`ObjectStore`]: many stateless server instances behind a
 /// load balancer share uploads through one bucket.
@@ -174,7 +174,7 @@ const MAX_ID_LEN: usize = 128;
 ///
 /// [`PutMode::Create`]: ::object_store::PutMode::Create
 /// [`PutMode::Update`]: ::object_store::PutMode::Update
-/// [`SessionState::admit`]: crate::SessionState::admit
+/// [`SessionState::admit`]: crate::storage::SessionState::admit
 #[derive(Debug, Clone)]
 pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
@@ -237,18 +237,8 @@ impl ObjectStoreStorage {
     ///
     /// [`StorageError::InvalidPath`] for a path in the hidden `.uploads` folder.
     pub fn location(&self, path: &UploadPath) -> Result<Path, StorageError> {
-        let mut segments = path.segments().peekable();
-        if segments
-            .peek()
-            .is_none_or(|first| first.eq_ignore_ascii_case(HIDDEN))
-        {
-            return Err(StorageError::InvalidPath);
-        }
         let mut key = self.prefix.clone();
-        for segment in segments {
-            if segment.is_empty() || segment == "." || segment == ".." {
-                return Err(StorageError::InvalidPath);
-            }
+        for segment in storage_segments(path)? {
             key = key.join(PathPart::from(segment));
         }
         Ok(key)
@@ -259,15 +249,7 @@ impl ObjectStoreStorage {
     }
 
     fn session_dir(&self, session: &Session) -> Result<SessionDir, StorageError> {
-        let id = session.id();
-        let safe = !id.is_empty()
-            && id.len() <= MAX_ID_LEN
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !safe {
-            return Err(StorageError::InvalidPath);
-        }
+        let id = check_session_id(session.id())?;
         Ok(SessionDir(self.hidden().join(id)))
     }
 }
@@ -302,16 +284,7 @@ impl SessionDir {
 /// Sixteen random hex digits: the `{tag}` of chunk objects, claim owners and
 /// entity tags, unique rather than secret.
 fn random_tag() -> String {
-    let mut random = [0u8; 8];
-    if getrandom::fill(&mut random).is_err() {
-        // Uniqueness matters, not secrecy: fall back on the clock and the pid.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        random = (nanos ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
-    }
-    random.iter().map(|b| format!("{b:02x}")).collect()
+    random_hex::<8>()
 }
 
 impl Storage for ObjectStoreStorage {
@@ -330,7 +303,7 @@ impl Storage for ObjectStoreStorage {
         Box::pin(async move {
             match self.load(&dir?).await? {
                 Ok(record) => completed(record, false),
-                Err(found) => Ok(in_progress(
+                Err(found) => Ok(SessionStatus::in_progress(
                     found
                         .map(|(manifest, _)| manifest.state())
                         .unwrap_or_default(),

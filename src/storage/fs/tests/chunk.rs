@@ -6,6 +6,7 @@ use crate::storage::conformance::{
 };
 use crate::storage::fs::chunk::WRITE_BATCH;
 use crate::storage::fs::paths::{DATA, JOURNAL, WRITING};
+use crate::storage::ReprDigest;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -135,7 +136,8 @@ async fn conflicts_and_repr_digest_survive_a_restart() {
             .write_chunk(
                 &session,
                 chunk(0, 9, Some(20)),
-                &ChunkOptions::new(100).repr_digest(kept),
+                &ChunkOptions::new(100)
+                    .repr_digest(ReprDigest::parse(kept).expect("a valid digest")),
                 body(&[b"0123456789"]),
             )
             .await
@@ -174,7 +176,7 @@ async fn conflicts_and_repr_digest_survive_a_restart() {
         .write_chunk(
             &session,
             chunk(15, 19, None),
-            &ChunkOptions::new(100).repr_digest(other),
+            &ChunkOptions::new(100).repr_digest(ReprDigest::parse(other).expect("a valid digest")),
             watched,
         )
         .await;
@@ -205,7 +207,10 @@ async fn conflicts_and_repr_digest_survive_a_restart() {
     )
     .await;
     let info = seen.lock().expect("unpoisoned").take().expect("called");
-    assert_eq!(info.repr_digest.as_deref(), Some(kept));
+    assert_eq!(
+        info.repr_digest.map(|d| d.to_string()).as_deref(),
+        Some(kept)
+    );
     assert_eq!(
         info.digests.sha256.map(|d| d.to_vec()),
         Some(Sha256::digest(b"0123456789abcdefghij").to_vec())
