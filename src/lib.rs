@@ -94,6 +94,13 @@
 //! The completing answer carries `ETag` and `Location` unless your service sets
 //! its own.
 //!
+//! The whole protocol, for people who write clients (browser code, mobile
+//! apps, `curl` scripts, backends in other languages that mint URLs), is the
+//! [`protocol`] page: [signed URLs](protocol#signed-urls),
+//! [resumable uploads](protocol#resumable-uploads), every
+//! [status code](protocol#status-codes), and a
+//! [JavaScript client](protocol#a-chunked-upload-client-in-javascript).
+//!
 //! # Signed policy and integrity
 //!
 //! A URL can carry limits its signature covers ([`UrlOptions`], minted with
@@ -162,6 +169,8 @@ pub mod headers;
 mod mac;
 mod path;
 mod policy;
+#[doc = include_str!("../docs/protocol.md")]
+pub mod protocol {}
 mod random;
 pub mod services;
 mod signing;
