@@ -25,8 +25,9 @@ use bytes::Bytes;
 
 use crate::UploadPath;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
 mod error;
 #[cfg(all(feature = "fs", unix))]
 mod fs;
