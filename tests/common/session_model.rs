@@ -3,7 +3,7 @@
 //! signed URL through the real layer, in process, over `MemoryStorage`,
 //! checking every answer against the model.
 //!
-//! Included by `tests/proptest_session.rs` and by the `upload_session` fuzz
+//! Included by `tests/it/proptest_session.rs` and by the `upload_session` fuzz
 //! target (`fuzz/src/lib.rs`), so both check the same property:
 //!
 //! - each answer's status, and the error code of each refusal, is the one the
@@ -106,7 +106,7 @@ pub fn file_bytes(png: bool, first: u64, len: u64) -> Vec<u8> {
 
 /// The type the model says the layer sniffs from `head`: the only signature
 /// the model's bytes can carry is PNG's (its first four bytes, as `infer`
-/// checks); anything else is unrecognised. `tests/proptest_session.rs` checks
+/// checks); anything else is unrecognised. `tests/it/proptest_session.rs` checks
 /// this against the crate's sniffer for every head a run can send.
 pub fn sniffed(head: &[u8]) -> &'static str {
     if head.len() >= 4 && head[..4] == PNG_SIGNATURE[..4] {

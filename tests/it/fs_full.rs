@@ -1,14 +1,11 @@
 //! A full disk: `507 storage_full`, nothing half-committed. Runs on a 2 MiB
 //! tmpfs mounted for the test (needs root; elsewhere it is skipped with a
 //! printed reason, and under `CI=true` that is a failure).
-#![cfg(feature = "fs")]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
 use tower_signed_upload::{RespondCreated, SignedMethod, SignedUploadLayer, SigningKey};

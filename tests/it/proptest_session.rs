@@ -8,16 +8,13 @@
 //! Requests carry `Content-Digest` and `Repr-Digest` (right, wrong, malformed),
 //! retries may change bytes, and the URL may sign a `type` and a `max_size`.
 
-#[path = "common/session_model.rs"]
-mod session_model;
-
-use proptest::prelude::*;
-use proptest::strategy::ValueTree;
-use proptest::test_runner::TestRunner;
-use session_model::{
+use crate::session_model::{
     check, check_setup, file_bytes, sniffed, Delivery, DigestValue, Digests, Model, Op, Setup,
     Total, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
 };
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 
 fn total() -> impl Strategy<Value = Total> {
     prop_oneof![

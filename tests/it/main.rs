@@ -1,0 +1,33 @@
+//! The in-process tests, linked into one binary: each module was its own
+//! integration-test crate before, and serves the layer in this process over
+//! 127.0.0.1 (or checks it without a socket: the property tests, `send_sync`).
+//! The tests that start other programs (the example server, moto) stay crates
+//! of their own beside this one. Modules that need a feature are gated here.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/session_model.rs"]
+mod session_model;
+
+mod axum;
+#[cfg(feature = "fs")]
+mod fs_full;
+#[cfg(feature = "fs")]
+mod fs_sessions;
+#[cfg(feature = "fs")]
+mod fuzz_regressions;
+mod hyper;
+mod inner;
+#[cfg(feature = "fs")]
+mod integrity;
+#[cfg(feature = "fs")]
+mod policy;
+mod proptest_content_range;
+mod proptest_session;
+mod protocol;
+mod resumable;
+mod send_sync;
+mod simple;
+mod smoke;
+mod storage_errors;
