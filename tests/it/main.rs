@@ -28,6 +28,7 @@ mod proptest_session;
 mod protocol;
 mod resumable;
 mod send_sync;
+mod signature_spelling;
 mod simple;
 mod smoke;
 mod storage_errors;
