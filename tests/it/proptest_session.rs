@@ -14,6 +14,7 @@ use crate::session_model::{
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use proptest::test_runner::FileFailurePersistence;
 use proptest::test_runner::TestRunner;
 
 fn total() -> impl Strategy<Value = Total> {
@@ -169,8 +170,20 @@ fn scenario() -> impl Strategy<Value = (Setup, Vec<Op>)> {
         })
 }
 
+/// `cases` cases; failures are kept beside this file, in
+/// `proptest_session.proptest-regressions` (proptest's default would be a
+/// `tests/proptest-regressions/` tree, since `tests/it` has a `main.rs`).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(cases)
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn session_answers_match_the_model((setup, ops) in scenario()) {
