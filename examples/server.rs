@@ -44,7 +44,7 @@ use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
 use tower_signed_upload::{
     services::{FileService, SignatureEndpoint},
-    SignedMethod, SignedUploadLayer, Signer, SigningKey, UploadPath, UrlOptions,
+    SignedMethod, SignedUploadLayer, Signer, SigningKey, UploadPath, UploadedFile, UrlOptions,
 };
 
 const PAGE: &str = include_str!("server/index.html");
@@ -260,7 +260,10 @@ async fn run(args: Args) -> Result<(), String> {
     for key in &keys[1..] {
         layer = layer.verify_key(signing_key(key)?);
     }
-    let uploads = layer.layer(FileService::for_layer(&layer));
+    let files = tower::ServiceBuilder::new()
+        .map_request(log_completion)
+        .service(FileService::for_layer(&layer));
+    let uploads = layer.layer(files);
     let signatures = SignatureEndpoint::for_layer(&layer, &keys[0].1);
 
     let app = Router::new()
@@ -286,6 +289,15 @@ async fn run(args: Args) -> Result<(), String> {
     println!("listening on http://{addr}");
     serve(listener, app).await;
     Ok(())
+}
+
+/// Logs each completed upload as the layer hands it to the inner service, at
+/// INFO (`RUST_LOG=server=info`): one `upload completed` line per file.
+fn log_completion<B>(request: axum::http::Request<B>) -> axum::http::Request<B> {
+    if let Some(file) = request.extensions().get::<UploadedFile>() {
+        tracing::info!(id = %file.id, url = %file.url, "upload completed");
+    }
+    request
 }
 
 /// Bytes all connections together read from their sockets at once, at most. A

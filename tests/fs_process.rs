@@ -1,7 +1,7 @@
 //! `FsStorage` behind the real example server process: chunks answered `202`
 //! survive `kill -9`, two processes share one root, aborted uploads leave
 //! nothing, paths never escape the root, expired sessions are purged.
-#![cfg(feature = "fs")]
+#![cfg(all(feature = "fs", unix))]
 
 mod common;
 #[path = "common/process.rs"]
@@ -235,8 +235,8 @@ async fn two_processes_on_one_root_serve_one_session_alternately() {
     let root = dir.path();
     let data = Arc::new(bytes(TOTAL, 8));
     let path_and_query = signed_put("shared/video.bin");
-    let a = Launch::new(root).start();
-    let b = Launch::new(root).start();
+    let a = logging_server(root);
+    let b = logging_server(root);
     let urls = [a.url(&path_and_query), b.url(&path_and_query)];
     let http = client();
 
@@ -284,6 +284,13 @@ async fn two_processes_on_one_root_serve_one_session_alternately() {
     let file: Value = created.json()["data"].clone();
     assert_eq!(file["filesize"], TOTAL);
     assert_eq!(file_sha(&root.join("shared/video.bin")), sha256_hex(&data));
+    assert_eq!(
+        completions_of([&a, &b], "shared/video.bin").await,
+        1,
+        "files handed to the inner services: A {:?}, B {:?}",
+        completions(&a),
+        completions(&b)
+    );
 
     // A retried chunk at the server that did not complete: 200, the same File.
     let other = 1 - completer;
@@ -295,18 +302,63 @@ async fn two_processes_on_one_root_serve_one_session_alternately() {
     let status = send(&http, status_query(&urls[other], TOTAL)).await;
     assert_eq!(status.status, 200, "{:?}", status.body);
     assert_eq!(status.json()["data"]["id"], file["id"]);
+    // The replays reached neither inner service.
+    assert_eq!(completions(&a).len() + completions(&b).len(), 1);
+}
+
+/// A server on `root` that logs each file it hands to its inner service.
+fn logging_server(root: &Path) -> ServerProcess {
+    Launch::new(root)
+        .env("RUST_LOG", Some("warn,server=info"))
+        .env("NO_COLOR", Some("1"))
+        .start()
+}
+
+/// The paths of the files `server` handed to its inner service so far, from
+/// its `upload completed … url=http://ADDR/PATH` lines.
+fn completions(server: &ServerProcess) -> Vec<String> {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| line.contains("upload completed"))
+        .map(|line| {
+            let url = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("url="))
+                .unwrap_or_else(|| panic!("no url in `{line}`"));
+            let after_scheme = url.strip_prefix("http://").unwrap_or(url);
+            let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
+            path.to_owned()
+        })
+        .collect()
+}
+
+/// The inner-service calls for `path` in both servers, once the count stops
+/// growing: logs reach the test through a pipe, a moment after the answer.
+async fn completions_of(servers: [&ServerProcess; 2], path: &str) -> usize {
+    let count = || {
+        servers
+            .iter()
+            .map(|server| completions(server).iter().filter(|p| *p == path).count())
+            .sum::<usize>()
+    };
+    eventually_async(Duration::from_secs(10), || count() >= 1).await;
+    count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_chunks_racing_across_two_processes_complete_exactly_once() {
     const ROUNDS: usize = 20;
+    const RACERS: usize = 16;
     const TOTAL: usize = 4096;
     const CHUNK: usize = TOTAL / 16;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let a = Launch::new(root).start();
-    let b = Launch::new(root).start();
+    let a = logging_server(root);
+    let b = logging_server(root);
     let http = client();
+    let streaming = stream_client();
+    let mut raced = 0;
     for round in 0..ROUNDS {
         let path = format!("race/{round}.bin");
         let path_and_query = signed_put(&path);
@@ -321,19 +373,44 @@ async fn last_chunks_racing_across_two_processes_complete_exactly_once() {
             .await;
             assert_eq!(answer.status, 202, "round {round} chunk {index}");
         }
-        let tasks: Vec<_> = (0..16)
+        // Each of the last 8 chunks goes to both servers. Every racer sends its
+        // headers and all but the last byte, then waits for the others: the
+        // last bytes go out together.
+        let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
             .map(|task| {
-                let (http, url, data) = (http.clone(), urls[task % 2].clone(), Arc::clone(&data));
+                let server = task % 2;
+                let first = (8 + task / 2) * CHUNK;
+                let piece = Bytes::copy_from_slice(&data[first..first + CHUNK]);
+                let (mut pieces, request) = streamed_put(
+                    &urls[server],
+                    &[
+                        (
+                            "content-range",
+                            &format!("bytes {first}-{}/{TOTAL}", first + CHUNK - 1),
+                        ),
+                        ("content-length", &CHUNK.to_string()),
+                    ],
+                );
+                let (streaming, barrier) = (streaming.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
-                    let first = (8 + task / 2) * CHUNK;
-                    send(&http, chunk(&url, &data, first, first + CHUNK - 1)).await
+                    let answer =
+                        tokio::spawn(async move { send_stream(&streaming, request).await });
+                    pieces.send(piece.slice(..CHUNK - 1)).await.unwrap();
+                    barrier.wait().await;
+                    let released = Instant::now();
+                    pieces.send(piece.slice(CHUNK - 1..)).await.unwrap();
+                    drop(pieces);
+                    let answer = answer.await.unwrap();
+                    (server, released, Instant::now(), answer.status.as_u16())
                 })
             })
             .collect();
-        let mut statuses = Vec::new();
+        let mut answers = Vec::new();
         for task in tasks {
-            statuses.push(task.await.unwrap().status.as_u16());
+            answers.push(task.await.unwrap());
         }
+        let statuses: Vec<u16> = answers.iter().map(|&(.., status)| status).collect();
         assert_eq!(
             statuses.iter().filter(|&&s| s == 201).count(),
             1,
@@ -348,7 +425,34 @@ async fn last_chunks_racing_across_two_processes_complete_exactly_once() {
             *data,
             "round {round}"
         );
+        // Exactly one inner-service call, in one of the two processes.
+        assert_eq!(
+            completions_of([&a, &b], &path).await,
+            1,
+            "round {round}: files handed to the inner services: A {:?}, B {:?}",
+            completions(&a),
+            completions(&b)
+        );
+        // The round raced when, while one server was completing the file, the
+        // other was receiving the last byte of a chunk it then found complete.
+        let &(winner, won_from, won_at, _) = answers.iter().find(|a| a.3 == 201).unwrap();
+        if answers.iter().any(|&(server, released, answered, status)| {
+            server != winner && status == 200 && released < won_at && won_from < answered
+        }) {
+            raced += 1;
+        }
     }
+    eprintln!("{raced} of {ROUNDS} rounds raced across the two processes");
+    assert!(raced > 0, "no round raced across the two processes");
+    // No late call either: one per round in all.
+    let all = completions(&a).len() + completions(&b).len();
+    assert_eq!(
+        all,
+        ROUNDS,
+        "A {:?}, B {:?}",
+        completions(&a),
+        completions(&b)
+    );
 }
 
 /// A layer over `FsStorage` at `root`, at the fixed clock, served in-process.

@@ -1,7 +1,7 @@
 //! `ObjectStoreStorage` over a real S3 API: moto's server on loopback, started
 //! by these tests on a free port (one server per test binary, a fresh bucket
 //! per test). Without `moto_server` the tests skip with a printed reason, except
-//! under `CI=true`, where that is a failure.
+//! under `CI=true` or `SIGNED_UPLOAD_REQUIRE_ALL=1`, where that is a failure.
 #![cfg(feature = "object-store")]
 
 mod common;
@@ -25,7 +25,10 @@ use tower_layer::Layer;
 use tower_signed_upload::storage::{ObjectStoreStorage, Storage};
 use tower_signed_upload::{Expiry, SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
 
-use common::{bytes, client, put, send, Answer, CountingInner, TestClock, KEY, NOW, PUBLIC_BASE};
+use common::{
+    bytes, client, missing_prerequisite, put, send, Answer, CountingInner, TestClock, KEY, NOW,
+    PUBLIC_BASE,
+};
 
 const MIB: usize = 1024 * 1024;
 const PREFIX: &str = "site";
@@ -64,15 +67,10 @@ fn http(port: u16, method: &str, target: &str) -> std::io::Result<(u16, String)>
     Ok((status, answer))
 }
 
+/// Starts moto on a free port and waits until it answers; `None` if it is not
+/// installed.
 fn start_moto() -> Option<(u16, Mutex<Child>)> {
-    let Some(program) = find_moto() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "moto_server is not installed (pip install 'moto[server]'); under CI these tests must run"
-        );
-        eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
-        return None;
-    };
+    let program = find_moto()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -98,8 +96,16 @@ fn start_moto() -> Option<(u16, Mutex<Child>)> {
     Some((port, Mutex::new(child)))
 }
 
+/// moto's port; `None` (skip, with a printed reason) when it is not
+/// installed, unless prerequisites are required.
 fn moto_port() -> Option<u16> {
-    MOTO.get_or_init(start_moto).as_ref().map(|(port, _)| *port)
+    let port = MOTO.get_or_init(start_moto).as_ref().map(|(port, _)| *port);
+    if port.is_none() {
+        missing_prerequisite(
+            "moto_server is not on PATH (pip install 'moto[server]'): no S3 API to test against",
+        );
+    }
+    port
 }
 
 /// An S3 client of `bucket` on moto.
@@ -594,7 +600,7 @@ async fn instance_killed_mid_chunk_loses_only_that_chunk() {
 // ---------------------------------------------------------------------------
 // Measurement: `cargo test --release --all-features --test object_store -- --ignored --nocapture`
 
-#[cfg(feature = "fs")]
+#[cfg(all(feature = "fs", unix))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: 256 MiB through moto and through the disk, three times each"]
 async fn measure_256_mib_resumable_upload() {
@@ -661,4 +667,16 @@ async fn measure_256_mib_resumable_upload() {
         rate(s3_median),
         rate(disk_median)
     );
+}
+
+/// The public conformance suite against a real S3 API, run as a third-party
+/// backend runs it.
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_storage_passes_conformance_on_s3() {
+    let Some((port, bucket)) = bucket("conformance") else {
+        return;
+    };
+    let storage = ObjectStoreStorage::new(s3(port, &bucket), "prefix");
+    tower_signed_upload::storage::conformance::run(&storage).await;
 }

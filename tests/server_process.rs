@@ -1,7 +1,7 @@
 //! The example server (`examples/server.rs`) as users run it: every route of
 //! SERVER.md over HTTP against the real process, its key variables, CORS, and
 //! shutdown on SIGTERM.
-#![cfg(feature = "fs")]
+#![cfg(all(feature = "fs", unix))]
 
 mod common;
 #[path = "common/process.rs"]

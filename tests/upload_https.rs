@@ -1,7 +1,7 @@
 //! `examples/upload.rs` over https: a TLS server on 127.0.0.1 with a
 //! certificate made for the test, which the uploader trusts through
 //! `--ca-cert` and refuses without it.
-#![cfg(feature = "fs")]
+#![cfg(all(feature = "fs", unix))]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ pub mod session;
 pub mod signed_url;
 
 /// The reference model of one upload session, shared with the proptest twin
-/// in `tests/proptest_session.rs`.
+/// in `tests/it/proptest_session.rs`.
 #[path = "../../tests/common/session_model.rs"]
 pub mod session_model;
 

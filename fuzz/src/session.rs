@@ -1,11 +1,13 @@
 //! The `upload_session` target: arbitrary operations on one session (with
 //! digest headers, changed retries, and maybe a signed `type` and `max_size`),
-//! checked against the reference model in `tests/common/session_model.rs`.
+//! over `MemoryStorage` or `FsStorage` as the input picks, checked against the
+//! reference model in `tests/common/session_model.rs`.
 
 use arbitrary::Arbitrary;
 
 use crate::session_model::{
-    self, Delivery, DigestValue, Digests, Op, Setup, Total, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
+    self, Backend, Delivery, DigestValue, Digests, Op, Setup, Total, Types, MAX_FILE_LEN,
+    MAX_SIZE_BOUNDS,
 };
 
 /// At most this many operations per input.
@@ -22,6 +24,9 @@ pub struct SessionInput {
     types: u8,
     /// The URL's signed `max_size`.
     signed_max_size: Option<u8>,
+    /// The session goes through `FsStorage` in a fresh temporary folder
+    /// (with the `fs` feature), else through `MemoryStorage`.
+    on_disk: bool,
     ops: Vec<RawOp>,
 }
 
@@ -244,8 +249,20 @@ impl SessionInput {
     }
 }
 
-/// Runs the input's operations through the layer against the model.
+/// Runs the input's operations through the layer, over the storage the input
+/// picks, against the model.
 pub fn run(input: &SessionInput) {
     let (setup, ops) = input.decode();
-    session_model::check_setup(setup, &ops);
+    session_model::check_on(input.backend(), setup, &ops);
+}
+
+impl SessionInput {
+    /// The storage backend this input runs over.
+    pub fn backend(&self) -> Backend {
+        match self.on_disk {
+            #[cfg(feature = "fs")]
+            true => Backend::Fs,
+            _ => Backend::Memory,
+        }
+    }
 }

@@ -340,15 +340,3 @@ impl Storage for MemoryStorage {
         Box::pin(async move { Ok(report) })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::conformance;
-
-    #[tokio::test]
-    async fn memory_storage_passes_conformance() {
-        conformance::run_all(&MemoryStorage::new()).await;
-        conformance::run_integrity(&MemoryStorage::new()).await;
-    }
-}

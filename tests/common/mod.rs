@@ -41,6 +41,24 @@ impl Clock for TestClock {
     }
 }
 
+/// Whether a test whose prerequisite is missing (moto's S3 server, root for a
+/// tmpfs) must fail rather than skip: under `CI=true` or
+/// `SIGNED_UPLOAD_REQUIRE_ALL=1`.
+pub fn prerequisites_required() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+        || std::env::var("SIGNED_UPLOAD_REQUIRE_ALL").as_deref() == Ok("1")
+}
+
+/// A test cannot run because of `missing` (what is missing, and how to get
+/// it): panics naming it when [`prerequisites_required`], else prints why the
+/// test is skipped and returns, for the test to return.
+pub fn missing_prerequisite(missing: &str) {
+    if prerequisites_required() {
+        panic!("{missing}; required under CI=true or SIGNED_UPLOAD_REQUIRE_ALL=1");
+    }
+    eprintln!("skipped: {missing}");
+}
+
 /// Serves `service` on 127.0.0.1 with hyper; returns the address.
 pub async fn serve<S, B>(service: S) -> SocketAddr
 where
@@ -532,7 +550,7 @@ pub fn memory_storage() -> Arc<dyn tower_signed_upload::storage::Storage> {
 
 /// An [`FsStorage`](tower_signed_upload::storage::FsStorage) in a fresh
 /// temporary folder; keep the folder alive as long as the storage.
-#[cfg(feature = "fs")]
+#[cfg(all(feature = "fs", unix))]
 pub fn fs_storage() -> (
     tempfile::TempDir,
     Arc<dyn tower_signed_upload::storage::Storage>,

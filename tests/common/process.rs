@@ -26,8 +26,12 @@ fn profile_dir() -> PathBuf {
 ///
 /// `cargo test` builds examples only when no target is selected, so the first
 /// call builds it (`cargo build --example server`, same profile and target
-/// folder), at most once per test binary. If cargo is not reachable, an
-/// existing binary is used as it is.
+/// folder), at most once per test binary.
+///
+/// # Panics
+///
+/// If the build cannot run or fails, with cargo's error output: a test must
+/// never run against a binary left over from an older build.
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -35,7 +39,7 @@ pub fn server_binary() -> &'static Path {
         let binary = profile.join("examples").join("server");
         let target = profile.parent().expect("the target folder").to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
+        let mut command = Command::new(&cargo);
         command
             .args(["build", "--quiet", "--example", "server", "--manifest-path"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
@@ -47,24 +51,34 @@ pub fn server_binary() -> &'static Path {
         if profile.file_name().is_some_and(|name| name == "release") {
             command.arg("--release");
         }
-        let built = command.spawn().ok().and_then(|mut child| {
-            let status = wait_timeout(&mut child, Duration::from_secs(300));
-            if status.is_none() {
+        let mut child = command.spawn().unwrap_or_else(|error| {
+            panic!(
+                "cannot run {} to build the example server: {error}",
+                Path::new(&cargo).display()
+            )
+        });
+        // Read while it runs: a build with many errors would fill the pipe.
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let reader = std::thread::spawn(move || {
+            let mut errors = String::new();
+            let _ = stderr.read_to_string(&mut errors);
+            errors
+        });
+        match wait_timeout(&mut child, Duration::from_secs(300)) {
+            Some(status) if status.success() => {}
+            Some(status) => {
+                let errors = reader.join().unwrap_or_default();
+                panic!("cargo build --example server failed ({status}):\n{errors}")
+            }
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
+                panic!("cargo build --example server did not finish within 300 s")
             }
-            let mut errors = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut errors);
-            }
-            if !status.is_some_and(|status| status.success()) {
-                eprintln!("cargo build --example server failed: {errors}");
-            }
-            status
-        });
+        }
         assert!(
             binary.exists(),
-            "no example server at {} (build: {built:?})",
+            "cargo build --example server succeeded, yet there is no {}",
             binary.display()
         );
         binary

@@ -1,9 +1,10 @@
 //! A reference model of one resumable upload session (PROTOCOL sections 3 and
 //! 6), and a driver that sends a sequence of chunks and status queries for ONE
-//! signed URL through the real layer, in process, over `MemoryStorage`,
-//! checking every answer against the model.
+//! signed URL through the real layer, in process, over `MemoryStorage` or (with
+//! the `fs` feature) `FsStorage` in a fresh temporary folder, checking every
+//! answer against the model.
 //!
-//! Included by `tests/proptest_session.rs` and by the `upload_session` fuzz
+//! Included by `tests/it/proptest_session.rs` and by the `upload_session` fuzz
 //! target (`fuzz/src/lib.rs`), so both check the same property:
 //!
 //! - each answer's status, and the error code of each refusal, is the one the
@@ -46,6 +47,8 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest as _, Sha256, Sha512};
 use tower::{Layer, Service, ServiceExt};
+#[cfg(all(feature = "fs", unix))]
+use tower_signed_upload::storage::FsStorage;
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{
     services::RespondCreated, Clock, EnvelopeBody, SignedMethod, SignedUpload, SignedUploadLayer,
@@ -106,7 +109,7 @@ pub fn file_bytes(png: bool, first: u64, len: u64) -> Vec<u8> {
 
 /// The type the model says the layer sniffs from `head`: the only signature
 /// the model's bytes can carry is PNG's (its first four bytes, as `infer`
-/// checks); anything else is unrecognised. `tests/proptest_session.rs` checks
+/// checks); anything else is unrecognised. `tests/it/proptest_session.rs` checks
 /// this against the crate's sniffer for every head a run can send.
 pub fn sniffed(head: &[u8]) -> &'static str {
     if head.len() >= 4 && head[..4] == PNG_SIGNATURE[..4] {
@@ -773,36 +776,129 @@ fn content_range(op: &Op, file_len: u64, equals: bool) -> String {
     }
 }
 
-/// Runs `ops` against a fresh layer for a plain file with no policy.
+/// The storage a run goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `MemoryStorage`.
+    Memory,
+    /// `FsStorage` in a fresh temporary folder, removed after the run.
+    #[cfg(all(feature = "fs", unix))]
+    Fs,
+}
+
+impl Backend {
+    /// Every backend of this build.
+    pub const ALL: &'static [Backend] = &[
+        Backend::Memory,
+        #[cfg(all(feature = "fs", unix))]
+        Backend::Fs,
+    ];
+}
+
+/// The storage of one run, and where it keeps the committed file.
+enum Store {
+    Memory(MemoryStorage),
+    #[cfg(all(feature = "fs", unix))]
+    Fs(FsStorage, TempRoot),
+}
+
+impl Store {
+    fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Memory => Store::Memory(MemoryStorage::new()),
+            #[cfg(all(feature = "fs", unix))]
+            Backend::Fs => {
+                let root = TempRoot::new();
+                let storage = FsStorage::new(&root.0).expect("FsStorage opens a fresh folder");
+                Store::Fs(storage, root)
+            }
+        }
+    }
+
+    fn layer(&self) -> SignedUploadLayer {
+        let key = SigningKey::new(KEY).expect("the key is not empty");
+        match self {
+            Store::Memory(storage) => SignedUploadLayer::new(key, storage.clone()),
+            #[cfg(all(feature = "fs", unix))]
+            Store::Fs(storage, _) => SignedUploadLayer::new(key, storage.clone()),
+        }
+    }
+
+    /// The committed file at [`PATH`], if any.
+    fn file(&self) -> Option<Vec<u8>> {
+        match self {
+            Store::Memory(storage) => storage.file(PATH).map(|bytes| bytes.to_vec()),
+            #[cfg(all(feature = "fs", unix))]
+            Store::Fs(_, root) => match std::fs::read(root.0.join(PATH)) {
+                Ok(bytes) => Some(bytes),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => panic!("reading the committed file: {error}"),
+            },
+        }
+    }
+}
+
+/// A fresh folder under the system's temporary folder, removed on drop (no
+/// `tempfile`: the fuzz crate includes this file too).
+#[cfg(all(feature = "fs", unix))]
+struct TempRoot(std::path::PathBuf);
+
+#[cfg(all(feature = "fs", unix))]
+impl TempRoot {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "session-model-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("a temporary folder");
+        TempRoot(path)
+    }
+}
+
+#[cfg(all(feature = "fs", unix))]
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `ops` against a fresh layer over `MemoryStorage` for a plain file with
+/// no policy.
 pub fn check(file_len: u64, max_size: u64, ops: &[Op]) {
     check_setup(Setup::plain(file_len, max_size), ops);
 }
 
-/// Runs `ops` against a fresh layer (the `setup`'s `max_size`, [`MAX_RANGES`],
-/// a URL with the setup's policy) and panics, naming the operation, where an
-/// answer differs from the model. Builds its own current-thread runtime.
+/// [`check_on`] over `MemoryStorage`.
 pub fn check_setup(setup: Setup, ops: &[Op]) {
+    check_on(Backend::Memory, setup, ops);
+}
+
+/// Runs `ops` against a fresh layer over `backend` (the `setup`'s `max_size`,
+/// [`MAX_RANGES`], a URL with the setup's policy) and panics, naming the
+/// operation, where an answer differs from the model. Builds its own
+/// current-thread runtime.
+pub fn check_on(backend: Backend, setup: Setup, ops: &[Op]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a current-thread runtime builds");
-    runtime.block_on(check_async(setup, ops));
+    runtime.block_on(check_async(backend, setup, ops));
 }
 
-/// [`check_setup`], on the caller's runtime (which must have a timer).
-pub async fn check_async(setup: Setup, ops: &[Op]) {
+/// [`check_on`], on the caller's runtime (which must have a timer).
+pub async fn check_async(backend: Backend, setup: Setup, ops: &[Op]) {
     let Setup {
         file_len, max_size, ..
     } = setup;
-    let storage = MemoryStorage::new();
+    let store = Store::new(backend);
     let inner = CountingInner::default();
-    let layer = SignedUploadLayer::new(
-        SigningKey::new(KEY).expect("the key is not empty"),
-        storage.clone(),
-    )
-    .clock(FixedClock)
-    .max_ranges(MAX_RANGES)
-    .max_size(max_size);
+    let layer = store
+        .layer()
+        .clock(FixedClock)
+        .max_ranges(MAX_RANGES)
+        .max_size(max_size);
     let mut options = UrlOptions::new();
     if let Some(types) = setup.types {
         options = options
@@ -857,7 +953,7 @@ pub async fn check_async(setup: Setup, ops: &[Op]) {
         let context = || {
             format!(
                 "op #{index} {op:?} ({setup:?})\n\
-                 model before: {before:?}\nanswer: {answer:?}"
+                 model before: {before:?}\nanswer: {answer:?}\nbackend: {backend:?}"
             )
         };
         assert_eq!(
@@ -948,7 +1044,7 @@ pub async fn check_async(setup: Setup, ops: &[Op]) {
             context()
         );
         assert!(created <= 1, "more than one 201: {}", context());
-        let stored = storage.file(PATH);
+        let stored = store.file();
         assert_eq!(
             stored.as_deref(),
             model.completed.as_deref(),

@@ -1,17 +1,15 @@
 //! Range conflicts, `Repr-Digest`, whole-file digests and refused commits.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::{future, stream, StreamExt};
+use futures_util::future;
 
 use super::*;
 use crate::storage::{
-    BodyError, ByteStream, ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, Completion,
-    DigestSet, MakeRecord, ReprDigest, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+    ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, DigestSet, MakeRecord, ReprDigest,
+    Session, SessionStatus, Storage, StorageError,
 };
 
 /// Runs every check against one store.
@@ -262,4 +260,3 @@ pub async fn check_refused_commit_and_discard(storage: &dyn Storage) {
         b"good"
     );
 }
-

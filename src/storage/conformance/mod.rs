@@ -42,22 +42,22 @@ mod uploads;
 pub use integrity::*;
 pub use uploads::*;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::{future, stream, StreamExt};
+use futures_util::{stream, StreamExt};
 
 use super::{
-    BodyError, ByteStream, ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, Completion,
-    DigestSet, MakeRecord, ReprDigest, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+    BodyError, ByteStream, ChunkRange, CompleteOptions, Completion, MakeRecord, Session,
+    SessionStatus, Storage, StorageError,
 };
 use crate::UploadPath;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// An upload path; panics on an invalid one.
 pub fn path(path: &str) -> UploadPath {
     UploadPath::new(path).expect("test paths are valid")
 }
@@ -86,10 +86,12 @@ pub fn session(number: u64, file: &str, expires: SystemTime) -> Session {
     Session::new(format!("{number:064x}"), path(file), expires)
 }
 
+/// A session (see [`session`]) whose URL expires a day from now.
 pub fn live_session(number: u64, file: &str) -> Session {
     session(number, file, SystemTime::now() + DAY)
 }
 
+/// The range `first..=last` of a file of `total` bytes (`None`: not known yet).
 pub fn chunk(first: u64, last: u64, total: Option<u64>) -> ChunkRange {
     ChunkRange { first, last, total }
 }
@@ -125,6 +127,11 @@ pub async fn complete_default(storage: &dyn Storage, session: &Session) -> Compl
     .await
 }
 
+/// The whole stored file at `file`.
+///
+/// # Errors
+///
+/// What [`Storage::read`] or its stream fails with.
 pub async fn read_all(storage: &dyn Storage, file: &str) -> Result<Vec<u8>, StorageError> {
     let read = storage.read(&path(file), None).await?;
     let mut body = read.body;
@@ -135,6 +142,7 @@ pub async fn read_all(storage: &dyn Storage, file: &str) -> Result<Vec<u8>, Stor
     Ok(out)
 }
 
+/// A status's total and ranges; panics for a completed session.
 pub fn progress(status: &SessionStatus) -> (Option<u64>, Vec<[u64; 2]>) {
     match status {
         SessionStatus::InProgress { total, ranges, .. } => (*total, ranges.as_slice().to_vec()),

@@ -3,15 +3,14 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::{future, stream, StreamExt};
 
 use super::*;
 use crate::storage::{
-    BodyError, ByteStream, ChunkOptions, ChunkRange, CommitRefused, CompleteOptions, Completion,
-    DigestSet, MakeRecord, ReprDigest, Session, SessionStatus, Storage, StorageError, HEAD_LEN,
+    ByteStream, ChunkOptions, CompleteOptions, SessionStatus, Storage, StorageError, HEAD_LEN,
 };
 
 /// Simple upload, then whole and ranged reads and metadata.
@@ -525,4 +524,3 @@ pub async fn check_purge_removes_expired_keeps_live(storage: &dyn Storage) {
         .expect("purge");
     assert_eq!((again.sessions, again.records), (0, 0), "{again:?}");
 }
-

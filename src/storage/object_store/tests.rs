@@ -14,9 +14,7 @@ use futures_util::TryStreamExt;
 use super::claim::ClaimBody;
 use super::store::{put_options, to_json, version_of};
 use super::ObjectStoreStorage;
-use crate::storage::conformance::{
-    self, body, chunk, complete_default, live_session, path, read_all,
-};
+use crate::storage::conformance::{body, chunk, complete_default, live_session, path, read_all};
 use crate::storage::{ChunkOptions, Session, Storage, StorageError};
 
 pub(super) fn memory() -> (Arc<InMemory>, ObjectStoreStorage) {
@@ -58,13 +56,6 @@ pub(super) async fn plant_claim(
 fn object_store_storage_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
     check::<ObjectStoreStorage>();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_store_storage_passes_conformance_in_memory() {
-    let (_, storage) = memory();
-    conformance::run_all(&storage).await;
-    conformance::run_integrity(&storage).await;
 }
 
 #[tokio::test]
@@ -189,9 +180,11 @@ fn http(port: u16, method: &str, target: &str) -> std::io::Result<u16> {
 
 fn start_moto() -> Option<Moto> {
     let Some(program) = find_moto() else {
+        let required = std::env::var("CI").as_deref() == Ok("true")
+            || std::env::var("SIGNED_UPLOAD_REQUIRE_ALL").as_deref() == Ok("1");
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "moto_server is not installed (pip install 'moto[server]'); CI must run these tests"
+            !required,
+            "moto_server is not on PATH (pip install 'moto[server]'); required under CI=true or SIGNED_UPLOAD_REQUIRE_ALL=1"
         );
         eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
         return None;
@@ -271,7 +264,7 @@ async fn in_memory_store_honours_conditional_puts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_store_storage_passes_conformance_on_s3() {
+async fn s3_api_honours_conditional_puts() {
     let Some(moto) = start_moto() else {
         return;
     };
@@ -287,7 +280,4 @@ async fn object_store_storage_passes_conformance_on_s3() {
         .expect("S3 client");
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     assert_conditional_puts(store.as_ref()).await;
-    let storage = ObjectStoreStorage::new(store, "prefix");
-    conformance::run_all(&storage).await;
-    conformance::run_integrity(&storage).await;
 }

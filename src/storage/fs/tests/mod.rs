@@ -96,10 +96,3 @@ fn fs_storage_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
     check::<FsStorage>();
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fs_storage_passes_conformance() {
-    let (_folder, storage) = storage();
-    conformance::run_all(&storage).await;
-    conformance::run_integrity(&storage).await;
-}

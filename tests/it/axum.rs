@@ -1,13 +1,11 @@
 //! The layer inside an axum 0.8 `Router`, served with `axum::serve`: the handler
 //! takes the committed file as `Extension<UploadedFile>`.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::routing::put as put_route;
 use axum::{Extension, Router};
-use common::*;
 use http::StatusCode;
 use tower_signed_upload::{
     storage::MemoryStorage, SignedMethod, SignedUploadLayer, SigningKey, UploadedFile,

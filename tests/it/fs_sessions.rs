@@ -1,14 +1,11 @@
 //! Sessions on `FsStorage` outlive the server that took their chunks
 //! (PROTOCOL section 3): a fresh layer over the same folder, as after a restart,
 //! or a second server beside the first, carries a session on.
-#![cfg(feature = "fs")]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::FsStorage;
 use tower_signed_upload::{

@@ -1,11 +1,9 @@
 //! Resumable uploads (PROTOCOL section 3) over real HTTP: chunks in any order,
 //! in parallel, retried and overlapping; status queries; completion exactly once.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tower_signed_upload::SignedMethod;
 

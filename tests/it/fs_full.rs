@@ -1,14 +1,12 @@
 //! A full disk: `507 storage_full`, nothing half-committed. Runs on a 2 MiB
 //! tmpfs mounted for the test (needs root; elsewhere it is skipped with a
-//! printed reason, and under `CI=true` that is a failure).
-#![cfg(feature = "fs")]
-
-mod common;
+//! printed reason, and under `CI=true` or `SIGNED_UPLOAD_REQUIRE_ALL=1` that is
+//! a failure).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{FsStorage, Storage};
 use tower_signed_upload::{services::RespondCreated, SignedMethod, SignedUploadLayer, SigningKey};
@@ -20,14 +18,23 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = Command::new("mount")
+    /// Mounts a tmpfs of `size` on a fresh temporary folder; `Err` says why
+    /// it could not (not root, no `mount`).
+    fn mount(size: &str) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
-            .status()
-            .ok()?;
-        status.success().then(|| SmallDisk {
+            .output()
+            .map_err(|error| format!("cannot run mount: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk {
             path: dir.path().to_path_buf(),
             _dir: dir,
         })
@@ -40,16 +47,16 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A 2 MiB tmpfs, or `None` (skip, with a printed reason) where it cannot be
+/// mounted, unless prerequisites are required.
 fn small_disk() -> Option<SmallDisk> {
-    let disk = SmallDisk::mount("2m");
-    if disk.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "cannot mount a tmpfs under CI=true"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    match SmallDisk::mount("2m") {
+        Ok(disk) => Some(disk),
+        Err(why) => {
+            missing_prerequisite(&format!("a 2 MiB tmpfs, which needs root: {why}"));
+            None
+        }
     }
-    disk
 }
 
 fn files(root: &Path) -> Vec<PathBuf> {

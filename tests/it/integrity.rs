@@ -1,12 +1,8 @@
 //! Integrity (PROTOCOL section 6) over real HTTP: `Content-Digest`,
 //! `Repr-Digest`, the File object's `sha256`, and chunks resent with other
 //! bytes, each case on MemoryStorage and on FsStorage.
-#![cfg(feature = "fs")]
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tower_signed_upload::UrlOptions;
 

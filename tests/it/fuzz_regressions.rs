@@ -1,14 +1,10 @@
 //! Bugs the fuzz targets and their proptest twins found, each pinned over the
 //! public API on every backend (the inputs that found them are kept under
 //! `fuzz/regressions/<target>/`).
-#![cfg(feature = "fs")]
-
-#[macro_use]
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::{Method, Uri};
 use tower_signed_upload::storage::MemoryStorage;
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath, UrlOptions};

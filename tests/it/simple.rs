@@ -1,9 +1,7 @@
 //! Simple uploads (PROTOCOL section 2) and the File object and envelope they
 //! are answered with (section 4), over real HTTP.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// 2025-06-15T15:06:40Z is [`NOW`] in RFC 3339.

@@ -2,12 +2,10 @@
 //! every rejection's status, `error.code` and envelope, and that a rejected
 //! request stores nothing.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request};
 use http_body_util::Full;
 use tower_signed_upload::{Error, SignedMethod, SigningKey};

@@ -3,6 +3,7 @@
 //! formats to a canonical value that parses to the same thing.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use tower_signed_upload::headers::ContentRange;
 
 /// Never panics; a parsed value is well formed and round-trips through `Display`.
@@ -34,8 +35,20 @@ fn number() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// `cases` cases; failures are kept beside this file, in
+/// `proptest_content_range.proptest-regressions` (proptest's default would be a
+/// `tests/proptest-regressions/` tree, since `tests/it` has a `main.rs`).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(cases)
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_round_trip(

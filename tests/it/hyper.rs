@@ -1,13 +1,11 @@
 //! The layer around a plain service function, served by hyper 1 through
 //! hyper-util (no framework).
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -2,13 +2,11 @@
 //! storage_full`, `500`/`503 storage_error`, with nothing of the backend's
 //! error in the answer.
 
-mod common;
-
 use std::ops::RangeInclusive;
 use std::time::SystemTime;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{
     BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,

@@ -1,6 +1,4 @@
-mod common;
-
-use common::*;
+use crate::common::*;
 use tower_layer::Layer;
 use tower_signed_upload::{
     services::RespondCreated, storage::MemoryStorage, SignedMethod, SignedUploadLayer, SigningKey,

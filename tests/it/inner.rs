@@ -2,15 +2,13 @@
 //! reach it with the verified path; the `PUT` that commits a file reaches it
 //! with the File object; its response is the client's.
 
-mod common;
-
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;

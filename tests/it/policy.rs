@@ -1,14 +1,10 @@
 //! Signed upload policy (PROTOCOL section 6) over real HTTP: `max_size`, `type`
 //! and `kid`, each case on MemoryStorage and on FsStorage.
-#![cfg(feature = "fs")]
-
-#[macro_use]
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Request;
 use tower_signed_upload::{Error, SignedMethod, SigningKey, UrlOptions};
 

@@ -2,22 +2,21 @@
 //! of the `upload_session` fuzz target: arbitrary sequences of chunks (any
 //! ranges, overlaps, wrong lengths, cut-off bodies, retries, changed totals)
 //! and status queries go through the real layer in process over
-//! `MemoryStorage`, and every answer must match the reference model in
+//! `MemoryStorage` and over `FsStorage` (a fresh temporary folder per case),
+//! and every answer must match the reference model in
 //! `tests/common/session_model.rs` (statuses and codes, reported ranges,
 //! exactly one completion exactly when the model completes, stored bytes).
 //! Requests carry `Content-Digest` and `Repr-Digest` (right, wrong, malformed),
 //! retries may change bytes, and the URL may sign a `type` and a `max_size`.
 
-#[path = "common/session_model.rs"]
-mod session_model;
-
+use crate::session_model::{
+    check_on, check_setup, file_bytes, sniffed, Backend, Delivery, DigestValue, Digests, Model, Op,
+    Setup, Total, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
+};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use proptest::test_runner::FileFailurePersistence;
 use proptest::test_runner::TestRunner;
-use session_model::{
-    check, check_setup, file_bytes, sniffed, Delivery, DigestValue, Digests, Model, Op, Setup,
-    Total, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
-};
 
 fn total() -> impl Strategy<Value = Total> {
     prop_oneof![
@@ -172,12 +171,34 @@ fn scenario() -> impl Strategy<Value = (Setup, Vec<Op>)> {
         })
 }
 
+/// `cases` cases; failures are kept beside this file, in
+/// `proptest_session.proptest-regressions` (proptest's default would be a
+/// `tests/proptest-regressions/` tree, since `tests/it` has a `main.rs`).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(cases)
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn session_answers_match_the_model((setup, ops) in scenario()) {
         check_setup(setup, &ops);
+    }
+}
+
+#[cfg(all(feature = "fs", unix))]
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn session_answers_match_the_model_on_fs_storage((setup, ops) in scenario()) {
+        check_on(Backend::Fs, setup, &ops);
     }
 }
 
@@ -191,29 +212,28 @@ fn out_of_order_chunks_complete_once_then_replay() {
         content_length: true,
         digests: Digests::NONE,
     };
-    check(
-        20,
-        64,
-        &[
-            chunk(10, 19, Total::Unknown),
-            Op::Status {
-                total: Total::Unknown,
-                body: 0,
-                streamed: false,
-                digests: Digests::NONE,
-            },
-            chunk(5, 12, Total::Right),
-            chunk(0, 3, Total::Other(21)),
-            chunk(0, 5, Total::Right),
-            chunk(0, 19, Total::Right),
-            Op::Status {
-                total: Total::Other(3),
-                body: 0,
-                streamed: true,
-                digests: Digests::NONE,
-            },
-        ],
-    );
+    let ops = [
+        chunk(10, 19, Total::Unknown),
+        Op::Status {
+            total: Total::Unknown,
+            body: 0,
+            streamed: false,
+            digests: Digests::NONE,
+        },
+        chunk(5, 12, Total::Right),
+        chunk(0, 3, Total::Other(21)),
+        chunk(0, 5, Total::Right),
+        chunk(0, 19, Total::Right),
+        Op::Status {
+            total: Total::Other(3),
+            body: 0,
+            streamed: true,
+            digests: Digests::NONE,
+        },
+    ];
+    for &backend in Backend::ALL {
+        check_on(backend, Setup::plain(20, 64), &ops);
+    }
 }
 
 /// The generator is worth its cases: a good share of scenarios complete the
@@ -330,5 +350,7 @@ fn conflicts_and_a_wrong_whole_file_digest() {
     let mut model = Model::new(setup);
     let statuses: Vec<_> = ops.iter().map(|op| model.apply(op).status).collect();
     assert_eq!(statuses, [202, 202, 409, 409, 409, 308, 400, 400, 201, 200]);
-    check_setup(setup, &ops);
+    for &backend in Backend::ALL {
+        check_on(backend, setup, &ops);
+    }
 }

@@ -1,0 +1,36 @@
+//! The in-process tests, linked into one binary: each module was its own
+//! integration-test crate before, and serves the layer in this process over
+//! 127.0.0.1 (or checks it without a socket: the property tests, `send_sync`).
+//! The tests that start other programs (the example server, moto) stay crates
+//! of their own beside this one. Modules that need a feature are gated here.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/session_model.rs"]
+mod session_model;
+
+mod axum;
+#[cfg(feature = "conformance")]
+mod conformance;
+#[cfg(all(feature = "fs", unix))]
+mod fs_full;
+#[cfg(all(feature = "fs", unix))]
+mod fs_sessions;
+#[cfg(all(feature = "fs", unix))]
+mod fuzz_regressions;
+mod hyper;
+mod inner;
+#[cfg(all(feature = "fs", unix))]
+mod integrity;
+#[cfg(all(feature = "fs", unix))]
+mod policy;
+mod proptest_content_range;
+mod proptest_session;
+mod protocol;
+mod resumable;
+mod send_sync;
+mod signature_spelling;
+mod simple;
+mod smoke;
+mod storage_errors;
