@@ -10,7 +10,7 @@
 # verdict CI gives.
 #
 #   moto_server          S3 API server for tests/object_store.rs (pip install 'moto[server]')
-#   root, mount tmpfs    tests/fs_full.rs mounts a 2 MiB tmpfs
+#   root, mount tmpfs    tests/it/fs_full.rs mounts a 2 MiB tmpfs
 #   chromium, playwright-core   the browser test (installed as scripts/browser-test.sh does)
 #   nightly, cargo-fuzz  scripts/fuzz-smoke.sh installs them itself
 #
@@ -43,15 +43,15 @@ if ! timeout 120 moto_server --help >/dev/null 2>&1; then
   missing+=("moto_server, callable (tests/object_store.rs; pip install 'moto[server]')")
 fi
 
-# ---- root and a tmpfs mount, for tests/fs_full.rs
+# ---- root and a tmpfs mount, for tests/it/fs_full.rs
 if [ "$(id -u)" != 0 ]; then
-  missing+=("root (tests/fs_full.rs mounts a tmpfs)")
+  missing+=("root (tests/it/fs_full.rs mounts a tmpfs)")
 else
   probe="$(mktemp -d)"
   if timeout 60 mount -t tmpfs -o size=64k tmpfs "$probe" 2>/dev/null; then
-    timeout 60 umount "$probe" || missing+=("umount of a tmpfs (tests/fs_full.rs)")
+    timeout 60 umount "$probe" || missing+=("umount of a tmpfs (tests/it/fs_full.rs)")
   else
-    missing+=("mount -t tmpfs, which fails even as root here (tests/fs_full.rs)")
+    missing+=("mount -t tmpfs, which fails even as root here (tests/it/fs_full.rs)")
   fi
   rmdir "$probe" 2>/dev/null || true
 fi

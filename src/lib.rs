@@ -148,10 +148,21 @@
 //!
 //! | feature | what | default |
 //! |---|---|---|
-//! | `fs` | `storage::FsStorage`, the durable local-disk backend | yes |
+//! | `fs` | `storage::FsStorage`, the durable local-disk backend (Unix only; elsewhere the feature builds nothing) | yes |
 //! | `object-store` | `storage::ObjectStoreStorage`, sessions and files in an object store (S3, GCS, Azure…) shared by many instances | no |
+//! | `conformance` | [`storage::conformance`](storage), the `Storage` trait's guarantees as checks for your own backend's tests | no |
 //!
 //! [`storage::MemoryStorage`] is always built.
+//!
+//! # Where things are
+//!
+//! The crate root holds what an app needs: the layer ([`SignedUploadLayer`],
+//! [`SignedUpload`], [`ResponseFuture`] and their bodies), keys and URLs
+//! ([`SigningKey`], [`Signer`], [`SignedUrl`], [`UrlOptions`]), the File
+//! ([`UploadedFile`], [`FileKind`], [`UploadPath`]) and the errors ([`Error`],
+//! [`ConfigError`]). [`services`] has the ready-made services, [`storage`] the
+//! trait, the backends and what a backend author needs, [`headers`] the header
+//! parsers, and [`protocol`] the wire protocol for people writing clients.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -1,6 +1,6 @@
 //! The `request` target: arbitrary method, headers, path, query and body
 //! through the layer over `MemoryStorage`; every status must be one that
-//! PROTOCOL section 5 allows for the input. Signed queries may carry the
+//! docs/protocol.md#status-codes allows for the input. Signed queries may carry the
 //! policy parameters of section 6 (`max_size`, `type`, `kid`), and requests
 //! digest headers with right or wrong values.
 
@@ -186,7 +186,7 @@ fn signature(signed: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
-/// PROTOCOL section 1's path rule, written out independently of the crate:
+/// docs/protocol.md#signed-urls's path rule, written out independently of the crate:
 /// well-formed `%XX` escapes, valid UTF-8 once decoded, no empty, `.` or `..`
 /// segment, no control character or backslash.
 fn path_is_valid(raw: &str) -> bool {
@@ -232,7 +232,7 @@ struct BodyFacts {
     cut_off: bool,
 }
 
-/// The statuses PROTOCOL section 5 allows for a `PUT` whose URL verified, on a
+/// The statuses docs/protocol.md#status-codes allows for a `PUT` whose URL verified, on a
 /// fresh session: every problem the request has gives its status; a request
 /// without problems is stored (`201` for a simple upload or a chunk that is
 /// the whole file, `202` for another chunk, `308` for a status query).
@@ -320,7 +320,7 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts, limit: u64, typed: bool) 
     } else {
         problems
     };
-    // Integrity headers (PROTOCOL section 6): one that does not parse or does
+    // Integrity headers (docs/protocol.md#integrity): one that does not parse or does
     // not match is 400 (`digest_invalid`, `digest_mismatch`); a fresh session
     // has no earlier `Repr-Digest` to conflict with.
     if headers.contains_key("content-digest") || headers.contains_key("repr-digest") {
@@ -501,7 +501,7 @@ pub fn run(input: &RequestInput) {
 
 /// Sends `request` through a fresh layer and checks its answer: a status in
 /// `allowed`, the same verdict as [`SignedUploadLayer::verify`], and the JSON
-/// envelope of PROTOCOL section 4 (with `Allow` on a 405).
+/// envelope of docs/protocol.md#envelope-and-file-object (with `Allow` on a 405).
 fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>) {
     let layer = SignedUploadLayer::new(
         SigningKey::new(KEY)

@@ -499,7 +499,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 // ---------------------------------------------------------------------------
-// Helpers for the policy and integrity tests (PROTOCOL section 6): a server
+// Helpers for the policy and integrity tests (docs/protocol.md#signed-policy): a server
 // over any `Arc<dyn Storage>`, URLs minted with `UrlOptions`, digest headers,
 // and real files (PNG, JPEG, GIF, ZIP) built byte by byte.
 // ---------------------------------------------------------------------------

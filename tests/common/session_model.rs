@@ -1,5 +1,5 @@
-//! A reference model of one resumable upload session (PROTOCOL sections 3 and
-//! 6), and a driver that sends a sequence of chunks and status queries for ONE
+//! A reference model of one resumable upload session (docs/protocol.md,
+//! #resumable-uploads, #signed-policy and #integrity), and a driver that sends a sequence of chunks and status queries for ONE
 //! signed URL through the real layer, in process, over `MemoryStorage` or (with
 //! the `fs` feature) `FsStorage` in a fresh temporary folder, checking every
 //! answer against the model.
@@ -168,7 +168,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// A plain file, no policy: the session of PROTOCOL section 3 alone.
+    /// A plain file, no policy: the session of docs/protocol.md#resumable-uploads alone.
     pub fn plain(file_len: u64, max_size: u64) -> Self {
         Setup {
             file_len,
@@ -348,7 +348,7 @@ fn matches(digest: &Parsed, bytes: &[u8]) -> bool {
     *value == if *is512 { sha512(bytes) } else { sha256(bytes) }
 }
 
-/// The session as PROTOCOL sections 3 and 6 describe it: a total once a chunk
+/// The session as docs/protocol.md#resumable-uploads and #signed-policy describe it: a total once a chunk
 /// names one, the byte stored at each offset (independent of the crate's
 /// range set), the kept `Repr-Digest`, and the file once it completed.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Sessions on `FsStorage` outlive the server that took their chunks
-//! (PROTOCOL section 3): a fresh layer over the same folder, as after a restart,
+//! (docs/protocol.md#resumable-uploads): a fresh layer over the same folder, as after a restart,
 //! or a second server beside the first, carries a session on.
 
 use std::net::SocketAddr;

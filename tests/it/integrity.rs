@@ -1,4 +1,4 @@
-//! Integrity (PROTOCOL section 6) over real HTTP: `Content-Digest`,
+//! Integrity (docs/protocol.md#integrity) over real HTTP: `Content-Digest`,
 //! `Repr-Digest`, the File object's `sha256`, and chunks resent with other
 //! bytes, each case on MemoryStorage and on FsStorage.
 
@@ -468,7 +468,7 @@ async fn case_repr_digest_conflict(storage: Store) {
     assert_eq!(server.file("a.bin").await, Some(data));
 }
 
-/// PROTOCOL section 6: every request of a session that sends a `Repr-Digest`
+/// docs/protocol.md#integrity: every request of a session that sends a `Repr-Digest`
 /// must agree with the session's (409 `digest_conflict`); a status query is
 /// a request of the session.
 async fn case_status_query_repr_digest_conflict(storage: Store) {
@@ -507,7 +507,7 @@ async fn case_status_query_repr_digest_conflict(storage: Store) {
     assert_rejected(&answer, 409, "digest_conflict", "PUT", "/a.bin");
 }
 
-/// PROTOCOL section 6: the File object gains `sha256` whenever the whole
+/// docs/protocol.md#integrity: the File object gains `sha256` whenever the whole
 /// file's digest is known; a simple upload's verified sha-256
 /// `Content-Digest` is exactly that.
 async fn case_content_digest_gives_sha256(storage: Store) {

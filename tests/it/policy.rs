@@ -1,4 +1,4 @@
-//! Signed upload policy (PROTOCOL section 6) over real HTTP: `max_size`, `type`
+//! Signed upload policy (docs/protocol.md#signed-policy) over real HTTP: `max_size`, `type`
 //! and `kid`, each case on MemoryStorage and on FsStorage.
 
 use std::sync::Arc;

@@ -305,7 +305,7 @@ fn the_model_sniffs_as_the_crate_does() {
     }
 }
 
-/// The rules of PROTOCOL section 6 on one session, step by step: an identical
+/// The rules of docs/protocol.md#integrity on one session, step by step: an identical
 /// resend is accepted, a changed one is `409 range_conflict`; a `Repr-Digest`
 /// that differs from the kept one is `409 digest_conflict`, also on a status
 /// query; a wrong kept digest refuses the commit and the session starts afresh.

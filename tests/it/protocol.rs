@@ -1,4 +1,4 @@
-//! The status table of the wire contract (PROTOCOL section 5), over real HTTP:
+//! The status table of the wire contract (docs/protocol.md#status-codes), over real HTTP:
 //! every rejection's status, `error.code` and envelope, and that a rejected
 //! request stores nothing.
 

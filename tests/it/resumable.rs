@@ -1,4 +1,4 @@
-//! Resumable uploads (PROTOCOL section 3) over real HTTP: chunks in any order,
+//! Resumable uploads (docs/protocol.md#resumable-uploads) over real HTTP: chunks in any order,
 //! in parallel, retried and overlapping; status queries; completion exactly once.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The spellings of one signature a verifier accepts (PROTOCOL section 1):
+//! The spellings of one signature a verifier accepts (docs/protocol.md#signed-urls):
 //! the signer's unpadded base64url, the standard alphabet (`+`, `/`),
 //! percent-encoded or not, padded with `=` or `%3D`, all sent over HTTP; and a
 //! forged signature refused whichever way it is spelled.

@@ -1,4 +1,4 @@
-//! Simple uploads (PROTOCOL section 2) and the File object and envelope they
+//! Simple uploads (docs/protocol.md#simple-uploads) and the File object and envelope they
 //! are answered with (section 4), over real HTTP.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! Storage failures as the client sees them (PROTOCOL section 5): `507
+//! Storage failures as the client sees them (docs/protocol.md#status-codes): `507
 //! storage_full`, `500`/`503 storage_error`, with nothing of the backend's
 //! error in the answer.
 
