@@ -168,7 +168,6 @@ mod inspect;
 mod layer;
 mod mac;
 mod path;
-mod policy;
 mod respond;
 mod service;
 mod session;
@@ -190,12 +189,12 @@ pub use layer::{
     DEFAULT_MAX_SIZE,
 };
 pub use path::UploadPath;
-pub use policy::{TypeRule, UrlOptions};
 pub use respond::RespondCreated;
 pub use service::SignedUpload;
 pub use session::{ByteRanges, SessionState};
 pub use signatures::SignatureEndpoint;
 pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey};
+pub use signing::{TypeRule, UrlOptions};
 
 /// A boxed error, as the storage backends carry their sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,128 @@
+//! The query of a signed URL: its parameters, its signed part, its signature.
+
+use super::key::is_key_id;
+use super::{Policy, SignedMethod, TypeRule};
+use crate::path::find_byte;
+use crate::Error;
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct SignedQuery<'a> {
+    /// Every byte before `&signature=`.
+    pub(super) signed: &'a str,
+    pub(super) expiry: u64,
+    pub(super) method: SignedMethod,
+    pub(super) policy: Policy,
+    pub(super) kid: Option<&'a str>,
+    pub(super) signature: &'a str,
+}
+
+/// Splits a query into its signed part and its parameters, checking its shape.
+pub(super) fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
+    let mut expiry = None;
+    let mut method = None;
+    let mut max_size = None;
+    let mut types = None;
+    let mut kid = None;
+    let mut signature = None;
+    // Eight bytes at a time rather than `split('&')` and `split_once('=')`:
+    // this runs on every request.
+    let bytes = query.as_bytes();
+    let mut start = 0;
+    while !query.is_empty() && start <= bytes.len() {
+        let end = find_byte(&bytes[start..], b'&').map_or(bytes.len(), |at| start + at);
+        let param = &bytes[start..end];
+        if signature.is_some() {
+            // Nothing may follow the signature.
+            return Err(Error::QueryInvalid);
+        }
+        let equals = find_byte(param, b'=').ok_or(Error::QueryInvalid)?;
+        // Both sides of an ASCII byte are whole UTF-8 sequences of `query`.
+        let name = &query[start..start + equals];
+        let value = &query[start + equals + 1..end];
+        let param_start = start;
+        start = end + 1;
+        match name {
+            "expiry" if expiry.is_none() => expiry = Some(value),
+            "method" if method.is_none() => method = Some(value),
+            "max_size" if max_size.is_none() => max_size = Some(value),
+            "type" if types.is_none() => types = Some(value),
+            "kid" if kid.is_none() => kid = Some(value),
+            "signature" => signature = Some((param_start.saturating_sub(1), value)),
+            _ => return Err(Error::QueryInvalid),
+        }
+    }
+    let (Some(expiry), Some(method), Some((signed_end, signature))) = (expiry, method, signature)
+    else {
+        return Err(Error::SignatureMissing);
+    };
+    if signature.is_empty() || expiry.is_empty() || method.is_empty() {
+        return Err(Error::SignatureMissing);
+    }
+    let expiry = decimal(expiry).ok_or(Error::QueryInvalid)?;
+    let method = SignedMethod::parse(method).ok_or(Error::QueryInvalid)?;
+    if method == SignedMethod::Get && (max_size.is_some() || types.is_some()) {
+        return Err(Error::QueryInvalid);
+    }
+    let max_size = match max_size {
+        Some(digits) => Some(decimal(digits).ok_or(Error::QueryInvalid)?),
+        None => None,
+    };
+    let types = match types {
+        Some(patterns) => Some(TypeRule::parse(patterns).ok_or(Error::QueryInvalid)?),
+        None => None,
+    };
+    if kid.is_some_and(|kid| !is_key_id(kid)) {
+        return Err(Error::QueryInvalid);
+    }
+    Ok(SignedQuery {
+        signed: &query[..signed_end],
+        expiry,
+        method,
+        policy: Policy { max_size, types },
+        kid,
+        signature,
+    })
+}
+
+/// A query value of at most 20 ASCII digits as a number; `None` for anything
+/// else (empty, a sign, other characters, more digits, overflow).
+fn decimal(digits: &str) -> Option<u64> {
+    if digits.len() > 20 {
+        return None;
+    }
+    crate::content_range::number(digits.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_parse_to_their_value_or_nothing() {
+        assert_eq!(decimal(""), None);
+        assert_eq!(decimal("0"), Some(0));
+        assert_eq!(decimal("0001765432100"), Some(1_765_432_100));
+        assert_eq!(decimal("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decimal("18446744073709551616"), None);
+        assert_eq!(decimal("99999999999999999999"), None);
+        assert_eq!(decimal("000000000000000000001"), None);
+        assert_eq!(decimal("+1"), None);
+        assert_eq!(decimal("1e3"), None);
+    }
+
+    #[test]
+    fn find_byte_finds_the_first() {
+        let mut text: Vec<u8> = b"expiry=1&method=put&&signature=abc=&".to_vec();
+        text.extend((0..=255u8).rev());
+        text.extend(0..=255u8);
+        for start in 0..9 {
+            for end in start..text.len() {
+                let hay = &text[start..end];
+                for needle in [b'&', b'=', b'x', 0, 0x7f, 0x80, 0xff] {
+                    let want = hay.iter().position(|&b| b == needle);
+                    assert_eq!(find_byte(hay, needle), want, "{start}..{end} {needle}");
+                }
+            }
+        }
+    }
+}
