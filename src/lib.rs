@@ -166,7 +166,6 @@ mod file;
 mod future;
 mod inspect;
 mod layer;
-mod mac;
 mod path;
 mod respond;
 mod service;
