@@ -3,6 +3,11 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use memchr::memchr3;
+
 use super::query::parse_query;
 use super::{Policy, SignedMethod, SigningKey};
 use crate::clock::unix_seconds;
@@ -85,97 +90,87 @@ impl fmt::Debug for Verifier {
     }
 }
 
-/// Decodes a signature leniently: percent-encoded or not, base64url or standard
-/// alphabet, padded or not. Returns the 32 bytes, or `None`.
+/// The characters of a 32-byte MAC in unpadded base64.
+const SIGNATURE_CHARS: usize = 43;
+
+/// The base64 of signatures once [`decode_signature`] has normalised them:
+/// the URL-safe alphabet, no padding, and trailing bits that must be zero.
+///
+/// The last of the 43 characters carries the MAC's last 4 bits and 2 spare
+/// bits. With the spare bits allowed, four characters would spell the same
+/// MAC; the contract would permit that (another spelling of the same bytes),
+/// but no encoder writes it (Node.js, this signer and every base64 library
+/// write zero bits), so it is refused like the `base64` crate's default: each
+/// MAC has exactly one spelling per form of the contract, and a changed
+/// character either decodes to other bytes or does not decode at all. Either
+/// way it never verifies.
+const SIGNATURE_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(false),
+);
+
+/// Decodes a signature leniently, as the wire contract asks: base64url or the
+/// standard alphabet (`+`, `/`, even mixed), with or without one `=` of
+/// padding, each character percent-encoded or not (`%2B`, `%2F`, `%3D`).
+/// Returns the 32 bytes, or `None` for anything that does not decode to
+/// exactly 32 bytes.
 fn decode_signature(raw: &str) -> Option<[u8; 32]> {
+    let raw = raw.as_bytes();
     if raw.len() > MAX_SIGNATURE_LEN {
         return None;
     }
-    // The form the signer writes, unpadded base64url, decodes as it is.
-    if let Ok(text) = <&[u8; 43]>::try_from(raw.as_bytes()) {
-        if let Some(bytes) = decode_url_safe_32(text) {
-            return Some(bytes);
-        }
+    let mut buffer = [0u8; SIGNATURE_CHARS + 1];
+    let text = if memchr3(b'%', b'+', b'/', raw).is_none() {
+        // The signer's own spelling (maybe padded): nothing to rewrite.
+        raw
+    } else {
+        normalise(raw, &mut buffer)?
+    };
+    let text = text.strip_suffix(b"=").unwrap_or(text);
+    if text.len() != SIGNATURE_CHARS {
+        return None;
     }
-    let mut text = [0u8; MAX_SIGNATURE_LEN];
+    // `decode_slice` wants room for the 33 bytes that 44 characters could hold.
+    let mut bytes = [0u8; 33];
+    match SIGNATURE_BASE64.decode_slice(text, &mut bytes) {
+        Ok(32) => bytes[..32].try_into().ok(),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `raw` into `buffer`, mapping the standard alphabet's `+`
+/// and `/` onto base64url's `-` and `_`. `None` for a malformed escape or more
+/// characters than a padded signature has.
+fn normalise<'b>(raw: &[u8], buffer: &'b mut [u8; SIGNATURE_CHARS + 1]) -> Option<&'b [u8]> {
     let mut len = 0;
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let mut byte = bytes[i];
-        if byte == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            byte = (hex_digit(hex[0])? << 4) | hex_digit(hex[1])?;
-            i += 2;
-        }
-        text[len] = match byte {
+    let mut rest = raw;
+    while let Some((&first, tail)) = rest.split_first() {
+        let (byte, tail) = if first == b'%' {
+            let (escape, tail) = tail.split_at_checked(2)?;
+            let mut byte = [0u8; 1];
+            hex::decode_to_slice(escape, &mut byte).ok()?;
+            (byte[0], tail)
+        } else {
+            (first, tail)
+        };
+        *buffer.get_mut(len)? = match byte {
             b'+' => b'-',
             b'/' => b'_',
             other => other,
         };
         len += 1;
-        i += 1;
+        rest = tail;
     }
-    // 32 bytes take 43 characters, and one `=` when padded.
-    let text = text[..len].strip_suffix(b"=").unwrap_or(&text[..len]);
-    decode_url_safe_32(text.try_into().ok()?)
-}
-
-/// Base64url sextets by character; [`NOT_BASE64`] for any other byte.
-const SEXTETS: [u8; 256] = {
-    let mut table = [NOT_BASE64; 256];
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut i = 0;
-    while i < 64 {
-        table[alphabet[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-};
-const NOT_BASE64: u8 = 0x80;
-
-/// Decodes exactly the 43 characters of unpadded base64url that 32 bytes take,
-/// strictly: `None` for a character outside the alphabet or non-zero trailing
-/// bits, like `URL_SAFE_NO_PAD` (which the tests compare it with). This runs on
-/// every request; the general decoder costs about ten times as much here.
-fn decode_url_safe_32(text: &[u8; 43]) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    let mut invalid = 0u8;
-    for (chars, bytes) in text[..40]
-        .chunks_exact(4)
-        .zip(out[..30].chunks_exact_mut(3))
-    {
-        let mut group = 0u32;
-        for &c in chars {
-            let sextet = SEXTETS[usize::from(c)];
-            invalid |= sextet;
-            group = group << 6 | u32::from(sextet);
-        }
-        bytes.copy_from_slice(&group.to_be_bytes()[1..]);
-    }
-    let mut last = 0u32;
-    for &c in &text[40..] {
-        let sextet = SEXTETS[usize::from(c)];
-        invalid |= sextet;
-        last = last << 6 | u32::from(sextet);
-    }
-    // 18 bits: two bytes and two trailing bits that must be zero.
-    if invalid & NOT_BASE64 != 0 || last & 0b11 != 0 {
-        return None;
-    }
-    out[30] = (last >> 10) as u8;
-    out[31] = (last >> 2) as u8;
-    Some(out)
-}
-
-fn hex_digit(byte: u8) -> Option<u8> {
-    (byte as char).to_digit(16).map(|digit| digit as u8)
+    Some(&buffer[..len])
 }
 
 #[cfg(test)]
 mod tests {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::engine::{DecodePaddingMode, GeneralPurposeConfig};
 
     use super::super::fixtures::{at, Fixed, NODE_VECTORS};
     use super::super::{SignedUrl, Signer};
@@ -195,31 +190,43 @@ mod tests {
     }
     #[test]
     fn the_32_byte_decoder_agrees_with_the_base64_crate() {
-        // Every byte value in every position, encoded and decoded back.
+        // Every byte value in every position, encoded in each alphabet, padded
+        // or not, and decoded back.
         for position in 0..32 {
             for value in 0..=255u8 {
                 let mut bytes = [0x5au8; 32];
                 bytes[position] = value;
-                let text = URL_SAFE_NO_PAD.encode(bytes);
-                let text: &[u8; 43] = text.as_bytes().try_into().expect("43 characters");
-                assert_eq!(decode_url_safe_32(text), Some(bytes));
+                for engine in [URL_SAFE_NO_PAD, URL_SAFE, STANDARD_NO_PAD, STANDARD] {
+                    let text = engine.encode(bytes);
+                    assert_eq!(decode_signature(&text), Some(bytes), "{text}");
+                }
             }
         }
-        // Any character in any position, valid or not, and every trailing sextet.
+        // Any character in any position, valid or not, and every trailing
+        // sextet: what one of the two alphabets decodes strictly, and nothing
+        // else. (The base spells no character that differs between them.)
         let base = URL_SAFE_NO_PAD.encode([0x33u8; 32]).into_bytes();
+        assert!(!base.iter().any(|c| b"-_+/".contains(c)));
         for position in 0..43 {
             for c in 0..=255u8 {
                 let mut text: [u8; 43] = base.clone().try_into().expect("43 characters");
                 text[position] = c;
-                let mut expected = [0u8; 64];
-                let reference = match URL_SAFE_NO_PAD.decode_slice(text, &mut expected) {
-                    Ok(32) => Some(<[u8; 32]>::try_from(&expected[..32]).expect("32 bytes")),
-                    _ => None,
+                let strictly = |engine: GeneralPurpose| {
+                    let mut expected = [0u8; 64];
+                    match engine.decode_slice(text, &mut expected) {
+                        Ok(32) => Some(<[u8; 32]>::try_from(&expected[..32]).expect("32 bytes")),
+                        _ => None,
+                    }
                 };
-                assert_eq!(decode_url_safe_32(&text), reference, "{position} {c}");
+                let reference = strictly(URL_SAFE_NO_PAD).or(strictly(STANDARD_NO_PAD));
+                let Ok(text) = std::str::from_utf8(&text) else {
+                    continue; // a query is a str: such bytes never reach the decoder
+                };
+                assert_eq!(decode_signature(text), reference, "{position} {c}");
             }
         }
     }
+
     #[test]
     fn node_vectors_verify() {
         let verifier = verifier(&[
@@ -447,7 +454,16 @@ mod tests {
         );
         let target = url.path_and_query().to_owned();
         let verifier = verifier(&["secret"]);
-        let signature_start = target.find("signature=").unwrap() + "signature=".len();
+        let verifies = |target: &str| {
+            let (p, q) = target.split_once('?').unwrap_or((target, ""));
+            verifier
+                .verify(p, Some(q), SignedMethod::Put, at(0))
+                .is_ok()
+        };
+        assert!(verifies(&target));
+        // Every byte, the signature's last character included: that character
+        // carries 2 spare bits, and a spelling with them set is refused
+        // (see `SIGNATURE_BASE64`), so no change verifies.
         for i in 1..target.len() {
             for replacement in [b'b', b'0', b'-'] {
                 let mut bytes = target.clone().into_bytes();
@@ -455,20 +471,104 @@ mod tests {
                     continue;
                 }
                 bytes[i] = replacement;
-                // The last character of a base64 signature carries 2 spare bits.
-                if i == target.len() - 1 && i >= signature_start {
-                    continue;
-                }
                 let Ok(changed) = String::from_utf8(bytes) else {
                     continue;
                 };
-                let (p, q) = changed.split_once('?').unwrap_or((&changed, ""));
-                assert!(
-                    verifier
-                        .verify(p, Some(q), SignedMethod::Put, at(0))
-                        .is_err(),
-                    "{changed} verified"
-                );
+                assert!(!verifies(&changed), "{changed} verified");
+            }
+        }
+        // The last character, exhaustively: only the signer's own verifies,
+        // though three others decode to the same bytes when spare bits are
+        // allowed, and the rest to other bytes.
+        let last = target.len() - 1;
+        let original = URL_SAFE_NO_PAD
+            .decode(&target[target.find("signature=").unwrap() + "signature=".len()..])
+            .unwrap();
+        let lenient = GeneralPurpose::new(
+            &alphabet::URL_SAFE,
+            GeneralPurposeConfig::new()
+                .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+                .with_decode_allow_trailing_bits(true),
+        );
+        let mut same_bytes = 0;
+        for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/" {
+            let mut changed = target.clone().into_bytes();
+            if changed[last] == *c {
+                continue;
+            }
+            changed[last] = *c;
+            let changed = String::from_utf8(changed).unwrap();
+            let signature = &changed[changed.find("signature=").unwrap() + "signature=".len()..];
+            let normalised = signature.replace('+', "-").replace('/', "_");
+            if lenient.decode(&normalised).unwrap() == original {
+                same_bytes += 1;
+            }
+            assert!(!verifies(&changed), "{changed} verified");
+        }
+        // The four sextets that differ only in the 2 spare bits share the
+        // MAC's bytes: the signer's own and three aliases, all refused.
+        assert_eq!(same_bytes, 3);
+    }
+
+    /// A signature in each spelling of the wire contract: base64url as minted,
+    /// the standard alphabet, each percent-encoded (either case), and padded
+    /// with `=` or `%3D`.
+    fn spellings(canonical: &str) -> Vec<String> {
+        assert!(
+            canonical.contains('-') && canonical.contains('_'),
+            "{canonical}"
+        );
+        let standard = canonical.replace('-', "+").replace('_', "/");
+        let mut forms = vec![
+            canonical.to_owned(),
+            standard.clone(),
+            canonical.replace('-', "%2D").replace('_', "%5F"),
+            standard.replace('+', "%2B").replace('/', "%2F"),
+            standard.replace('+', "%2b").replace('/', "%2f"),
+            standard.replace('+', "%2B"),
+            standard.replace('/', "%2F"),
+            canonical.replacen('-', "+", 1),
+        ];
+        for form in forms.clone() {
+            forms.push(format!("{form}="));
+            forms.push(format!("{form}%3D"));
+            forms.push(format!("{form}%3d"));
+        }
+        forms
+    }
+
+    #[test]
+    fn every_spelling_verifies_and_no_spelling_of_a_forgery_does() {
+        // A Node.js vector whose signature has both `-` and `_`.
+        let &(key, encoded, expiry, method, signature) = NODE_VECTORS
+            .iter()
+            .find(|v| v.4.contains('-') && v.4.contains('_'))
+            .unwrap();
+        let verifier = verifier(&[key]);
+        let path = format!("/{encoded}");
+        let check = |signature: &str| {
+            let query = format!("expiry={expiry}&method={method}&signature={signature}");
+            verifier
+                .verify(&path, Some(&query), method, at(expiry))
+                .map(|_| ())
+        };
+        let forms = spellings(signature);
+        assert!(forms.iter().any(|f| f.contains('/') && f.contains('+')));
+        assert!(forms.iter().any(|f| f.contains("%2F") && f.contains("%2B")));
+        for form in &forms {
+            assert!(check(form).is_ok(), "{form}: {:?}", check(form));
+        }
+        // The same spellings of other bytes: one bit flipped in the first,
+        // a middle and the last byte (whose bits end the last character).
+        let bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        for (byte, bit) in [(0, 0), (15, 7), (31, 0), (31, 4)] {
+            let mut forged = bytes.clone();
+            forged[byte] ^= 1 << bit;
+            // These bits lie away from the `-` and `_` (characters 12 and 23),
+            // so the forgery has every spelling too.
+            let canonical = URL_SAFE_NO_PAD.encode(&forged);
+            for form in spellings(&canonical) {
+                assert_eq!(check(&form), Err(Error::SignatureInvalid), "{form}");
             }
         }
     }
