@@ -32,30 +32,11 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> SystemTime;
 }
 
-/// The operating system's real-time clock.
-///
-/// On Linux and Android it reads the coarse clock (`CLOCK_REALTIME_COARSE`),
-/// the time of the last scheduler tick: a few nanoseconds instead of a few
-/// tens per request, and precise to a few milliseconds, well within what
-/// expiry checks (in seconds) and File times need. Elsewhere it is
-/// [`SystemTime::now`].
+/// The operating system's real-time clock: [`SystemTime::now`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn now(&self) -> SystemTime {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        match (u64::try_from(now.tv_sec), u32::try_from(now.tv_nsec)) {
-            (Ok(seconds), Ok(nanos)) => {
-                SystemTime::UNIX_EPOCH + std::time::Duration::new(seconds, nanos)
-            }
-            // Before 1970: no coarse reading to trust.
-            _ => SystemTime::now(),
-        }
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
@@ -86,7 +67,8 @@ mod tests {
             let before = SystemTime::now();
             let now = SystemClock.now();
             let after = SystemTime::now();
-            // The coarse clock lags by up to one scheduler tick (at most 10 ms).
+            // The same clock as `SystemTime::now`; the margin only allows for a
+            // wall-clock step between the readings.
             assert!(now <= after, "{now:?} after {after:?}");
             assert!(
                 before.duration_since(now).unwrap_or_default() < Duration::from_millis(20),

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use serde::Serialize;
 
-use crate::{ByteRanges, Error, UploadedFile};
+use crate::storage::ByteRanges;
+use crate::{Error, UploadedFile};
 
 /// An id for one request, `req_` and 16 hex digits, unique within the process
 /// and unlikely to repeat across processes.

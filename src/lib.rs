@@ -177,9 +177,7 @@ mod envelope;
 mod error;
 mod file;
 pub mod headers;
-mod mac;
 mod path;
-mod policy;
 #[doc = include_str!("../docs/protocol.md")]
 pub mod protocol {}
 mod random;
@@ -193,16 +191,11 @@ pub use envelope::RequestId;
 pub use error::{ConfigError, Error};
 pub use file::{FileKind, UploadedFile};
 pub use path::UploadPath;
-pub use policy::{TypeRule, UrlOptions};
-pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey};
+pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey, TypeRule, UrlOptions};
 pub use upload::{
     EnvelopeBody, RequestBody, ResponseBody, ResponseFuture, SignedUpload, SignedUploadLayer,
     DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_RANGES, DEFAULT_MAX_SIZE,
 };
-
-// Crate-internal paths kept while modules move.
-pub(crate) use headers::number as content_range;
-pub(crate) use storage::{BoxError, ByteRanges, SessionState};
 
 /// The README's examples compile.
 #[cfg(doctest)]

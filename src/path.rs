@@ -119,7 +119,7 @@ fn validate(path: &str) -> Result<(), PathError> {
     let bytes = path.as_bytes();
     let mut rest = bytes;
     loop {
-        let end = find_byte(rest, b'/').unwrap_or(rest.len());
+        let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
         if matches!(&rest[..end], b"" | b"." | b"..") {
             return Err(PathError::Segment);
         }
@@ -136,29 +136,6 @@ fn validate(path: &str) -> Result<(), PathError> {
         return Err(PathError::Character);
     }
     Ok(())
-}
-
-/// The index of the first `needle` in `haystack`, found eight bytes at a time.
-pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut words = haystack.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let word: [u8; 8] = word.try_into().expect("eight bytes");
-        // Zero bytes where `needle` is; the lowest flagged byte is the first zero.
-        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(needle));
-        let found = x.wrapping_sub(ONES) & !x & HIGHS;
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&byte| byte == needle)
-        .map(|i| at + i)
 }
 
 impl fmt::Debug for UploadPath {

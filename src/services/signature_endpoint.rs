@@ -14,6 +14,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tower_service::Service;
 
 use crate::clock::unix_seconds;
@@ -119,9 +120,10 @@ impl SignatureEndpoint {
         else {
             return false;
         };
-        // Comparing digests leaks nothing useful about the key through timing.
+        // Digests of equal length, compared in constant time: the timing
+        // tells nothing about the key, not even its length.
         let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
-        digest == *self.api_key
+        digest.ct_eq(&*self.api_key).into()
     }
 
     fn mint(&self, body: &[u8]) -> Result<(String, u64, SignedMethod, UploadPath), Error> {
@@ -178,7 +180,7 @@ impl<B> Service<Request<B>> for SignatureEndpoint
 where
     B: Body + Send + 'static,
     B::Data: Buf + Send,
-    B::Error: Into<crate::BoxError>,
+    B::Error: Into<crate::storage::BoxError>,
 {
     type Response = Response<EnvelopeBody>;
     type Error = Infallible;
@@ -224,5 +226,38 @@ where
             };
             Ok(response.map(EnvelopeBody::new))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SigningKey;
+
+    #[test]
+    fn only_the_api_key_as_bearer_is_authorized() {
+        let endpoint =
+            SignatureEndpoint::new(Signer::new(SigningKey::new("k").unwrap()), "api key");
+        let with = |value: Option<&str>| {
+            let mut request = Request::post("/signatures");
+            if let Some(value) = value {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            endpoint.authorized(&request.body(()).unwrap())
+        };
+        assert!(with(Some("Bearer api key")));
+        assert!(with(Some("Bearer api key ")));
+        for refused in [
+            None,
+            Some(""),
+            Some("api key"),
+            Some("Bearer "),
+            Some("Bearer api ke"),
+            Some("Bearer api keyy"),
+            Some("Bearer API KEY"),
+            Some("Basic api key"),
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
     }
 }

@@ -13,7 +13,8 @@ use super::{
     FileHasher, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
     StorageError, HEAD_LEN,
 };
-use crate::{SessionState, UploadPath};
+use crate::storage::SessionState;
+use crate::UploadPath;
 
 /// A backend that keeps files and sessions in memory.
 ///

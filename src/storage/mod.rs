@@ -68,7 +68,7 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Streams one chunk of a session into place.
     ///
     /// Before reading the body the backend checks the chunk against the session
-    /// (with [`SessionState::admit`](crate::SessionState::admit)): if the session is
+    /// (with [`SessionState::admit`](crate::storage::SessionState::admit)): if the session is
     /// complete it returns [`SessionStatus::Completed`] (with `fresh: false`) without
     /// reading the body; a total that differs fails with
     /// [`StorageError::TotalMismatch`], a range past the total with

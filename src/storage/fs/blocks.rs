@@ -7,8 +7,8 @@ use std::os::unix::fs::FileExt;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3Default};
 
+use crate::storage::ByteRanges;
 use crate::storage::ChunkRange;
-use crate::ByteRanges;
 
 /// Chunks are hashed in blocks aligned on this many bytes of the file.
 const BLOCK: u64 = 64 * 1024;

@@ -22,11 +22,11 @@ use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{read_repr, write_repr};
 use super::session::{completed, encode_expiry, ensure_session_dir};
 use super::writers::{meets, register_writer, Marker};
+use crate::storage::ByteRanges;
 use crate::storage::{
     storage_segments, BodyError, ByteStream, ChunkOptions, ChunkRange, Session, SessionStatus,
     StorageError,
 };
-use crate::ByteRanges;
 
 /// Bytes of a chunk gathered from its body before one positional write (each
 /// write of a chunk takes the writers' lock and checks the session).

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{is_not_found, write_error};
 use super::paths::JOURNAL;
+use crate::storage::SessionState;
 use crate::storage::{ChunkRange, StorageError};
-use crate::SessionState;
 
 /// One journal entry: first, last, total, flags (u64 little-endian each), the
 /// chunk digest (u128 little-endian), then the first 8 bytes of the SHA-256 of

@@ -11,8 +11,8 @@ use super::error::{store_error, unavailable, BackendError};
 use super::pieces::{compare, read_pieces, Comparison};
 use super::store::{pause, put_options, to_json, unix_millis};
 use super::{ObjectStoreStorage, SessionDir};
+use crate::storage::{ByteRanges, SessionState};
 use crate::storage::{ChunkOptions, ChunkRange, ReprDigest, Session, SessionStatus, StorageError};
-use crate::{ByteRanges, SessionState};
 
 /// Conditional updates of a manifest tried before giving up with `Unavailable`.
 const CAS_ATTEMPTS: u32 = 32;

@@ -4,7 +4,7 @@ use super::*;
 use crate::storage::conformance::{chunk, failing, live_session, progress};
 use crate::storage::fs::paths::{DATA, WRITING};
 use crate::storage::fs::writers::encode_range;
-use crate::ByteRanges;
+use crate::storage::ByteRanges;
 use futures_util::StreamExt;
 
 /// A body of `bytes` in 64 KiB pieces that yields between pieces.
