@@ -344,7 +344,8 @@ pub(super) async fn write_chunk(
             let piece = match piece {
                 Ok(piece) => piece,
                 Err(error) => {
-                    // No write of this chunk outlives its answer.
+                    // No write of this chunk outlives its answer; the
+                    // chunk fails whatever the writes returned.
                     let _ = pipeline.finish().await;
                     return Err(StorageError::Body(error));
                 }

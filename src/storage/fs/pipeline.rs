@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::error::{other, FsError};
+use super::error::{other, write_error, FsError};
 use crate::storage::StorageError;
 
 /// Bytes gathered before one write while the [`BufferBudget`] is spent: small,
@@ -18,7 +18,7 @@ const SPENT_BATCH: usize = 64 * 1024;
 /// Bytes written between two early `fdatasync` calls, each started on a blocking
 /// thread while the body streams on, so that the last one, which the answer
 /// waits for, finds little left to write.
-const WRITEBACK_EVERY: u64 = 4 * 1024 * 1024;
+pub(super) const WRITEBACK_EVERY: u64 = 4 * 1024 * 1024;
 
 /// Body bytes held in memory by all uploads of one backend, gathered into
 /// batches or being written, against a limit.
@@ -93,8 +93,15 @@ impl Drop for Batch {
 /// unless one still runs. At most two batches are held: one being written and
 /// one being gathered; while the backend's [`BufferBudget`] is spent, only the
 /// one being written.
+///
+/// Every early sync's result is read, and a failed one fails the upload: on
+/// Linux a writeback error is reported once per open file description, so the
+/// final sync on the same file would succeed after it, over bytes that never
+/// reached the disk.
 pub(super) struct Pipeline {
     file: Arc<File>,
+    /// How the file is synced: `File::sync_data`, or a failing one in tests.
+    sync: fn(&File) -> io::Result<()>,
     writing: Option<tokio::task::JoinHandle<Result<bool, StorageError>>>,
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     unsynced: u64,
@@ -104,9 +111,19 @@ impl Pipeline {
     pub(super) fn new(file: Arc<File>) -> Self {
         Pipeline {
             file,
+            sync: File::sync_data,
             writing: None,
             syncing: None,
             unsynced: 0,
+        }
+    }
+
+    /// A pipeline whose early syncs call `sync` instead of `File::sync_data`.
+    #[cfg(test)]
+    pub(super) fn with_sync(file: Arc<File>, sync: fn(&File) -> io::Result<()>) -> Self {
+        Pipeline {
+            sync,
+            ..Pipeline::new(file)
         }
     }
 
@@ -121,6 +138,11 @@ impl Pipeline {
         if !previous {
             return Ok(false);
         }
+        if self.syncing.as_ref().is_some_and(|s| s.is_finished()) {
+            // Finished: this returns at once, with its result, before another
+            // write starts (none outlives a failed answer).
+            self.wait_sync().await?;
+        }
         let len = batch.len as u64;
         let budget = Arc::clone(&batch.budget);
         self.writing = Some(tokio::task::spawn_blocking(move || {
@@ -129,11 +151,9 @@ impl Pipeline {
             written
         }));
         self.unsynced += len;
-        if self.unsynced >= WRITEBACK_EVERY && self.syncing.as_ref().is_none_or(|s| s.is_finished())
-        {
-            // An error here shows again in the final sync, which the answer waits for.
-            let file = Arc::clone(&self.file);
-            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        if self.unsynced >= WRITEBACK_EVERY && self.syncing.is_none() {
+            let (file, sync) = (Arc::clone(&self.file), self.sync);
+            self.syncing = Some(tokio::task::spawn_blocking(move || sync(&file)));
             self.unsynced = 0;
         }
         if budget.exceeded() {
@@ -152,12 +172,25 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the last batch and the early writeback.
+    /// Waits for the early writeback; a failed one fails the upload (it is
+    /// not reported again to a later sync of the same file).
+    async fn wait_sync(&mut self) -> Result<(), StorageError> {
+        match self.syncing.take() {
+            Some(task) => task
+                .await
+                .map_err(|error| other(FsError::Blocking(error)))?
+                .map_err(write_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the last batch and the early writeback, both even when one
+    /// fails; returns the first failure, else what the last write returned.
     pub(super) async fn finish(mut self) -> Result<bool, StorageError> {
         let open = self.wait().await;
-        if let Some(task) = self.syncing.take() {
-            let _ = task.await;
-        }
-        open
+        let synced = self.wait_sync().await;
+        let open = open?;
+        synced?;
+        Ok(open)
     }
 }

@@ -137,6 +137,8 @@ pub(super) async fn put_file(
             let piece = match piece {
                 Ok(piece) => piece,
                 Err(error) => {
+                    // No write outlives the answer; the upload fails whatever
+                    // the writes returned, and the guard removes the file.
                     let _ = pipeline.finish().await;
                     return Err(StorageError::Body(error));
                 }

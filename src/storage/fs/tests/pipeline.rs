@@ -88,3 +88,53 @@ async fn gathered_bytes_count_against_the_budget_until_written_or_dropped() {
     assert_eq!(storage.buffers.held.load(Ordering::SeqCst), 0);
     drop(tx);
 }
+
+/// Fails its first call, as `fdatasync` reports a writeback error once per
+/// open file description; later calls on the same file succeed.
+fn sync_failing_once(file: &fs::File) -> std::io::Result<()> {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        return Err(std::io::Error::other("writeback failed"));
+    }
+    file.sync_data()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_early_sync_fails_the_upload() {
+    use crate::storage::fs::pipeline::{Batch, BufferBudget, Pipeline, WRITEBACK_EVERY};
+    use std::os::unix::fs::FileExt;
+
+    let file = Arc::new(tempfile::tempfile().expect("file"));
+    let budget = Arc::new(BufferBudget::new(usize::MAX));
+    let mut pipeline = Pipeline::with_sync(Arc::clone(&file), sync_failing_once);
+    let piece = Bytes::from(vec![7u8; WRITEBACK_EVERY as usize]);
+    let mut result = Ok(true);
+    // Enough for an early sync after each batch: the first one fails, later
+    // ones (and the caller's final sync) would succeed.
+    for index in 0..3u64 {
+        let mut batch = Batch::new(Arc::clone(&budget));
+        batch.push(piece.clone());
+        let at = index * WRITEBACK_EVERY;
+        let file = Arc::clone(&file);
+        result = pipeline
+            .write(batch, move |pieces| {
+                for piece in pieces {
+                    file.write_all_at(piece, at).expect("write");
+                }
+                Ok(true)
+            })
+            .await;
+        if result.is_err() {
+            break;
+        }
+    }
+    let result = match result {
+        Ok(_) => pipeline.finish().await,
+        failed => failed,
+    };
+    assert!(
+        matches!(result, Err(StorageError::Other { backend: "fs", .. })),
+        "{result:?}"
+    );
+    assert_eq!(budget.held.load(Ordering::SeqCst), 0);
+}
