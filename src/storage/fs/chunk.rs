@@ -19,7 +19,7 @@ use super::lock::{lock_session, retry_removed, ExclusiveData};
 use super::paths::{open_create, sync_dir, DATA, DATA_LOCK, JOURNAL, META};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
-use super::repr::{read_repr, write_repr};
+use super::repr::{forget_repr, read_repr, write_repr};
 use super::session::{completed, encode_expiry, ensure_session_dir};
 use super::writers::{meets, register_writer, Marker};
 use crate::storage::ByteRanges;
@@ -277,7 +277,15 @@ fn record_chunk(
         }
     };
 
-    if state.keep_repr_digest(options.repr_digest.as_ref()) {
+    // The kept digest is made durable before the entry, and removed again if
+    // the entry cannot be appended. This order is the safe one: a crash
+    // between the two leaves a digest kept for a chunk that was never
+    // answered, which only makes the session stricter (another digest is
+    // refused, the commit is checked against this one), whereas the other
+    // order could leave a recorded chunk whose digest is not kept, and a
+    // later chunk with a different digest would be let in.
+    let kept_now = state.keep_repr_digest(options.repr_digest.as_ref());
+    if kept_now {
         if let Some(kept) = &state.repr_digest {
             write_repr(dir, kept)?;
         }
@@ -289,7 +297,17 @@ fn record_chunk(
             range,
             digest: Some(digest),
         };
-        append_entry(&files.journal, journal.len, entry).map_err(write_error)?;
+        if let Err(error) = append_entry(&files.journal, journal.len, entry) {
+            if kept_now {
+                // The chunk counts for nothing, and neither does its digest.
+                // Should this removal fail too, the digest stays as after a
+                // crash between the two (see above): stricter, never looser.
+                forget_repr(dir)?;
+            }
+            return Err(write_error(error));
+        }
+        // From here on the entry is in the journal, and readers see it even if
+        // the sync below fails: the kept digest stays with it.
         // Writers see the entry (they read the journal) from here on, so they
         // may store batches again while it is made durable. The chunk's bytes
         // already are: should a crash lose the entry, the chunk was never
@@ -395,6 +413,8 @@ pub(super) async fn write_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::conformance::{chunk, live_session};
+    use crate::storage::{FsStorage, ReprDigest, Storage};
 
     #[test]
     fn store_piece_writes_gaps_and_compares_stored_ranges() {
@@ -416,5 +436,46 @@ mod tests {
         // the stored ranges, and the chunk counts for nothing.
         file.read_exact_at(&mut out, 0).expect("read");
         assert_eq!(&out[2..], &before[2..]);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_entry_fails_keeps_no_repr_digest() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let storage = FsStorage::new(folder.path()).expect("storage");
+        let session = live_session(1, "kept.bin");
+        let dir = storage.session_dir(&session).expect("valid id");
+        let digest = |text: &str| ReprDigest::parse(text).expect("a valid digest");
+        let first = digest("sha-256=:LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=:");
+        let range = chunk(0, 9, Some(10));
+        let options = ChunkOptions::new(10).repr_digest(first);
+        let admission = admit_chunk(storage.root(), dir.clone(), &session, range, &options);
+        let Ok(Admission::Admitted(mut files)) = admission else {
+            panic!("not admitted");
+        };
+        // The journal, opened read-only: the entry cannot be appended.
+        files.journal = File::open(dir.join(JOURNAL)).expect("journal");
+        files.data.write_all_at(b"0123456789", 0).expect("data");
+        let mut hasher = BlockHasher::new(0);
+        hasher.update(b"0123456789");
+        let result = record_chunk(storage.root(), &files, range, &options, &hasher.finish());
+        assert!(
+            matches!(result, Err(StorageError::Other { backend: "fs", .. })),
+            "{result:?}"
+        );
+        drop(files);
+        assert_eq!(read_repr(&dir).expect("readable"), None);
+
+        // The failed chunk counts for nothing: another digest is welcome.
+        let other = digest("sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:");
+        storage
+            .write_chunk(
+                &session,
+                range,
+                &ChunkOptions::new(10).repr_digest(other.clone()),
+                crate::storage::conformance::body(&[b"0123456789"]),
+            )
+            .await
+            .expect("a chunk with another digest");
+        assert_eq!(read_repr(&dir).expect("readable"), Some(other));
     }
 }

@@ -31,3 +31,13 @@ pub(super) fn write_repr(dir: &Path, digest: &ReprDigest) -> Result<(), StorageE
     fs::rename(&temp, dir.join(REPR)).map_err(write_error)?;
     sync_dir(dir).map_err(write_error)
 }
+
+/// Removes the kept `Repr-Digest` durably (a chunk that announced it failed
+/// to be recorded).
+pub(super) fn forget_repr(dir: &Path) -> Result<(), StorageError> {
+    match fs::remove_file(dir.join(REPR)) {
+        Ok(()) => sync_dir(dir).map_err(write_error),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(write_error(error)),
+    }
+}
