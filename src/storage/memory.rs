@@ -1,6 +1,6 @@
 //! [`MemoryStorage`]: everything in the process's memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -21,7 +21,9 @@ use crate::UploadPath;
 /// For tests, examples and single-process apps whose uploads may vanish with the
 /// process. Cloning shares the same store. Chunks are buffered (as the `Bytes`
 /// pieces they arrived in) until their body has ended, so a failed chunk leaves
-/// the session untouched.
+/// the session untouched. A session holds only the bytes it received, never
+/// more (a byte at a high offset costs one byte); the file is assembled when
+/// the session completes.
 ///
 /// # Example
 ///
@@ -54,9 +56,89 @@ struct StoredFile {
 #[derive(Debug, Default)]
 struct SessionEntry {
     state: SessionState,
-    data: Vec<u8>,
+    data: Pieces,
     expires: Option<SystemTime>,
     completed: Option<(String, Bytes)>,
+}
+
+/// A session's stored bytes: pieces keyed by their offset, never overlapping,
+/// covering exactly the session's stored ranges.
+#[derive(Debug, Default)]
+struct Pieces(BTreeMap<u64, Bytes>);
+
+impl Pieces {
+    /// The stored pieces that overlap `[start, stop)`, with their offsets.
+    fn overlapping(&self, start: u64, stop: u64) -> impl Iterator<Item = (u64, &Bytes)> {
+        self.0
+            .range(..stop)
+            .rev()
+            .take_while(move |(at, piece)| *at + piece.len() as u64 > start)
+            .map(|(at, piece)| (*at, piece))
+    }
+
+    /// Whether `piece`, sent for `start`, agrees with every stored byte it covers.
+    fn agrees(&self, start: u64, piece: &[u8]) -> bool {
+        let stop = start + piece.len() as u64;
+        self.overlapping(start, stop).all(|(at, stored)| {
+            let (from, to) = (start.max(at), stop.min(at + stored.len() as u64));
+            stored[(from - at) as usize..(to - at) as usize]
+                == piece[(from - start) as usize..(to - start) as usize]
+        })
+    }
+
+    /// Stores the parts of `piece` (sent for `start`) that are not stored yet.
+    /// A part is kept as a copy unless it is the whole piece, so that what is
+    /// held never exceeds the distinct bytes received.
+    fn insert(&mut self, start: u64, piece: Bytes) {
+        let stop = start + piece.len() as u64;
+        let mut stored: Vec<[u64; 2]> = self
+            .overlapping(start, stop)
+            .map(|(at, stored)| [at, at + stored.len() as u64])
+            .collect();
+        stored.reverse();
+        let mut gaps = Vec::new();
+        let mut cursor = start;
+        for [from, to] in stored {
+            if from > cursor {
+                gaps.push([cursor, from]);
+            }
+            cursor = cursor.max(to);
+        }
+        if cursor < stop {
+            gaps.push([cursor, stop]);
+        }
+        for [from, to] in gaps {
+            let part = if from == start && to == stop {
+                piece.clone()
+            } else {
+                let slice = &piece[(from - start) as usize..(to - start) as usize];
+                Bytes::copy_from_slice(slice)
+            };
+            self.0.insert(from, part);
+        }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.0.values().map(Bytes::len).sum()
+    }
+
+    /// The first `len` bytes, assembled; `None` if a byte is missing.
+    fn assemble(&self, len: usize) -> Option<Bytes> {
+        let mut data = BytesMut::with_capacity(len);
+        for (at, piece) in &self.0 {
+            if *at != data.len() as u64 {
+                return None;
+            }
+            let room = len - data.len();
+            data.extend_from_slice(&piece[..piece.len().min(room)]);
+            if data.len() == len {
+                break;
+            }
+        }
+        (data.len() == len).then(|| data.freeze())
+    }
 }
 
 impl MemoryStorage {
@@ -83,6 +165,16 @@ impl MemoryStorage {
     /// How many sessions (incomplete or completed) are kept.
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    /// Bytes held by incomplete sessions.
+    #[cfg(test)]
+    fn session_bytes(&self) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .map(|entry| entry.data.held())
+            .sum()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -173,31 +265,20 @@ impl Storage for MemoryStorage {
             }
             let entry = inner.sessions.entry(session.id().to_owned()).or_default();
             entry.expires = Some(session.expires());
-            // Bytes already stored must match; only then is anything written
-            // (or the buffer grown: a refused chunk leaves no trace).
+            // Bytes already stored must match; only then is anything stored
+            // (a refused chunk leaves no trace).
             let mut offset = range.first;
             for piece in &pieces {
-                let (start, stop) = (offset, offset + piece.len() as u64);
-                for [first, last] in entry.state.ranges.as_slice() {
-                    let (from, to) = (start.max(*first), stop.min(last + 1));
-                    if from < to {
-                        let stored = &entry.data[from as usize..to as usize];
-                        let sent = &piece[(from - start) as usize..(to - start) as usize];
-                        if stored != sent {
-                            return Err(StorageError::RangeConflict);
-                        }
-                    }
+                if !entry.data.agrees(offset, piece) {
+                    return Err(StorageError::RangeConflict);
                 }
-                offset = stop;
+                offset += piece.len() as u64;
             }
-            let end = usize::try_from(range.last + 1).map_err(|_| StorageError::Full)?;
-            if entry.data.len() < end {
-                entry.data.resize(end, 0);
-            }
-            let mut offset = range.first as usize;
+            let mut offset = range.first;
             for piece in pieces {
-                entry.data[offset..offset + piece.len()].copy_from_slice(&piece);
-                offset += piece.len();
+                let len = piece.len() as u64;
+                entry.data.insert(offset, piece);
+                offset += len;
             }
             entry.state.record(range);
             entry.state.keep_repr_digest(options.repr_digest.as_ref());
@@ -227,20 +308,28 @@ impl Storage for MemoryStorage {
                 Ok(status_of(entry))
             }
             Some(entry) => {
+                let total = entry.state.total.unwrap_or(0);
+                let Ok(len) = usize::try_from(total) else {
+                    return Box::pin(async { Err(StorageError::Full) });
+                };
+                let data = entry
+                    .data
+                    .assemble(len)
+                    .expect("the pieces cover the stored ranges, complete up to the total");
                 let wanted = options
                     .digests
                     .with_repr_digest(entry.state.repr_digest.as_ref());
                 let mut hasher = FileHasher::new(wanted);
-                hasher.update(&entry.data);
+                hasher.update(&data);
                 let version = inner.versions + 1;
                 let entry = inner
                     .sessions
                     .get_mut(session.id())
                     .expect("the entry was found under the same lock");
                 let info = CommitInfo {
-                    size: entry.data.len() as u64,
-                    head: Bytes::copy_from_slice(&entry.data[..entry.data.len().min(HEAD_LEN)]),
-                    etag: format!("{:x}-{:x}", entry.data.len(), version),
+                    size: data.len() as u64,
+                    head: head_of(&data),
+                    etag: format!("{:x}-{:x}", data.len(), version),
                     repr_digest: entry.state.repr_digest.clone(),
                     digests: hasher.finish(),
                 };
@@ -250,7 +339,7 @@ impl Storage for MemoryStorage {
                         Err(StorageError::CommitRefused)
                     }
                     Ok(record) => {
-                        let data = Bytes::from(std::mem::take(&mut entry.data));
+                        entry.data = Pieces::default();
                         entry.completed = Some((info.etag.clone(), record.clone()));
                         let meta = inner.store(session.path(), data, now);
                         debug_assert_eq!(meta.etag, info.etag);
@@ -339,5 +428,64 @@ impl Storage for MemoryStorage {
             keep
         });
         Box::pin(async move { Ok(report) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::conformance::{body, chunk, complete_default, live_session};
+
+    #[tokio::test]
+    async fn a_byte_at_a_high_offset_holds_one_byte() {
+        let storage = MemoryStorage::new();
+        let session = live_session(1, "sparse.bin");
+        let high = 64 * 1024 * 1024;
+        storage
+            .write_chunk(
+                &session,
+                chunk(high, high, None),
+                &ChunkOptions::new(10),
+                body(&[b"z"]),
+            )
+            .await
+            .expect("chunk");
+        assert_eq!(storage.session_bytes(), 1);
+    }
+
+    #[tokio::test]
+    async fn resends_and_overlaps_hold_each_byte_once() {
+        let storage = MemoryStorage::new();
+        let session = live_session(2, "overlap.bin");
+        let options = ChunkOptions::new(10);
+        for (first, last, bytes) in [
+            (4, 7, &b"4567"[..]),
+            (4, 7, b"4567"),
+            (2, 9, b"23456789"),
+            (0, 5, b"012345"),
+        ] {
+            storage
+                .write_chunk(&session, chunk(first, last, None), &options, body(&[bytes]))
+                .await
+                .expect("chunk");
+        }
+        assert_eq!(storage.session_bytes(), 10);
+        let conflict = storage
+            .write_chunk(&session, chunk(3, 5, None), &options, body(&[b"3x5"]))
+            .await;
+        assert!(
+            matches!(conflict, Err(StorageError::RangeConflict)),
+            "{conflict:?}"
+        );
+        storage
+            .write_chunk(&session, chunk(10, 11, Some(12)), &options, body(&[b"ab"]))
+            .await
+            .expect("last chunk");
+        complete_default(&storage, &session).await;
+        assert_eq!(
+            storage.file("overlap.bin").as_deref(),
+            Some(&b"0123456789ab"[..])
+        );
+        assert_eq!(storage.session_bytes(), 0);
     }
 }
