@@ -302,12 +302,26 @@ impl Storage for MemoryStorage {
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let mut inner = self.lock();
         let now = SystemTime::now();
+        let empty = SessionState::default().with_declared_total(options.total);
+        if empty.is_complete() && !inner.sessions.contains_key(session.id()) {
+            // An empty file declared by a status query: nothing was stored.
+            inner.sessions.insert(
+                session.id().to_owned(),
+                SessionEntry {
+                    expires: Some(session.expires()),
+                    ..SessionEntry::default()
+                },
+            );
+        }
         let result = match inner.sessions.get_mut(session.id()) {
             None => Ok(SessionStatus::in_progress(SessionState::default())),
-            Some(entry) if entry.completed.is_some() || !entry.state.is_complete() => {
-                Ok(status_of(entry))
-            }
+            Some(entry) if entry.completed.is_some() => Ok(status_of(entry)),
             Some(entry) => {
+                let state = entry.state.clone().with_declared_total(options.total);
+                if !state.is_complete() {
+                    return Box::pin(async move { Ok(SessionStatus::in_progress(state)) });
+                }
+                entry.state = state;
                 let total = entry.state.total.unwrap_or(0);
                 let Ok(len) = usize::try_from(total) else {
                     return Box::pin(async { Err(StorageError::Full) });

@@ -168,10 +168,25 @@ impl SessionState {
         self.ranges.insert(range.first, range.last);
     }
 
-    /// Whether every byte of the file has arrived.
+    /// Whether every byte of the file has arrived: a total of 0 with no
+    /// ranges is the complete empty file.
     pub fn is_complete(&self) -> bool {
         self.total
-            .is_some_and(|total| total > 0 && self.ranges.is_complete(total))
+            .is_some_and(|total| self.ranges.is_complete(total))
+    }
+
+    /// The state a completion judges: a session that stored nothing and named
+    /// no total takes the total of 0 that a completion declares (a status
+    /// query `bytes */0`, see
+    /// [`CompleteOptions::total`](crate::storage::CompleteOptions::total)),
+    /// and so is the complete empty file. No other declared total changes
+    /// anything: a file of one byte or more is complete only once chunks
+    /// stored its bytes.
+    pub fn with_declared_total(mut self, declared: Option<u64>) -> Self {
+        if declared == Some(0) && self.total.is_none() && self.ranges.is_empty() {
+            self.total = Some(0);
+        }
+        self
     }
 }
 
@@ -398,6 +413,19 @@ mod tests {
             assert!(check_session_id(bad).is_err(), "{bad:?}");
         }
         assert!(check_session_id(&"a".repeat(MAX_SESSION_ID_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn only_a_declared_zero_completes_a_session_that_stored_nothing() {
+        let empty = SessionState::default();
+        assert!(!empty.is_complete());
+        assert!(empty.clone().with_declared_total(Some(0)).is_complete());
+        for declared in [None, Some(1), Some(100)] {
+            assert_eq!(empty.clone().with_declared_total(declared), empty);
+        }
+        let mut started = SessionState::default();
+        started.record(chunk(0, 9, None));
+        assert_eq!(started.clone().with_declared_total(Some(0)), started);
     }
 
     #[test]

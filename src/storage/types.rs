@@ -121,12 +121,26 @@ pub struct CompleteOptions {
     /// The whole-file digests to compute before committing, in
     /// [`CommitInfo::digests`].
     pub digests: DigestSet,
+    /// The total a status query named (`bytes */TOTAL`). `Some(0)` completes a
+    /// session that stored nothing and named no total as an empty file; other
+    /// values change nothing. Backends apply it with
+    /// [`SessionState::with_declared_total`](crate::storage::SessionState::with_declared_total).
+    pub total: Option<u64>,
 }
 
 impl CompleteOptions {
     /// Options that ask for the digests in `digests`.
     pub fn new(digests: DigestSet) -> Self {
-        CompleteOptions { digests }
+        CompleteOptions {
+            digests,
+            total: None,
+        }
+    }
+
+    /// Declares the total a status query named; see [`CompleteOptions::total`].
+    pub fn total(mut self, total: Option<u64>) -> Self {
+        self.total = total;
+        self
     }
 }
 

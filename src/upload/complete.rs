@@ -12,7 +12,7 @@ use super::Outcome;
 use crate::envelope::{self, Meta};
 use crate::error::storage_error;
 use crate::headers::digest::DigestSet;
-use crate::storage::{CompleteOptions, Session, SessionStatus, StorageError};
+use crate::storage::{CompleteOptions, Session, SessionState, SessionStatus, StorageError};
 use crate::Error;
 
 /// Turns a session's status into the answer: progress (`202`/`308`), a replay
@@ -25,42 +25,38 @@ pub(super) async fn settle(
     meta: &Meta,
     checks: &Checks,
 ) -> Result<Outcome, Error> {
+    settle_declared(config, session, status, None, progress, meta, checks).await
+}
+
+/// [`settle`], for a status query that names `declared` as the total: a
+/// session that stored nothing completes as an empty file when it is 0 (see
+/// [`SessionState::with_declared_total`]).
+pub(super) async fn settle_declared(
+    config: &Config,
+    session: &Session,
+    status: SessionStatus,
+    declared: Option<u64>,
+    progress: StatusCode,
+    meta: &Meta,
+    checks: &Checks,
+) -> Result<Outcome, Error> {
     let status = match status {
         SessionStatus::InProgress {
-            total: Some(total),
+            total,
             ranges,
-            ..
-        } if ranges.is_complete(total) && total > 0 => {
-            let mut digests = DigestSet {
-                sha256: config.compute_sha256 || checks.repr_digest.is_some(),
-                sha512: false,
-            };
-            if let Some(repr) = &checks.repr_digest {
-                digests = digests.with(repr.algorithm);
+            repr_digest,
+        } => {
+            let state = SessionState {
+                total,
+                ranges,
+                repr_digest,
             }
-            let refusal = Arc::new(Mutex::new(None));
-            let record = make_record(
-                config,
-                session,
-                checks.types.clone(),
-                checks.repr_digest.clone(),
-                Arc::clone(&refusal),
-            );
-            match config
-                .storage
-                .complete(session, &CompleteOptions::new(digests), record)
-                .await
-            {
-                Err(StorageError::CommitRefused) => {
-                    let error = lock(&refusal).take().unwrap_or(Error::StorageError);
-                    tracing::info!(
-                        session = session.id(),
-                        code = error.code(),
-                        "session discarded at commit"
-                    );
-                    return Err(error);
-                }
-                other => other.map_err(storage_error)?,
+            .with_declared_total(declared);
+            if state.is_complete() {
+                commit(config, session, declared, checks).await?
+            } else {
+                // Unchanged: only a total that completes the session is taken.
+                SessionStatus::in_progress(state)
             }
         }
         other => other,
@@ -74,5 +70,50 @@ pub(super) async fn settle(
             &ranges,
         ))),
         SessionStatus::Completed(completion) => completed(session, completion, meta),
+    }
+}
+
+/// Commits a session whose bytes all arrived (or the empty file a status query
+/// declared): the completion, or the refusal the record builder left.
+async fn commit(
+    config: &Config,
+    session: &Session,
+    declared: Option<u64>,
+    checks: &Checks,
+) -> Result<SessionStatus, Error> {
+    let mut digests = DigestSet {
+        sha256: config.compute_sha256 || checks.repr_digest.is_some(),
+        sha512: false,
+    };
+    if let Some(repr) = &checks.repr_digest {
+        digests = digests.with(repr.algorithm);
+    }
+    let refusal = Arc::new(Mutex::new(None));
+    let record = make_record(
+        config,
+        session,
+        checks.types.clone(),
+        checks.repr_digest.clone(),
+        Arc::clone(&refusal),
+    );
+    match config
+        .storage
+        .complete(
+            session,
+            &CompleteOptions::new(digests).total(declared),
+            record,
+        )
+        .await
+    {
+        Err(StorageError::CommitRefused) => {
+            let error = lock(&refusal).take().unwrap_or(Error::StorageError);
+            tracing::info!(
+                session = session.id(),
+                code = error.code(),
+                "session discarded at commit"
+            );
+            Err(error)
+        }
+        other => other.map_err(storage_error),
     }
 }

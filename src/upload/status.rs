@@ -8,7 +8,7 @@ use http::StatusCode;
 use http_body::Body;
 
 use super::action::Checks;
-use super::complete::settle;
+use super::complete::settle_declared;
 use super::inspect::Inspect;
 use super::layer::Config;
 use super::stream::{Expect, UploadStream};
@@ -20,7 +20,8 @@ use crate::storage::Session;
 use crate::Error;
 
 /// A status query: `308` with what is stored, or `200` once complete. Its
-/// body must be empty (a chunked body that carries bytes is `400`).
+/// body must be empty (a chunked body that carries bytes is `400`). `bytes
+/// */0` on a session that stored nothing completes it as an empty file.
 pub(crate) async fn status<B>(
     config: Arc<Config>,
     session: Session,
@@ -52,10 +53,11 @@ where
     // The total and Repr-Digest a query names must agree with the session's,
     // by the rules chunks follow.
     check_query(&status, total, checks.repr_digest.as_ref()).map_err(storage_error)?;
-    settle(
+    settle_declared(
         &config,
         &session,
         status,
+        total,
         StatusCode::PERMANENT_REDIRECT,
         &meta,
         &checks,

@@ -28,7 +28,8 @@
 //! the bytes is `400 digest_mismatch` and discards the session (the model
 //! starts afresh). The URL may carry a signed `type`: the chunk at offset 0 is
 //! judged on its own first bytes (a refusal, `415`, discards the session), and
-//! the commit judges the assembled head again.
+//! the commit judges the assembled head again. A status query `bytes */0` on a
+//! session that stored nothing completes it as an empty file.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
@@ -646,6 +647,26 @@ impl Model {
                     if disagrees {
                         return Expected::refused(409, "total_mismatch");
                     }
+                }
+                // `bytes */0` on a session that stored nothing completes it as
+                // an empty file, judged at commit as any file is.
+                if self.resolve(total) == Some(0) && self.total.is_none() && self.end().is_none() {
+                    let file = Vec::new();
+                    if let Some(types) = self.setup.types {
+                        if !types.allows(sniffed(&file)) {
+                            self.discard();
+                            return Expected::refused(415, "type_not_allowed");
+                        }
+                    }
+                    if let Some(own) = &repr {
+                        if !matches(own, &file) {
+                            self.discard();
+                            return Expected::refused(400, "digest_mismatch");
+                        }
+                    }
+                    self.sha256_known = repr.is_some();
+                    self.completed = Some(file);
+                    return Expected::ok(201);
                 }
                 Expected::ok(308)
             }

@@ -442,3 +442,31 @@ async fn cleanup_removes_incomplete_sessions_once_their_url_expired() {
     let answer = send(&client, chunk(&later, &data, 50, 99, Some(100))).await;
     assert_eq!(answer.status, 201, "the unexpired session survives cleanup");
 }
+
+#[tokio::test]
+async fn empty_status_query_completes_a_zero_byte_file_then_replays() {
+    let server = TestServer::start().await;
+    let client = client();
+    let url = server.put_url("empty.txt");
+    let query = || put(&url, &[("content-range", "bytes */0")], "");
+    let answer = send(&client, query()).await;
+    let id = completed(&answer, 201, "empty.txt", 0);
+    let file = answer.json()["data"].clone();
+    assert_eq!(server.calls(), 1);
+    assert_eq!(server.storage.file("empty.txt").unwrap().len(), 0);
+    for _ in 0..2 {
+        let answer = send(&client, query()).await;
+        assert_eq!(completed(&answer, 200, "empty.txt", 0), id);
+        assert_eq!(answer.json()["data"], file);
+    }
+    assert_eq!(server.calls(), 1, "the inner service is called once");
+
+    // A session that stored bytes has a total other than 0.
+    let url = server.put_url("not-empty.txt");
+    let data = bytes(10, 7);
+    let answer = send(&client, chunk(&url, &data, 0, 4, None)).await;
+    progress(&answer, 202, "not-empty.txt", None);
+    let answer = send(&client, put(&url, &[("content-range", "bytes */0")], "")).await;
+    assert_eq!(answer.status, 409, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "total_mismatch");
+}

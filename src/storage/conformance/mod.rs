@@ -171,6 +171,7 @@ pub async fn run_uploads(storage: &dyn Storage) {
     check_put_replaces(storage).await;
     check_failed_put_leaves_nothing(storage).await;
     check_unknown_session(storage).await;
+    check_empty_session_completes(storage).await;
     check_chunks_out_of_order(storage).await;
     check_chunk_errors(storage).await;
     check_failed_chunk_counts_for_nothing(storage).await;

@@ -111,6 +111,56 @@ pub async fn check_unknown_session(storage: &dyn Storage) {
     ));
 }
 
+/// A session nothing was stored for completes as a zero-byte file when the
+/// completion declares a total of 0 (a status query `bytes */0`), exactly once;
+/// another declared total commits nothing.
+pub async fn check_empty_session_completes(storage: &dyn Storage) {
+    let session = live_session(11, "conformance/empty.bin");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let declared = |total| CompleteOptions::default().total(Some(total));
+    let status = storage
+        .complete(&session, &declared(10), make_record(&calls))
+        .await
+        .expect("complete");
+    assert_eq!(progress(&status), (None, vec![]));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    let results = future::join_all(
+        (0..4).map(|_| storage.complete(&session, &declared(0), make_record(&calls))),
+    )
+    .await;
+    let mut completions = Vec::new();
+    for result in results {
+        completions.push(expect_completed(result).await);
+    }
+    assert_eq!(completions.iter().filter(|c| c.fresh).count(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let etag = completions[0].etag.clone();
+    assert!(completions.iter().all(|c| c.etag == etag));
+    assert_eq!(
+        completions[0].record,
+        Bytes::from(format!("0:{etag}:").into_bytes())
+    );
+    let data = read_all(storage, "conformance/empty.bin")
+        .await
+        .expect("reads");
+    assert!(data.is_empty());
+    let head = storage.head(session.path()).await.expect("head");
+    assert_eq!((head.size, head.etag), (0, etag.clone()));
+
+    // Replays: a status, and a completion that declares nothing.
+    let status = storage.status(&session).await.expect("status");
+    assert!(
+        matches!(&status, SessionStatus::Completed(c) if !c.fresh && c.etag == etag),
+        "{status:?}"
+    );
+    let again = storage
+        .complete(&session, &CompleteOptions::default(), make_record(&calls))
+        .await;
+    assert!(!expect_completed(again).await.fresh);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 /// Chunks sent out of order assemble, and completion commits the file once.
 pub async fn check_chunks_out_of_order(storage: &dyn Storage) {
     let session = live_session(2, "conformance/chunks/out-of-order.bin");

@@ -3,7 +3,7 @@
 //! checked again and recorded in the journal.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,11 +16,11 @@ use super::blocks::{chunk_digest, verify_blocks, BlockHasher};
 use super::error::{is_not_found, other, write_error, FsError};
 use super::journal::{append_entry, read_journal, session_state, Entry, Journal};
 use super::lock::{lock_session, retry_removed, ExclusiveData};
-use super::paths::{open_create, sync_dir, DATA, DATA_LOCK, JOURNAL, META};
+use super::paths::{open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{forget_repr, read_repr, write_repr};
-use super::session::{completed, encode_expiry, ensure_session_dir};
+use super::session::{completed, ensure_meta, ensure_session_dir};
 use super::writers::{meets, register_writer, Marker};
 use crate::storage::ByteRanges;
 use crate::storage::{
@@ -89,15 +89,7 @@ fn admit_chunk(
     journal.state.repr_digest = read_repr(&dir)?;
     journal.state.admit(range, options)?;
 
-    let mut created = false;
-    let meta = dir.join(META);
-    if !meta.exists() {
-        let mut file = File::create(&meta).map_err(write_error)?;
-        file.write_all(encode_expiry(session.expires()).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(write_error)?;
-        created = true;
-    }
+    let mut created = ensure_meta(&dir, session.expires())?;
     let mut open = |name: &str| {
         let path = dir.join(name);
         created |= !path.exists();

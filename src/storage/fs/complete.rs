@@ -12,31 +12,40 @@ use super::lock::{lock_session, ExclusiveData};
 use super::paths::{open_create, prepare_destination, sync_dir, DATA, DATA_LOCK};
 use super::record::{read_record, roll_forward, write_record, StoredRecord};
 use super::repr::read_repr;
-use super::session::{completed, dir_exists, remove_session_dir};
+use super::session::{completed, dir_exists, ensure_meta, ensure_session_dir, remove_session_dir};
 use crate::storage::{
-    CommitInfo, CompleteOptions, FileDigests, FileHasher, MakeRecord, SessionState, SessionStatus,
-    StorageError,
+    CommitInfo, CompleteOptions, FileDigests, FileHasher, MakeRecord, Session, SessionState,
+    SessionStatus, StorageError,
 };
-use crate::UploadPath;
 
 /// Commits a complete session, under its lock. See
 /// [`Storage::complete`](crate::storage::Storage::complete).
 pub(super) fn complete_session(
     root: &Path,
     dir: &Path,
-    path: &UploadPath,
+    session: &Session,
     options: &CompleteOptions,
     make_record: MakeRecord,
 ) -> Result<SessionStatus, StorageError> {
+    let empty = SessionState::default().with_declared_total(options.total);
     if !dir_exists(dir)? {
-        return Ok(SessionStatus::in_progress(SessionState::default()));
+        if !empty.is_complete() {
+            return Ok(SessionStatus::in_progress(SessionState::default()));
+        }
+        // An empty file declared by a status query: nothing was stored, so
+        // the session folder is made here, to hold the record.
+        ensure_session_dir(dir)?;
     }
+    let path = session.path();
     let _lock = lock_session(dir)?;
+    if empty.is_complete() && ensure_meta(dir, session.expires())? {
+        sync_dir(dir).map_err(write_error)?;
+    }
     if let Some(record) = read_record(dir)? {
         roll_forward(root, dir, &record)?;
         return Ok(completed(record, false));
     }
-    let state = session_state(dir)?.state;
+    let state = session_state(dir)?.state.with_declared_total(options.total);
     let total = match state.total {
         Some(total) if state.is_complete() => total,
         _ => return Ok(SessionStatus::in_progress(state)),
@@ -48,9 +57,12 @@ pub(super) fn complete_session(
     let data_lock = open_create(&dir.join(DATA_LOCK)).map_err(write_error)?;
     let exclusive = ExclusiveData::lock(&data_lock)?;
     let data_path = dir.join(DATA);
+    // An empty file may have no data file yet: no chunk came.
     let data = OpenOptions::new()
         .read(true)
         .write(true)
+        .create(total == 0)
+        .truncate(false)
         .open(&data_path)
         .map_err(write_error)?;
     let len = data.metadata().map_err(write_error)?.len();

@@ -271,13 +271,15 @@ impl Storage for FsStorage {
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let root = Arc::clone(&self.root);
         let dir = self.session_dir(session);
-        let path = session.path().clone();
+        let session = session.clone();
         let options = *options;
         Box::pin(async move {
             let dir = dir?;
-            storage_segments(&path)?;
-            blocking(move || complete::complete_session(&root, &dir, &path, &options, make_record))
-                .await
+            storage_segments(session.path())?;
+            blocking(move || {
+                complete::complete_session(&root, &dir, &session, &options, make_record)
+            })
+            .await
         })
     }
 

@@ -2,7 +2,7 @@
 //! the statuses a session answers with.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,20 @@ pub(super) fn ensure_session_dir(dir: &Path) -> Result<(), StorageError> {
         return Err(other(FsError::Corrupt("session folder is not a folder")));
     }
     Ok(())
+}
+
+/// Writes the session's `meta` file (its URL's expiry, for cleanup) unless it
+/// exists; returns whether it wrote it (the folder then needs an `fsync`).
+pub(super) fn ensure_meta(dir: &Path, expires: SystemTime) -> Result<bool, StorageError> {
+    let meta = dir.join(META);
+    if meta.exists() {
+        return Ok(false);
+    }
+    let mut file = fs::File::create(&meta).map_err(write_error)?;
+    file.write_all(encode_expiry(expires).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(write_error)?;
+    Ok(true)
 }
 
 pub(super) fn encode_expiry(expires: SystemTime) -> String {

@@ -73,7 +73,8 @@ impl ObjectStoreStorage {
                 Ok(record) => return completed(record, false),
                 Err(found) => found
                     .map(|(manifest, _)| manifest.state())
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .with_declared_total(options.total),
             };
             if !state.is_complete() {
                 return Ok(SessionStatus::in_progress(state));
@@ -114,17 +115,21 @@ impl ObjectStoreStorage {
             }
             Err(found) => found.map(|(manifest, _)| manifest).unwrap_or_default(),
         };
-        let state = manifest.state();
+        let state = manifest.state().with_declared_total(options.total);
         let total = match state.total {
             Some(total) if state.is_complete() => total,
             _ => return Ok(SessionStatus::in_progress(state)),
         };
         let target = self.location(session.path())?;
-        let pieces = plan(dir, &manifest.chunks, 0, total - 1).ok_or_else(|| {
-            other(BackendError::Corrupt(
-                "recorded chunks do not cover the file",
-            ))
-        })?;
+        let pieces = match total.checked_sub(1) {
+            // The empty file: no chunk, no piece.
+            None => Vec::new(),
+            Some(last) => plan(dir, &manifest.chunks, 0, last).ok_or_else(|| {
+                other(BackendError::Corrupt(
+                    "recorded chunks do not cover the file",
+                ))
+            })?,
+        };
         let bytes = read_pieces(Arc::clone(&self.store), pieces);
 
         let etag = random_tag();
