@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::stream::Timers;
 use crate::signing::{parse_public_base, Verifier};
 use crate::storage::Storage;
 use crate::{Clock, ConfigError, SignedUpload, Signer, SigningKey, SystemClock};
@@ -62,6 +63,13 @@ pub(crate) struct Config {
     pub(crate) body_timeout: Duration,
     pub(crate) max_ranges: usize,
     pub(crate) compute_sha256: bool,
+}
+
+impl Config {
+    /// The timers of one request body.
+    pub(crate) fn timers(&self) -> Timers {
+        Timers::new(self.body_timeout)
+    }
 }
 
 impl SignedUploadLayer {
@@ -131,7 +139,10 @@ impl SignedUploadLayer {
         self
     }
 
-    /// How long a request body may stall before the request is answered `408`.
+    /// How long a request body may stall before the request is answered `408
+    /// body_timeout`. The timer runs only while the layer waits for the
+    /// client (it asked for the next bytes and none have come), never while it
+    /// waits for its own storage.
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.config().body_timeout = timeout;
         self

@@ -1,5 +1,10 @@
 //! The request body of an upload as a stream of `Bytes` for storage: the
 //! expected length, the size limit and the idle timeout, checked as it arrives.
+//!
+//! The timer runs on the client's time only: from the moment the consumer
+//! (storage) asks for the next piece and the body has none ready, until a piece
+//! arrives. Time the consumer spends elsewhere (waiting for a lock, writing
+//! what it read) is never held against the client.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +15,7 @@ use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{sleep, Instant, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::inspect::Inspect;
 use crate::storage::BodyError;
@@ -32,9 +37,10 @@ pin_project! {
     pub(crate) struct UploadStream<B> {
         #[pin]
         body: B,
+        // Armed at the deadline of the current wait; polled only while waiting.
         #[pin]
-        idle: Sleep,
-        timeout: Duration,
+        alarm: Sleep,
+        timers: Timers,
         expect: Expect,
         inspect: Option<Box<Inspect>>,
         received: u64,
@@ -43,11 +49,11 @@ pin_project! {
 }
 
 impl<B> UploadStream<B> {
-    pub(crate) fn new(body: B, expect: Expect, timeout: Duration) -> Self {
+    pub(crate) fn new(body: B, expect: Expect, timers: Timers) -> Self {
         UploadStream {
             body,
-            idle: sleep(timeout),
-            timeout,
+            alarm: sleep_until(later(Instant::now(), timers.timeout)),
+            timers,
             expect,
             inspect: None,
             received: 0,
@@ -76,12 +82,23 @@ where
         }
         loop {
             let frame = match this.body.as_mut().poll_frame(cx) {
-                Poll::Pending => {
-                    ready!(this.idle.as_mut().poll(cx));
-                    *this.done = true;
-                    return Poll::Ready(Some(Err(BodyError(Error::BodyTimeout))));
+                Poll::Pending => match this.timers.waiting(Instant::now()) {
+                    Ok(deadline) => {
+                        if this.alarm.deadline() != deadline {
+                            this.alarm.as_mut().reset(deadline);
+                        }
+                        ready!(this.alarm.as_mut().poll(cx));
+                        continue; // the deadline passed: judged again above
+                    }
+                    Err(error) => {
+                        *this.done = true;
+                        return Poll::Ready(Some(Err(BodyError(error))));
+                    }
+                },
+                Poll::Ready(frame) => {
+                    this.timers.arrived();
+                    frame
                 }
-                Poll::Ready(frame) => frame,
             };
             let failure = match frame {
                 None => {
@@ -112,8 +129,6 @@ where
                         }
                         Expect::AtMost(limit) if *this.received > limit => Error::TooLarge,
                         _ => {
-                            let deadline = Instant::now() + *this.timeout;
-                            this.idle.as_mut().reset(deadline);
                             let bytes = data.copy_to_bytes(len);
                             match this.inspect.as_mut().map_or(Ok(()), |i| i.data(&bytes)) {
                                 Ok(()) => return Poll::Ready(Some(Ok(bytes))),
@@ -126,5 +141,164 @@ where
             *this.done = true;
             return Poll::Ready(Some(Err(BodyError(failure))));
         }
+    }
+}
+
+/// The body timers, on the client's time: they run only while the consumer
+/// waits for a piece the body has not sent yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timers {
+    /// No byte for this long while waiting: `408 body_timeout`.
+    timeout: Duration,
+    /// When the current wait for the client began; `None` while the consumer
+    /// is busy elsewhere, and before it first asks.
+    since: Option<Instant>,
+}
+
+impl Timers {
+    /// Timers with this idle timeout.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Timers {
+            timeout,
+            since: None,
+        }
+    }
+
+    /// The consumer asked for the next piece and the body has none: the wait
+    /// starts now unless it already runs. Returns when to judge again, or the
+    /// timeout once the client has kept the layer waiting for too long.
+    fn waiting(&mut self, now: Instant) -> Result<Instant, Error> {
+        let since = *self.since.get_or_insert(now);
+        let deadline = later(since, self.timeout);
+        if now >= deadline {
+            return Err(Error::BodyTimeout);
+        }
+        Ok(deadline)
+    }
+
+    /// The body answered (a piece, its end or an error): the wait is over.
+    fn arrived(&mut self) {
+        self.since = None;
+    }
+}
+
+/// `start + by`, or a time too far ahead to matter where that overflows.
+fn later(start: Instant, by: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    start.checked_add(by).unwrap_or_else(|| start + FAR)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use tokio::time::sleep;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A client that sends each piece `delay` after the layer first asks for
+    /// it (as a client does behind `Expect: 100-continue` or a full TCP
+    /// window), or never (`None`).
+    struct Scripted {
+        pieces: VecDeque<(Option<Duration>, Bytes)>,
+        wait: Option<Pin<Box<Sleep>>>,
+    }
+
+    fn client(pieces: &[(Option<Duration>, &'static [u8])]) -> Scripted {
+        Scripted {
+            pieces: pieces
+                .iter()
+                .map(|&(delay, bytes)| (delay, Bytes::from_static(bytes)))
+                .collect(),
+            wait: None,
+        }
+    }
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            let this = &mut *self;
+            let Some(&(delay, _)) = this.pieces.front() else {
+                return Poll::Ready(None);
+            };
+            let Some(delay) = delay else {
+                return Poll::Pending; // a client that stalls for good
+            };
+            let wait = this.wait.get_or_insert_with(|| Box::pin(sleep(delay)));
+            ready!(wait.as_mut().poll(cx));
+            this.wait = None;
+            let (_, bytes) = this.pieces.pop_front().expect("a piece is due");
+            Poll::Ready(Some(Ok(Frame::data(bytes))))
+        }
+    }
+
+    fn upload(body: Scripted, len: u64) -> UploadStream<Scripted> {
+        UploadStream::new(body, Expect::Exactly(len), Timers::new(TIMEOUT))
+    }
+
+    /// Reads the next piece as storage would.
+    async fn next(stream: &mut Pin<&mut UploadStream<Scripted>>) -> Option<Result<Bytes, Error>> {
+        stream.next().await.map(|item| item.map_err(|e| e.0))
+    }
+
+    fn piece(bytes: &'static [u8]) -> Option<Result<Bytes, Error>> {
+        Some(Ok(Bytes::from_static(bytes)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storage_waiting_before_it_reads_is_not_a_stall() {
+        let half = Some(TIMEOUT / 2);
+        let mut stream = std::pin::pin!(upload(client(&[(half, b"abc"), (half, b"def")]), 6));
+        // Storage waits for a lock or a store three timeouts long before it reads.
+        sleep(TIMEOUT * 3).await;
+        assert_eq!(next(&mut stream).await, piece(b"abc"));
+        assert_eq!(next(&mut stream).await, piece(b"def"));
+        assert_eq!(next(&mut stream).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storage_busy_between_pieces_is_not_a_stall() {
+        let half = Some(TIMEOUT / 2);
+        let mut stream = std::pin::pin!(upload(client(&[(half, b"abc"), (half, b"def")]), 6));
+        assert_eq!(next(&mut stream).await, piece(b"abc"));
+        // Storage writes what it read, slowly, before it asks again.
+        sleep(TIMEOUT * 3).await;
+        assert_eq!(next(&mut stream).await, piece(b"def"));
+        assert_eq!(next(&mut stream).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stalls_is_cut_one_timeout_after_the_layer_asks() {
+        let mut stream = std::pin::pin!(upload(client(&[(None, b"abc")]), 3));
+        sleep(TIMEOUT * 3).await; // storage admission: not the client's time
+        let asked = Instant::now();
+        assert_eq!(next(&mut stream).await, Some(Err(Error::BodyTimeout)));
+        assert_eq!(asked.elapsed(), TIMEOUT);
+        assert_eq!(next(&mut stream).await, None);
+
+        // The timer restarts with every piece: a client just inside the
+        // timeout each time is never cut; one past it is.
+        let inside = Some(TIMEOUT - Duration::from_millis(1));
+        let past = Some(TIMEOUT + Duration::from_millis(1));
+        let mut stream = std::pin::pin!(upload(
+            client(&[(inside, b"a"), (inside, b"b"), (inside, b"c"), (past, b"d")]),
+            4
+        ));
+        for bytes in [b"a", b"b", b"c"] {
+            assert_eq!(next(&mut stream).await, piece(bytes));
+        }
+        let asked = Instant::now();
+        assert_eq!(next(&mut stream).await, Some(Err(Error::BodyTimeout)));
+        assert_eq!(asked.elapsed(), TIMEOUT);
     }
 }
