@@ -224,3 +224,59 @@ async fn a_client_that_stalls_behind_a_slow_storage_is_still_408() {
     assert_eq!(started.elapsed(), TIMEOUT * 3 + TIMEOUT / 2 + TIMEOUT);
     assert_eq!(memory.file("a.bin"), None);
 }
+
+/// `count` pieces of `size` bytes, each sent `every` after the layer asks.
+fn steady(count: usize, size: usize, every: Duration) -> Client {
+    Client::new((0..count).map(|i| (Some(every), vec![i as u8; size])))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickle_is_408_within_two_windows_by_default() {
+    let (layer, memory) = slow_layer(Duration::ZERO, |layer| layer);
+    let started = tokio::time::Instant::now();
+    let client = steady(100, 1, Duration::from_secs(5));
+    let answer = upload(&layer, "a.bin", &[("content-length", "100")], client).await;
+    assert_eq!(answer, (408, Some("body_timeout".to_owned())));
+    let cut = started.elapsed();
+    assert!(cut > TIMEOUT && cut <= TIMEOUT * 2, "cut after {cut:?}");
+    assert_eq!(memory.file("a.bin"), None);
+
+    let client = steady(100, 1, Duration::from_secs(5));
+    let answer = upload(
+        &layer,
+        "b.bin",
+        &[("content-range", "bytes 0-99/200")],
+        client,
+    )
+    .await;
+    assert_eq!(answer, (408, Some("body_timeout".to_owned())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_body_rate_sets_the_floor_and_zero_turns_it_off() {
+    let (layer, memory) = slow_layer(Duration::ZERO, |layer| layer.min_body_rate(0));
+    let client = steady(100, 1, Duration::from_secs(5));
+    let answer = upload(&layer, "a.bin", &[("content-length", "100")], client).await;
+    assert_eq!(answer, (201, None));
+    assert_eq!(memory.file("a.bin").unwrap().len(), 100);
+
+    // 100 bytes a second passes a floor of 50, not one of 200.
+    let (layer, _) = slow_layer(Duration::ZERO, |layer| layer.min_body_rate(50));
+    let client = steady(100, 100, Duration::from_secs(1));
+    let answer = upload(&layer, "a.bin", &[("content-length", "10000")], client).await;
+    assert_eq!(answer, (201, None));
+    let (layer, _) = slow_layer(Duration::ZERO, |layer| layer.min_body_rate(200));
+    let client = steady(100, 100, Duration::from_secs(1));
+    let answer = upload(&layer, "a.bin", &[("content-length", "10000")], client).await;
+    assert_eq!(answer, (408, Some("body_timeout".to_owned())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn storage_admission_does_not_count_against_the_floor() {
+    // Admission takes three windows; the client then sends at 2 KiB/s.
+    let (layer, memory) = slow_layer(TIMEOUT * 3, |layer| layer);
+    let client = steady(100, 2048, Duration::from_secs(1));
+    let answer = upload(&layer, "a.bin", &[("content-length", "204800")], client).await;
+    assert_eq!(answer, (201, None));
+    assert_eq!(memory.file("a.bin").unwrap().len(), 204_800);
+}
