@@ -320,9 +320,10 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts, limit: u64, typed: bool) 
     } else {
         problems
     };
-    // Integrity headers (docs/protocol.md#integrity): one that does not parse or does
-    // not match is 400 (`digest_invalid`, `digest_mismatch`); a fresh session
-    // has no earlier `Repr-Digest` to conflict with.
+    // Integrity headers (docs/protocol.md#integrity): one that does not parse,
+    // names no algorithm the layer checks, or does not match is 400
+    // (`digest_invalid`, `digest_mismatch`); a fresh session has no earlier
+    // `Repr-Digest` to conflict with.
     if headers.contains_key("content-digest") || headers.contains_key("repr-digest") {
         allowed.insert(400);
     }
