@@ -17,7 +17,10 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 ///
 /// It is the request path without its leading `/`, percent-decoded, valid UTF-8,
 /// with no empty, `.` or `..` segment, and no NUL, control character or backslash.
-/// The layer puts the verified `UploadPath` of every request it passes on into the
+/// Decoded, it is at most [`MAX_LEN`](Self::MAX_LEN) bytes, each segment at most
+/// [`MAX_SEGMENT_LEN`](Self::MAX_SEGMENT_LEN): a longer path is refused at the
+/// first request (`400 path_invalid`), so no backend is asked to create what a
+/// file system would refuse at commit. The layer puts the verified `UploadPath` of every request it passes on into the
 /// request's extensions.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UploadPath(String);
@@ -29,12 +32,23 @@ pub(crate) enum PathError {
     Encoding,
     Segment,
     Character,
+    TooLong,
 }
 
 impl UploadPath {
+    /// The longest path accepted, in bytes once decoded: 1024 (a common
+    /// `PATH_MAX`-style limit of object stores and file systems, under the
+    /// root of the storage).
+    pub const MAX_LEN: usize = 1024;
+
+    /// The longest segment (folder or file name) accepted, in bytes once
+    /// decoded: 255, the name limit of common file systems.
+    pub const MAX_SEGMENT_LEN: usize = 255;
+
     /// Validates an already decoded path such as `nested/folders/image.png`.
     ///
-    /// Returns `None` when the path breaks one of the rules above.
+    /// Returns `None` when the path breaks one of the rules above, its length
+    /// limits included.
     ///
     /// # Example
     ///
@@ -54,6 +68,11 @@ impl UploadPath {
     /// Decodes and validates a raw request path (with or without its leading `/`).
     pub(crate) fn from_request_path(raw: &str) -> Result<Self, PathError> {
         let raw = raw.strip_prefix('/').unwrap_or(raw);
+        // A decoded byte takes at most three raw ones (`%XX`): a longer raw
+        // path is too long decoded, and is not decoded at all.
+        if raw.len() > 3 * Self::MAX_LEN {
+            return Err(PathError::TooLong);
+        }
         if !raw.as_bytes().contains(&b'%') {
             // Nothing to decode (the usual case): the raw path is the path.
             validate(raw)?;
@@ -115,6 +134,9 @@ fn validate(path: &str) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
     }
+    if path.len() > UploadPath::MAX_LEN {
+        return Err(PathError::TooLong);
+    }
     // Byte-wise, eight at a time where it can: this runs on every request.
     let bytes = path.as_bytes();
     let mut rest = bytes;
@@ -122,6 +144,9 @@ fn validate(path: &str) -> Result<(), PathError> {
         let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
         if matches!(&rest[..end], b"" | b"." | b"..") {
             return Err(PathError::Segment);
+        }
+        if end > UploadPath::MAX_SEGMENT_LEN {
+            return Err(PathError::TooLong);
         }
         if end == rest.len() {
             break;
@@ -211,5 +236,41 @@ mod tests {
         let path = UploadPath::new("image.png").unwrap();
         assert_eq!(path.folder(), "");
         assert_eq!(path.filename(), "image.png");
+    }
+
+    #[test]
+    fn length_limits_count_decoded_bytes() {
+        let longest_segment = "a".repeat(UploadPath::MAX_SEGMENT_LEN);
+        assert!(UploadPath::new(&longest_segment).is_some());
+        let over = "a".repeat(UploadPath::MAX_SEGMENT_LEN + 1);
+        assert!(UploadPath::new(&over).is_none());
+        assert_eq!(
+            UploadPath::from_request_path(&format!("/ok/{over}/x")),
+            Err(PathError::TooLong)
+        );
+        // 128 escaped `é` are 256 bytes decoded; 127 of them are 254.
+        let escaped = |n: usize| "%C3%A9".repeat(n);
+        assert!(UploadPath::from_request_path(&escaped(127)).is_ok());
+        assert_eq!(
+            UploadPath::from_request_path(&escaped(128)),
+            Err(PathError::TooLong)
+        );
+
+        // Segments of 255, 255, 255, 254 and 1 bytes and four separators:
+        // 1024 bytes; one byte more is refused.
+        let a = &longest_segment;
+        let b = "b".repeat(UploadPath::MAX_SEGMENT_LEN - 1);
+        let longest = format!("{a}/{a}/{a}/{b}/c");
+        assert_eq!(longest.len(), UploadPath::MAX_LEN);
+        assert!(UploadPath::new(&longest).is_some());
+        assert!(UploadPath::from_request_path(&longest).is_ok());
+        assert!(UploadPath::new(&format!("{longest}d")).is_none());
+        assert_eq!(
+            UploadPath::from_request_path(&format!("/{longest}d")),
+            Err(PathError::TooLong)
+        );
+        // A raw path too long to be short enough decoded is not decoded.
+        let raw = format!("/{}", "%41".repeat(UploadPath::MAX_LEN + 1));
+        assert_eq!(UploadPath::from_request_path(&raw), Err(PathError::TooLong));
     }
 }

@@ -188,7 +188,8 @@ fn signature(signed: &str) -> String {
 
 /// docs/protocol.md#signed-urls's path rule, written out independently of the crate:
 /// well-formed `%XX` escapes, valid UTF-8 once decoded, no empty, `.` or `..`
-/// segment, no control character or backslash.
+/// segment, no control character or backslash, at most 1024 bytes decoded and
+/// 255 per segment.
 fn path_is_valid(raw: &str) -> bool {
     let bytes = raw.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
@@ -203,9 +204,10 @@ fn path_is_valid(raw: &str) -> bool {
         return false;
     };
     !decoded.is_empty()
+        && decoded.len() <= 1024
         && decoded
             .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..")
+            .all(|s| !s.is_empty() && s != "." && s != ".." && s.len() <= 255)
         && !decoded.chars().any(|c| c.is_control() || c == '\\')
 }
 
@@ -320,9 +322,10 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts, limit: u64, typed: bool) 
     } else {
         problems
     };
-    // Integrity headers (docs/protocol.md#integrity): one that does not parse or does
-    // not match is 400 (`digest_invalid`, `digest_mismatch`); a fresh session
-    // has no earlier `Repr-Digest` to conflict with.
+    // Integrity headers (docs/protocol.md#integrity): one that does not parse,
+    // names no algorithm the layer checks, or does not match is 400
+    // (`digest_invalid`, `digest_mismatch`); a fresh session has no earlier
+    // `Repr-Digest` to conflict with.
     if headers.contains_key("content-digest") || headers.contains_key("repr-digest") {
         allowed.insert(400);
     }

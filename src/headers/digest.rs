@@ -59,7 +59,7 @@ impl ReprDigest {
     /// Parses a field value; `None` if it does not parse or names no
     /// algorithm the crate checks.
     pub fn parse(value: &str) -> Option<Self> {
-        parse(value.as_bytes()).ok().flatten()
+        parse(value.as_bytes()).ok()
     }
 }
 
@@ -87,37 +87,49 @@ impl<'de> Deserialize<'de> for ReprDigest {
     }
 }
 
+/// Why a digest field value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DigestError {
+    /// Not a dictionary of `alg=:BASE64:` members, or a value of the wrong
+    /// length for its algorithm.
+    Malformed,
+    /// Well formed, but no member names an algorithm the crate checks, so
+    /// nothing would be checked.
+    NoKnownAlgorithm,
+}
+
 /// Parses a `Content-Digest`/`Repr-Digest` value: a structured-field
 /// dictionary whose members are byte sequences (`alg=:BASE64:`). Returns the
-/// strongest of `sha-512` and `sha-256`, `Ok(None)` when the header names only
-/// other algorithms, and `Err` when it does not parse.
-pub(crate) fn parse(value: &[u8]) -> Result<Option<ReprDigest>, ()> {
-    let text = std::str::from_utf8(value).map_err(|_| ())?;
+/// strongest of `sha-512` and `sha-256`; members with other algorithms are
+/// ignored, but a value made of them only is [`DigestError::NoKnownAlgorithm`].
+pub(crate) fn parse(value: &[u8]) -> Result<ReprDigest, DigestError> {
+    const MALFORMED: DigestError = DigestError::Malformed;
+    let text = std::str::from_utf8(value).map_err(|_| MALFORMED)?;
     let mut best: Option<ReprDigest> = None;
     for member in text.split(',') {
         let member = member.trim_matches([' ', '\t']);
-        let (name, rest) = member.split_once('=').ok_or(())?;
+        let (name, rest) = member.split_once('=').ok_or(MALFORMED)?;
         if name.is_empty()
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.*".contains(&b))
         {
-            return Err(());
+            return Err(MALFORMED);
         }
         // Parameters (`;key=value`) are allowed by structured fields and ignored.
         let bytes = rest.split(';').next().unwrap_or("");
         let encoded = bytes
             .strip_prefix(':')
             .and_then(|b| b.strip_suffix(':'))
-            .ok_or(())?;
-        let decoded = STANDARD.decode(encoded).map_err(|_| ())?;
+            .ok_or(MALFORMED)?;
+        let decoded = STANDARD.decode(encoded).map_err(|_| MALFORMED)?;
         let algorithm = match name {
             "sha-256" => Algorithm::Sha256,
             "sha-512" => Algorithm::Sha512,
             _ => continue,
         };
         if decoded.len() != algorithm.len() {
-            return Err(());
+            return Err(MALFORMED);
         }
         if best
             .as_ref()
@@ -129,7 +141,7 @@ pub(crate) fn parse(value: &[u8]) -> Result<Option<ReprDigest>, ()> {
             });
         }
     }
-    Ok(best)
+    best.ok_or(DigestError::NoKnownAlgorithm)
 }
 
 /// Which whole-file digests a backend computes at completion.
@@ -241,9 +253,7 @@ mod tests {
     #[test]
     fn parses_rfc_9530_values() {
         // RFC 9530 appendix: sha-256 of `{"hello": "world"}`.
-        let sha256 = parse(b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:")
-            .unwrap()
-            .unwrap();
+        let sha256 = parse(b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:").unwrap();
         assert_eq!(sha256.algorithm, Algorithm::Sha256);
         assert_eq!(
             sha256.to_string(),
@@ -253,11 +263,27 @@ mod tests {
             "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:, sha-512=:{}:",
             STANDARD.encode([7u8; 64])
         );
-        assert_eq!(
-            parse(both.as_bytes()).unwrap().unwrap().algorithm,
-            Algorithm::Sha512
-        );
-        assert_eq!(parse(b"md5=:AAAAAAAAAAAAAAAAAAAAAA==:").unwrap(), None);
+        assert_eq!(parse(both.as_bytes()).unwrap().algorithm, Algorithm::Sha512);
+        // Unknown algorithms beside a known one are ignored.
+        let beside = b"md5=:AAAAAAAAAAAAAAAAAAAAAA==:, sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
+        assert_eq!(parse(beside).unwrap(), sha256);
+    }
+
+    #[test]
+    fn values_that_name_no_known_algorithm_are_refused() {
+        for value in [
+            &b"md5=:AAAAAAAAAAAAAAAAAAAAAA==:"[..],
+            b"unixsum=:AAAA:",
+            b"md5=:AAAAAAAAAAAAAAAAAAAAAA==:, sha=:AAAA:;x=1",
+        ] {
+            assert_eq!(
+                parse(value),
+                Err(DigestError::NoKnownAlgorithm),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        assert!(ReprDigest::parse("md5=:AAAA:").is_none());
     }
 
     #[test]
@@ -272,7 +298,12 @@ mod tests {
             b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
             b"\xff",
         ] {
-            assert_eq!(parse(value), Err(()), "{}", String::from_utf8_lossy(value));
+            assert_eq!(
+                parse(value),
+                Err(DigestError::Malformed),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
         }
     }
 

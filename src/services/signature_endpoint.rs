@@ -34,8 +34,9 @@ const MAX_BODY: usize = 16 * 1024;
 /// `max_size` and `type` become the URL's signed policy (put URLs only).
 ///
 /// `expiry` is unix seconds; without it URLs live for the default lifetime
-/// (one hour). An expiry in the past or beyond the maximum lifetime (7 days) is
-/// refused. Without a valid key the answer is the `401 unauthorized` envelope.
+/// (one hour). An expiry in the past or beyond the maximum lifetime (the
+/// layer's with [`SignatureEndpoint::for_layer`], 7 days by default; see
+/// [`SignatureEndpoint::max_lifetime`]) is refused. Without a valid key the answer is the `401 unauthorized` envelope.
 ///
 /// # Example
 ///
@@ -54,6 +55,9 @@ pub struct SignatureEndpoint {
     clock: Arc<dyn Clock>,
     default_lifetime: Duration,
     max_lifetime: Duration,
+    /// The layer's maximum lifetime, for an endpoint made with
+    /// [`SignatureEndpoint::for_layer`]: `max_lifetime` never exceeds it.
+    ceiling: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -88,14 +92,18 @@ impl SignatureEndpoint {
             clock: Arc::new(SystemClock),
             default_lifetime: Duration::from_secs(3600),
             max_lifetime: crate::DEFAULT_MAX_LIFETIME,
+            ceiling: None,
         }
     }
 
-    /// Mints URLs with the layer's signer (first key, public base, clock).
+    /// Mints URLs with the layer's signer (first key, public base, clock),
+    /// and never further ahead than the layer's maximum lifetime: a URL it
+    /// mints is one the layer accepts.
     pub fn for_layer(layer: &SignedUploadLayer, api_key: impl AsRef<[u8]>) -> Self {
         let mut endpoint = SignatureEndpoint::new(layer.signer(), api_key);
         endpoint.clock = Arc::clone(&layer.config.clock);
         endpoint.max_lifetime = layer.config.verifier.max_lifetime;
+        endpoint.ceiling = Some(layer.config.verifier.max_lifetime);
         endpoint
     }
 
@@ -105,9 +113,34 @@ impl SignatureEndpoint {
         self
     }
 
-    /// The furthest ahead a caller may set the expiry.
+    /// The furthest ahead a caller may set the expiry; further is answered
+    /// `403 expiry_too_far`.
+    ///
+    /// For an endpoint made with [`SignatureEndpoint::for_layer`] this can
+    /// only shorten the layer's maximum lifetime: a longer `lifetime` is
+    /// clamped to it, since the layer would refuse (`403 expiry_too_far`)
+    /// every URL minted past it. An endpoint made with
+    /// [`SignatureEndpoint::new`] knows no layer: give it the maximum
+    /// lifetime of the layer that verifies its URLs.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_signed_upload::{services::SignatureEndpoint, storage::MemoryStorage, SignedUploadLayer, SigningKey};
+    ///
+    /// let day = Duration::from_secs(24 * 3600);
+    /// let layer = SignedUploadLayer::new(SigningKey::new("project key")?, MemoryStorage::new())
+    ///     .max_lifetime(day);
+    /// // Asking for 30 days mints URLs of at most the layer's one day.
+    /// let endpoint = SignatureEndpoint::for_layer(&layer, "api key").max_lifetime(30 * day);
+    /// assert!(format!("{endpoint:?}").contains("max_lifetime: 86400s"));
+    /// # Ok::<(), tower_signed_upload::ConfigError>(())
+    /// ```
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = lifetime;
+        self.max_lifetime = self
+            .ceiling
+            .map_or(lifetime, |ceiling| lifetime.min(ceiling));
         self
     }
 
@@ -259,5 +292,62 @@ mod tests {
         ] {
             assert!(!with(refused), "{refused:?}");
         }
+    }
+
+    /// A clock stopped at `NOW`.
+    #[derive(Debug)]
+    struct Stopped;
+
+    const NOW: u64 = 1_750_000_000;
+
+    impl Clock for Stopped {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::UNIX_EPOCH + Duration::from_secs(NOW)
+        }
+    }
+
+    /// Asks `endpoint` for a put URL of `a.bin` expiring at `expiry`.
+    fn ask(endpoint: &SignatureEndpoint, expiry: u64) -> Result<String, Error> {
+        let body = format!(r#"{{"filename": "a.bin", "expiry": {expiry}}}"#);
+        endpoint.mint(body.as_bytes()).map(|(url, ..)| url)
+    }
+
+    #[test]
+    fn max_lifetime_never_exceeds_the_layers() {
+        let hour = Duration::from_secs(3600);
+        let layer = SignedUploadLayer::new(
+            SigningKey::new("k").unwrap(),
+            crate::storage::MemoryStorage::new(),
+        )
+        .clock(Stopped)
+        .max_lifetime(hour);
+        let verifies = |url: &str| {
+            let target = url.strip_prefix("http://localhost").unwrap();
+            layer.verify(&Method::PUT, &target.parse().unwrap())
+        };
+        let endpoint = SignatureEndpoint::for_layer(&layer, "api key").max_lifetime(30 * 24 * hour);
+        assert_eq!(endpoint.max_lifetime, hour);
+        // Up to the layer's maximum: minted, and the layer takes the URL.
+        let url = ask(&endpoint, NOW + 3600).unwrap();
+        assert_eq!(verifies(&url).unwrap().as_str(), "a.bin");
+        // Past it: refused here, as the layer would refuse the URL.
+        assert_eq!(ask(&endpoint, NOW + 3601), Err(Error::ExpiryTooFar));
+        let past = layer.signer().sign(
+            &UploadPath::new("a.bin").unwrap(),
+            SignedMethod::Put,
+            hour + Duration::from_secs(1),
+        );
+        assert_eq!(verifies(past.as_str()), Err(Error::ExpiryTooFar));
+
+        // Shorter than the layer's is kept.
+        let endpoint = SignatureEndpoint::for_layer(&layer, "api key").max_lifetime(hour / 2);
+        assert_eq!(ask(&endpoint, NOW + 1800).map(|_| ()), Ok(()));
+        assert_eq!(ask(&endpoint, NOW + 1801), Err(Error::ExpiryTooFar));
+
+        // An endpoint without a layer takes the lifetime it is given.
+        let endpoint =
+            SignatureEndpoint::new(Signer::new(SigningKey::new("k").unwrap()), "api key")
+                .max_lifetime(30 * 24 * hour);
+        assert_eq!(endpoint.max_lifetime, 30 * 24 * hour);
     }
 }

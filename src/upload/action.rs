@@ -2,7 +2,7 @@
 
 use http::{header, HeaderMap, Method};
 
-use crate::headers::digest::{self, ReprDigest};
+use crate::headers::digest::{self, DigestError, ReprDigest};
 use crate::headers::ContentRange;
 use crate::signing::SignedMethod;
 use crate::storage::ChunkRange;
@@ -87,8 +87,9 @@ pub(crate) struct Checks {
     pub(crate) repr_digest: Option<ReprDigest>,
 }
 
-/// Reads the integrity headers; one that does not parse, or appears twice, is
-/// `400 digest_invalid`.
+/// Reads the integrity headers; one that does not parse, names no algorithm
+/// the layer checks (so nothing would be checked), or appears twice, is `400
+/// digest_invalid`.
 pub(crate) fn checks(headers: &HeaderMap, types: Option<TypeRule>) -> Result<Checks, Error> {
     let digest = |name: &str| -> Result<Option<ReprDigest>, Error> {
         let mut values = headers.get_all(name).iter();
@@ -98,7 +99,12 @@ pub(crate) fn checks(headers: &HeaderMap, types: Option<TypeRule>) -> Result<Che
         if values.next().is_some() {
             return Err(Error::DigestInvalid);
         }
-        digest::parse(value.as_bytes()).map_err(|()| Error::DigestInvalid)
+        match digest::parse(value.as_bytes()) {
+            Ok(digest) => Ok(Some(digest)),
+            Err(DigestError::Malformed | DigestError::NoKnownAlgorithm) => {
+                Err(Error::DigestInvalid)
+            }
+        }
     };
     Ok(Checks {
         types,
@@ -233,6 +239,31 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("repr-digest", HeaderValue::from_static("sha-256=AAAA"));
         assert_eq!(checks(&map, None).unwrap_err(), Error::DigestInvalid);
+    }
+
+    #[test]
+    fn digest_headers_that_check_nothing_are_400() {
+        for name in ["content-digest", "repr-digest"] {
+            let mut map = HeaderMap::new();
+            map.insert(
+                name,
+                HeaderValue::from_static("md5=:AAAAAAAAAAAAAAAAAAAAAA==:"),
+            );
+            assert_eq!(checks(&map, None).unwrap_err(), Error::DigestInvalid);
+            // Beside a known algorithm, an unknown one is ignored.
+            map.insert(
+                name,
+                HeaderValue::from_static(
+                    "md5=:AAAAAAAAAAAAAAAAAAAAAA==:, sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+                ),
+            );
+            let checks = checks(&map, None).unwrap();
+            let digest = checks.content_digest.or(checks.repr_digest).unwrap();
+            assert_eq!(
+                digest.to_string(),
+                "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"
+            );
+        }
     }
 
     #[test]

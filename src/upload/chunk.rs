@@ -46,7 +46,7 @@ where
         None,
     );
     let stream =
-        UploadStream::new(body, Expect::Exactly(range.len()), config.body_timeout).inspect(inspect);
+        UploadStream::new(body, Expect::Exactly(range.len()), config.timers()).inspect(inspect);
     let mut options = ChunkOptions::new(config.max_ranges);
     options.repr_digest = checks.repr_digest.clone();
     let written = config

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::stream::Timers;
 use crate::signing::{parse_public_base, Verifier};
 use crate::storage::Storage;
 use crate::{Clock, ConfigError, SignedUpload, Signer, SigningKey, SystemClock};
@@ -16,6 +17,8 @@ pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The default idle body timeout: 30 seconds without a byte.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default floor rate of a request body: 1 KiB/s.
+const DEFAULT_MIN_BODY_RATE: u64 = 1024;
 /// The default most disjoint ranges per session.
 pub const DEFAULT_MAX_RANGES: usize = 10_000;
 
@@ -60,15 +63,24 @@ pub(crate) struct Config {
     pub(crate) max_size: u64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) body_timeout: Duration,
+    pub(crate) min_body_rate: u64,
     pub(crate) max_ranges: usize,
     pub(crate) compute_sha256: bool,
+}
+
+impl Config {
+    /// The timers of one request body.
+    pub(crate) fn timers(&self) -> Timers {
+        Timers::new(self.body_timeout, self.min_body_rate)
+    }
 }
 
 impl SignedUploadLayer {
     /// A layer that signs and verifies with `key` and keeps uploads in `storage`,
     /// with the documented defaults: public base `http://localhost`, 5 GiB
     /// maximum file size, 7 days maximum URL lifetime, 30 s idle body timeout,
-    /// 10,000 ranges per session, and the system clock.
+    /// a 1 KiB/s floor rate for bodies, 10,000 ranges per session, and the
+    /// system clock.
     pub fn new(key: SigningKey, storage: impl Storage) -> Self {
         Self::with_storage(key, Arc::new(storage))
     }
@@ -86,6 +98,7 @@ impl SignedUploadLayer {
                 max_size: DEFAULT_MAX_SIZE,
                 clock: Arc::new(SystemClock),
                 body_timeout: DEFAULT_BODY_TIMEOUT,
+                min_body_rate: DEFAULT_MIN_BODY_RATE,
                 max_ranges: DEFAULT_MAX_RANGES,
                 compute_sha256: false,
             }),
@@ -131,9 +144,25 @@ impl SignedUploadLayer {
         self
     }
 
-    /// How long a request body may stall before the request is answered `408`.
+    /// How long a request body may stall before the request is answered `408
+    /// body_timeout`. The timer runs only while the layer waits for the
+    /// client (it asked for the next bytes and none have come), never while it
+    /// waits for its own storage.
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.config().body_timeout = timeout;
+        self
+    }
+
+    /// The slowest a request body may arrive, in bytes per second (default
+    /// 1024; 0 turns the floor off). The rate is averaged over windows as long
+    /// as the [body timeout](Self::body_timeout); the first window is spared
+    /// (a slow start), and each later one that carries fewer bytes is answered
+    /// `408 body_timeout`, so a trickle of a byte every few seconds is cut
+    /// within about two windows. Like the idle timeout, it counts only the
+    /// time the layer waits for the client, never the time it waits for its
+    /// own storage.
+    pub fn min_body_rate(mut self, bytes_per_second: u64) -> Self {
+        self.config().min_body_rate = bytes_per_second;
         self
     }
 
@@ -219,6 +248,7 @@ impl fmt::Debug for Config {
             .field("max_size", &self.max_size)
             .field("clock", &self.clock)
             .field("body_timeout", &self.body_timeout)
+            .field("min_body_rate", &self.min_body_rate)
             .field("max_ranges", &self.max_ranges)
             .field("compute_sha256", &self.compute_sha256)
             .finish()

@@ -49,7 +49,7 @@ where
             .collect(),
         (!wanted.is_empty()).then(|| (wanted, Arc::clone(&digests))),
     );
-    let stream = UploadStream::new(body, Expect::AtMost(max), config.body_timeout).inspect(inspect);
+    let stream = UploadStream::new(body, Expect::AtMost(max), config.timers()).inspect(inspect);
     let (meta, head) = config
         .storage
         .put(&path, Box::pin(stream))

@@ -34,14 +34,12 @@ where
     B: Body + Send + 'static,
     B::Data: Buf + Send,
 {
-    let mut empty =
-        std::pin::pin!(
-            UploadStream::new(body, Expect::Exactly(0), config.body_timeout).inspect(Inspect::new(
-                None,
-                checks.content_digest.clone().into_iter().collect(),
-                None
-            ))
-        );
+    let mut empty = std::pin::pin!(UploadStream::new(body, Expect::Exactly(0), config.timers())
+        .inspect(Inspect::new(
+            None,
+            checks.content_digest.clone().into_iter().collect(),
+            None
+        )));
     if let Some(Err(error)) = futures_util::StreamExt::next(&mut empty).await {
         return Err(error.0);
     }

@@ -231,7 +231,8 @@ pub enum DigestValue {
     Both,
     /// A well-formed `sha-256` of other bytes (`n` picks which).
     Wrong(u8),
-    /// Only an algorithm the layer does not check (`md5`): as if absent.
+    /// Only an algorithm the layer does not check (`md5`): nothing would be
+    /// checked, so `400 digest_invalid` like a value that does not parse.
     Unsupported,
     /// A value that does not parse: `400 digest_invalid`.
     Malformed,
@@ -335,8 +336,8 @@ impl DigestValue {
     /// What the layer makes of it.
     fn parsed(self, right: &[u8]) -> Header {
         match self {
-            DigestValue::None | DigestValue::Unsupported => Header::Absent,
-            DigestValue::Malformed => Header::Malformed,
+            DigestValue::None => Header::Absent,
+            DigestValue::Malformed | DigestValue::Unsupported => Header::Malformed,
             DigestValue::Sha256 => Header::Digest((false, sha256(right))),
             DigestValue::Sha512 | DigestValue::Both => Header::Digest((true, sha512(right))),
             DigestValue::Wrong(n) => Header::Digest((false, sha256(&[n, 0x77]))),

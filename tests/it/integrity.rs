@@ -11,7 +11,8 @@ on_every_backend! {
     wrong_content_digest_on_a_simple_upload_is_400_and_keeps_the_old_file => case_content_digest_wrong_simple,
     wrong_content_digest_on_a_chunk_is_400_and_counts_for_nothing => case_content_digest_wrong_chunk,
     malformed_digest_headers_are_400_digest_invalid => case_digest_invalid,
-    digest_of_unknown_algorithms_only_is_ignored => case_unknown_algorithm_ignored,
+    digest_of_unknown_algorithms_only_is_400_digest_invalid => case_unknown_algorithm_only,
+    unknown_algorithm_beside_a_known_one_is_ignored => case_unknown_algorithm_beside,
     repr_digest_of_a_simple_upload_gives_its_sha256 => case_repr_digest_simple,
     wrong_repr_digest_on_a_simple_upload_is_400_and_stores_nothing => case_repr_digest_wrong_simple,
     repr_digest_on_every_chunk_gives_the_file_its_sha256 => case_repr_digest_session,
@@ -299,29 +300,80 @@ async fn case_digest_invalid(storage: Store) {
     assert_eq!(server.calls(), 0);
 }
 
-async fn case_unknown_algorithm_ignored(storage: Store) {
+async fn case_unknown_algorithm_only(storage: Store) {
+    let server = StorageServer::start(storage, |layer| layer).await;
+    let client = client();
+    let data = bytes(64, 1);
+    // A header that names no algorithm the layer checks would check nothing.
+    for value in [
+        "md5=:AAAAAAAAAAAAAAAAAAAAAA==:",
+        "md5=:AAAAAAAAAAAAAAAAAAAAAA==:, unixsum=:AAAA:",
+    ] {
+        for header in ["content-digest", "repr-digest"] {
+            let url = server.put_url("a.bin", &plain());
+            let answer = send(&client, put(&url, &[(header, value)], data.clone())).await;
+            assert_rejected(&answer, 400, "digest_invalid", "PUT", "/a.bin");
+            let answer = send(
+                &client,
+                range_put(&url, &data, 0, 31, Some(64), &[(header, value)]),
+            )
+            .await;
+            assert_rejected(&answer, 400, "digest_invalid", "PUT", "/a.bin");
+            assert_session_empty(&client, &url).await;
+        }
+    }
+    assert_eq!(server.file("a.bin").await, None);
+    assert_eq!(server.calls(), 0);
+}
+
+async fn case_unknown_algorithm_beside(storage: Store) {
     let server = StorageServer::start(storage, |layer| layer).await;
     let client = client();
     let data = bytes(64, 1);
     // md5 of nothing at all: it would not match, but it is not checked.
     let md5 = "md5=:AAAAAAAAAAAAAAAAAAAAAA==:";
     for header in ["content-digest", "repr-digest"] {
+        let with = |digest: String| format!("{md5}, {digest}");
         let url = server.put_url(&format!("{header}.bin"), &plain());
-        let answer = send(&client, put(&url, &[(header, md5)], data.clone())).await;
-        let file = created(&answer, &format!("{header}.bin"), 64);
-        assert_eq!(sha256_of(&file), None, "{file}");
-        let url = server.put_url(&format!("{header}-chunks.bin"), &plain());
         let answer = send(
             &client,
-            range_put(&url, &data, 0, 31, Some(64), &[(header, md5)]),
+            put(&url, &[(header, &with(sha256_field(&data)))], data.clone()),
+        )
+        .await;
+        let file = created(&answer, &format!("{header}.bin"), 64);
+        assert_eq!(sha256_of(&file), Some(sha256_hex(&data).as_str()), "{file}");
+        // The known member is checked.
+        let url = server.put_url(&format!("{header}-wrong.bin"), &plain());
+        let answer = send(
+            &client,
+            put(
+                &url,
+                &[(header, &with(sha256_field(b"other")))],
+                data.clone(),
+            ),
+        )
+        .await;
+        assert_rejected(
+            &answer,
+            400,
+            "digest_mismatch",
+            "PUT",
+            &format!("/{header}-wrong.bin"),
+        );
+        assert_eq!(server.file(&format!("{header}-wrong.bin")).await, None);
+
+        let url = server.put_url(&format!("{header}-chunks.bin"), &plain());
+        let field = match header {
+            "content-digest" => sha256_field(&data[..32]),
+            _ => sha256_field(&data),
+        };
+        let answer = send(
+            &client,
+            range_put(&url, &data, 0, 31, Some(64), &[(header, &with(field))]),
         )
         .await;
         assert_eq!(accepted(&answer), json!([[0, 31]]));
-        let answer = send(
-            &client,
-            range_put(&url, &data, 32, 63, Some(64), &[(header, "unixsum=:AAAA:")]),
-        )
-        .await;
+        let answer = send(&client, range_put(&url, &data, 32, 63, Some(64), &[])).await;
         created(&answer, &format!("{header}-chunks.bin"), 64);
         assert_eq!(
             server.file(&format!("{header}-chunks.bin")).await,

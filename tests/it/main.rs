@@ -11,6 +11,7 @@ mod common;
 mod session_model;
 
 mod axum;
+mod body_timers;
 #[cfg(feature = "conformance")]
 mod conformance;
 #[cfg(all(feature = "fs", unix))]

@@ -335,6 +335,42 @@ async fn unserved_methods_are_405_with_allow_before_any_signature_check() {
 // --- 400 path_invalid --------------------------------------------------------
 
 #[tokio::test]
+async fn paths_over_the_length_limits_are_400_at_the_first_chunk() {
+    use tower_signed_upload::UploadPath;
+    let server = TestServer::start().await;
+    let client = client();
+    let segment = "a".repeat(UploadPath::MAX_SEGMENT_LEN);
+    let over = format!("{segment}b");
+    // 256 bytes once decoded, from 128 escaped `é`.
+    let escaped = "%C3%A9".repeat(128);
+    let long = format!("{segment}/{segment}/{segment}/{segment}/{segment}");
+    for raw in [over.as_str(), &format!("x/{over}/y.bin"), &escaped, &long] {
+        let url = raw_url(server.addr, raw, NOW + 60, "put");
+        let chunk = put(&url, &[("content-range", "bytes 0-3/8")], "data");
+        let answer = send(&client, chunk).await;
+        assert_rejected(&answer, 400, "path_invalid", "PUT", &format!("/{raw}"));
+        let answer = send(&client, put(&url, &[], "data")).await;
+        assert_rejected(&answer, 400, "path_invalid", "PUT", &format!("/{raw}"));
+        let url = raw_url(server.addr, raw, NOW + 60, "get");
+        let answer = send(&client, request(Method::GET, &url, "")).await;
+        assert_rejected(&answer, 400, "path_invalid", "GET", &format!("/{raw}"));
+    }
+    assert_eq!(server.storage.session_count(), 0, "a session was stored");
+    assert_eq!(server.calls(), 0, "the inner service was called");
+
+    // At the limits, the same uploads go through.
+    let short = "b".repeat(UploadPath::MAX_SEGMENT_LEN - 1);
+    let longest = format!("{segment}/{segment}/{segment}/{short}/c");
+    assert_eq!(longest.len(), UploadPath::MAX_LEN);
+    for raw in [segment.as_str(), &longest] {
+        let url = raw_url(server.addr, raw, NOW + 60, "put");
+        let chunk = put(&url, &[("content-range", "bytes 0-3/4")], "data");
+        assert_eq!(send(&client, chunk).await.status, 201);
+        assert_eq!(server.storage.file(raw).unwrap(), "data");
+    }
+}
+
+#[tokio::test]
 async fn unsafe_paths_are_400_even_when_signed() {
     let server = TestServer::start().await;
     let client = client();
