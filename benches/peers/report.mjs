@@ -164,7 +164,9 @@ const ourInvalid = vns.get('invalid')?.m;
 const criterionMissing = statusOk('criterion') && Number.isFinite(ourValid) && Number.isFinite(ourInvalid) ? [] : ['criterion did not run, failed, or left no estimates'];
 const nodeMissing = statusOk('node-sign') && Number.isFinite(nodeFixed) && Number.isFinite(nodeVerify) ? [] : ["Node's signer did not run or failed"];
 target('verification ≤ 300 ns', criterionMissing, () => [`${f(ourValid, 0)} ns (valid), ${f(ourInvalid, 0)} ns (forged)`, '', mark(ourValid <= 300 && ourInvalid <= 300)]);
-target('verification ≥ 10× faster than Node\'s signer', [...criterionMissing, ...nodeMissing], () => [`Node: ${f(nodeFixed, 0)} ns to sign, ${f(nodeVerify, 0)} ns to sign + compare`, `${f(nodeFixed / ourValid, 1)}× (sign), ${f(nodeVerify / ourValid, 1)}× (sign + compare)`, mark(nodeFixed / ourValid >= 10)]);
+// For reference only: the former "10× Node's signer" target is retired (it bought
+// nanoseconds nobody can see at the price of hand-written crypto).
+target('verification against Node\'s signer (reference, no target)', [...criterionMissing, ...nodeMissing], () => [`Node: ${f(nodeFixed, 0)} ns to sign, ${f(nodeVerify, 0)} ns to sign + compare`, `${f(nodeFixed / ourValid, 1)}× (sign), ${f(nodeVerify / ourValid, 1)}× (sign + compare)`, 'reference']);
 const sn = (e) => stats('simple-new', e);
 target('simple PUT ≥ 0.9× the bare hyper baseline', missingOf(['simple-new', 'ours'], ['simple-new', 'baseline']), () => {
   const r = ratio('simple-new', 'ours', 'baseline', thr);
