@@ -43,6 +43,8 @@ struct Pending {
 /// last on its HTTP/1 connection (`Connection: close`): the server closes the
 /// connection after it, and a client must not send its next request there.
 /// Progress answers (`202`, `308`) come after the whole body, and stay.
+/// What the client still sends is drained before the close (`drain`), so it
+/// reads this answer rather than a reset.
 pub(crate) fn close_if_unread<B>(response: &mut Response<B>, version: http::Version) {
     let progress = matches!(response.status().as_u16(), 202 | 308);
     if !progress && version <= http::Version::HTTP_11 {

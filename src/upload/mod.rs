@@ -12,6 +12,7 @@ mod action;
 mod body;
 mod chunk;
 mod complete;
+mod drain;
 mod future;
 mod inspect;
 mod layer;

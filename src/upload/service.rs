@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 
 use super::action::{checks, classify, signed_method, Action, Checks};
 use super::body::{RequestBody, ResponseBody};
+use super::drain::{self, Drained};
 use super::future::{close_if_unread, ResponseFuture};
 use super::layer::Config;
 use super::record::session_id;
@@ -101,6 +102,9 @@ where
                 let mut response = envelope::error(&meta, error);
                 if !request.body().is_end_stream() {
                     close_if_unread(&mut response, request.version());
+                    if drain::wanted(request.version(), request.headers()) {
+                        drain::spawn(request.into_body());
+                    }
                 }
                 ResponseFuture::respond(response, ready)
             }
@@ -115,6 +119,7 @@ where
                     ..meta
                 };
                 let has_body = !request.body().is_end_stream();
+                let drains = has_body && drain::wanted(request.version(), request.headers());
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(meta.request_id.clone());
                 parts.extensions.insert(session.path().clone());
@@ -130,12 +135,14 @@ where
                         ready,
                     ),
                     Action::Simple { max } => {
+                        let body = Drained::new(body, drains);
                         let path = session.path().clone();
                         let step = simple::simple(Arc::clone(&config), path, body, max, checks)
                             .instrument(span);
                         ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                     Action::Chunk(range) => {
+                        let body = Drained::new(body, drains);
                         let step = chunk::chunk(
                             Arc::clone(&config),
                             session,
@@ -148,6 +155,7 @@ where
                         ResponseFuture::store(step, parts, meta, has_body, ready)
                     }
                     Action::Status { total } => {
+                        let body = Drained::new(body, drains);
                         let step = status::status(
                             Arc::clone(&config),
                             session,

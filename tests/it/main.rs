@@ -14,6 +14,7 @@ mod axum;
 mod body_timers;
 #[cfg(feature = "conformance")]
 mod conformance;
+mod early_refusals;
 #[cfg(all(feature = "fs", unix))]
 mod fs_full;
 #[cfg(all(feature = "fs", unix))]
