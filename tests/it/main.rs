@@ -18,6 +18,8 @@ mod early_refusals;
 #[cfg(all(feature = "fs", unix))]
 mod fs_full;
 #[cfg(all(feature = "fs", unix))]
+mod fs_paths;
+#[cfg(all(feature = "fs", unix))]
 mod fs_sessions;
 #[cfg(all(feature = "fs", unix))]
 mod fuzz_regressions;

@@ -16,7 +16,7 @@ use super::blocks::{chunk_digest, verify_blocks, BlockHasher};
 use super::error::{is_not_found, other, write_error, FsError};
 use super::journal::{append_entry, read_journal, session_state, Entry, Journal};
 use super::lock::{lock_session, retry_removed, ExclusiveData};
-use super::paths::{open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
+use super::paths::{check_destination, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{forget_repr, read_repr, write_repr};
@@ -332,6 +332,9 @@ pub(super) async fn write_chunk(
     let admission = {
         let (root, session, options) = (Arc::clone(&root), session.clone(), Arc::clone(&options));
         blocking(move || {
+            // Before the session folder exists: a path the file could never
+            // take leaves no session behind.
+            check_destination(&root, session.path())?;
             retry_removed(|| admit_chunk(&root, dir.clone(), &session, range, &options))
         })
         .await?

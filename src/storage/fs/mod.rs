@@ -135,6 +135,11 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// - **Nothing is written outside the root**: a path that crosses a symbolic link
 ///   inside the root is refused with [`StorageError::InvalidPath`], and reads do not
 ///   follow symbolic links either.
+/// - **A path the root cannot hold is refused at once**: one through a symbolic
+///   link, through a file where a folder is needed, or ending at a folder or a link
+///   is [`StorageError::InvalidPath`] on a simple upload and on a session's first
+///   chunk, before any session folder exists (and on any later chunk); completion
+///   checks again, since the disk may change in between.
 /// - **Entity tags** derive from the file's size, modification time and inode, so
 ///   the tag given at completion is the one [`Storage::head`] reports later.
 /// - A full disk (or quota) is [`StorageError::Full`], with nothing half committed.

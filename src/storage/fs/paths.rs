@@ -52,6 +52,37 @@ pub(super) fn random_name(prefix: &str, suffix: &str) -> String {
     format!("{prefix}{}{suffix}", random_hex::<16>())
 }
 
+/// Whether a file could be placed at `path` as the disk stands now, without
+/// creating anything: each existing ancestor folder is a real folder (not a
+/// file, not a symbolic link), and the final name, if it exists, is a file.
+/// Checked when a simple upload or a session's chunk is admitted, so a path
+/// that completion would refuse is refused at once; [`prepare_destination`]
+/// checks again at completion, since the disk may change in between.
+pub(super) fn check_destination(root: &Path, path: &UploadPath) -> Result<(), StorageError> {
+    let segments = storage_segments(path)?;
+    let mut target = root.to_path_buf();
+    for (index, segment) in segments.iter().enumerate() {
+        target.push(segment);
+        let meta = match fs::symlink_metadata(&target) {
+            Ok(meta) => meta,
+            // Nothing there: the rest is created at completion.
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => return Err(read_error(error)),
+        };
+        let is_last = index + 1 == segments.len();
+        let fits = if is_last {
+            meta.is_file()
+        } else {
+            meta.is_dir()
+        };
+        // `symlink_metadata` does not follow links: a link is neither.
+        if !fits {
+            return Err(StorageError::InvalidPath);
+        }
+    }
+    Ok(())
+}
+
 /// Where a file at `path` goes: creates the missing folders and refuses a path
 /// that crosses a symbolic link, a file used as a folder, or ends at a folder or link.
 pub(super) fn prepare_destination(root: &Path, path: &UploadPath) -> Result<PathBuf, StorageError> {

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use super::blocking;
 use super::error::{other, write_error, FsError};
 use super::file::{file_meta, read_head};
-use super::paths::{prepare_destination, random_name, sync_dir, HIDDEN, TMP};
+use super::paths::{check_destination, prepare_destination, random_name, sync_dir, HIDDEN, TMP};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
 use crate::storage::{storage_segments, ByteStream, FileMeta, StorageError};
 use crate::UploadPath;
@@ -118,8 +118,10 @@ pub(super) async fn put_file(
     let file = {
         let temp = Arc::clone(&temp);
         let tmp_dir = root.join(HIDDEN).join(TMP);
+        let (root_dir, target_path) = (Arc::clone(&root), path.clone());
         Arc::new(
             blocking(move || {
+                check_destination(&root_dir, &target_path)?;
                 fs::create_dir_all(&tmp_dir).map_err(write_error)?;
                 temp.create()
             })

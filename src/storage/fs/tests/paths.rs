@@ -4,7 +4,7 @@ use super::*;
 use crate::storage::conformance::{chunk, complete_default, live_session, make_record, path};
 use crate::storage::fs::file::etag_of;
 use crate::storage::fs::journal::ENTRY_LEN;
-use crate::storage::fs::paths::{DATA, DATA_LOCK, JOURNAL, LOCK, META, RECORD};
+use crate::storage::fs::paths::{check_destination, DATA, DATA_LOCK, JOURNAL, LOCK, META, RECORD};
 use crate::storage::fs::session::decode_expiry;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,7 +156,24 @@ async fn symlink_escape_is_refused() {
         ));
     }
 
+    // Refused at the first chunk, before a session exists.
     let session = live_session(3, "link/chunked.txt");
+    let result = storage
+        .write_chunk(
+            &session,
+            chunk(0, 4, Some(5)),
+            &ChunkOptions::new(10),
+            body(&[b"pwned"]),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StorageError::InvalidPath)),
+        "{result:?}"
+    );
+    assert!(!session_dir(&storage, &session).exists());
+
+    // A link that appears after the chunks is refused at completion.
+    let session = live_session(4, "later/chunked.txt");
     storage
         .write_chunk(
             &session,
@@ -166,6 +183,7 @@ async fn symlink_escape_is_refused() {
         )
         .await
         .expect("chunks are staged inside the root");
+    std::os::unix::fs::symlink(outside.path(), folder.path().join("later")).expect("link");
     let calls = Arc::new(AtomicUsize::new(0));
     assert!(matches!(
         storage
@@ -186,4 +204,83 @@ async fn symlink_escape_is_refused() {
         b"secret"
     );
     assert_eq!(temporaries(&storage), 0);
+}
+
+/// A put and a first chunk for `name`; both must be refused with
+/// `InvalidPath`, leaving no session folder and no temporary file.
+async fn assert_refused_at_once(storage: &FsStorage, name: &str, seed: u64) {
+    let result = storage.put(&path(name), body(&[b"bytes"])).await;
+    assert!(
+        matches!(result, Err(StorageError::InvalidPath)),
+        "put {name}: {result:?}"
+    );
+    let session = live_session(seed, name);
+    let result = storage
+        .write_chunk(
+            &session,
+            chunk(0, 4, Some(10)),
+            &ChunkOptions::new(10),
+            body(&[b"bytes"]),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StorageError::InvalidPath)),
+        "chunk {name}: {result:?}"
+    );
+    assert!(
+        !session_dir(storage, &session).exists(),
+        "{name}: a session was left behind"
+    );
+    assert_eq!(temporaries(storage), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlink_inside_the_root_is_refused_at_the_first_chunk() {
+    let (folder, storage) = storage();
+    let root = folder.path();
+    fs::create_dir(root.join("real")).expect("real");
+    fs::write(root.join("real/file.txt"), b"real").expect("file");
+    std::os::unix::fs::symlink(root.join("real"), root.join("alias")).expect("link");
+    std::os::unix::fs::symlink(root.join("real/file.txt"), root.join("file-alias"))
+        .expect("file link");
+    assert_refused_at_once(&storage, "alias/x.png", 10).await;
+    assert_refused_at_once(&storage, "alias/deeper/x.png", 11).await;
+    assert_refused_at_once(&storage, "file-alias", 12).await;
+    assert_eq!(fs::read(root.join("real/file.txt")).expect("file"), b"real");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_where_a_folder_is_needed_is_refused_at_the_first_chunk() {
+    let (folder, storage) = storage();
+    fs::write(folder.path().join("a.txt"), b"file").expect("a.txt");
+    assert_refused_at_once(&storage, "a.txt/b.png", 13).await;
+    assert_refused_at_once(&storage, "a.txt/deeper/b.png", 14).await;
+    assert_eq!(
+        fs::read(folder.path().join("a.txt")).expect("a.txt"),
+        b"file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_where_the_file_goes_is_refused_at_the_first_chunk() {
+    let (folder, storage) = storage();
+    fs::create_dir_all(folder.path().join("photos/2024")).expect("folders");
+    assert_refused_at_once(&storage, "photos/2024", 15).await;
+    assert_refused_at_once(&storage, "photos", 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_folders_and_files_pass_the_admission_check() {
+    let (folder, storage) = storage();
+    let root = folder.path();
+    fs::create_dir_all(root.join("a/b")).expect("folders");
+    fs::write(root.join("a/b/old.txt"), b"old").expect("old");
+    for name in ["a/b/old.txt", "a/b/new.txt", "a/b/c/d/new.txt", "top.txt"] {
+        check_destination(root, &path(name)).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    storage
+        .put(&path("a/b/old.txt"), body(&[b"new"]))
+        .await
+        .expect("an existing file is replaced");
+    assert_eq!(fs::read(root.join("a/b/old.txt")).expect("file"), b"new");
 }
