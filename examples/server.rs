@@ -86,7 +86,7 @@ struct Args {
     #[arg(long, default_value = "", requires = "s3_bucket")]
     s3_prefix: String,
     /// Seconds a connection has to send its first bytes, and again to finish each
-    /// HTTP/1 request head.
+    /// HTTP/1 request head; the demo JSON routes give their bodies as long too.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
     /// Seconds a connection may stay open with no request in flight (HTTP/1
@@ -303,10 +303,18 @@ async fn run(args: Args) -> Result<(), String> {
     let signatures = SignatureEndpoint::for_layer(&layer, &keys[0].1);
 
     let limits = Limits::from_args(&args);
-    let app = Router::new()
-        .route("/", get(page))
+    let body_timeout = limits.header_timeout;
+    let json_routes = Router::new()
         .route("/upload-url", post(upload_url))
         .route_service("/signatures", signatures)
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                bounded_json_body(request, next, body_timeout)
+            },
+        ));
+    let app = Router::new()
+        .route("/", get(page))
+        .merge(json_routes)
         .fallback_service(uploads)
         .with_state(layer.signer())
         .layer(cors(&public_url, &args.allow_origins)?)
@@ -326,6 +334,54 @@ async fn run(args: Args) -> Result<(), String> {
     println!("listening on http://{addr}");
     serve(listener, app, limits).await;
     Ok(())
+}
+
+/// The largest body the demo JSON routes read.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Reads the body of a demo JSON route whole before the route sees it: at most
+/// [`MAX_JSON_BODY`] bytes (413 past it), within `within` (408 after it), so a
+/// client that declares a body and never sends it holds nothing for long.
+async fn bounded_json_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    within: Duration,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_JSON_BODY as u64) {
+        return refuse_body(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB");
+    }
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_JSON_BODY));
+    match tokio::time::timeout(within, read).await {
+        Err(_) => refuse_body(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        ),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            refuse_body(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+        }
+        Ok(Err(_)) => refuse_body(StatusCode::BAD_REQUEST, "the body could not be read"),
+        Ok(Ok(collected)) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+    }
+}
+
+/// A JSON error for a body that was not read whole; the rest of the body is
+/// never read, so the connection closes after the answer.
+fn refuse_body(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONNECTION, "close")],
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 /// Logs each completed upload as the layer hands it to the inner service, at

@@ -1216,3 +1216,55 @@ async fn out_of_file_descriptors_the_server_backs_off_and_serves_again() {
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_routes_time_out_missing_bodies_and_refuse_bodies_over_64_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--header-timeout")
+        .arg("1")
+        .start();
+    for route in ["/upload-url", "/signatures"] {
+        let head = raw_head(
+            "POST",
+            route,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer secret"),
+                ("content-length", "1000"),
+            ],
+        );
+        let started = Instant::now();
+        let answer = raw_exchange(server.addr, &head, Duration::from_secs(5)).await;
+        assert_eq!(answer.status, 408, "{route}: {:?}", answer.body);
+        assert!(started.elapsed() < Duration::from_secs(4), "{route}");
+
+        let big = format!(
+            r#"{{"filename": "a.png", "pad": "{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let over = send(
+            &client(),
+            request(
+                Method::POST,
+                &server.url(route),
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", "Bearer secret"),
+                ],
+                big,
+            ),
+        )
+        .await;
+        assert_eq!(over.status, 413, "{route}: {:?}", over.body);
+        // Without Content-Length, the limit holds as the body streams in.
+        let mut chunked = stream_put(
+            &server.url(route),
+            &[("authorization", "Bearer secret")],
+            chunked_body(vec![vec![b' '; 40_000], vec![b' '; 40_000]]),
+        );
+        *chunked.method_mut() = Method::POST;
+        let streamed = send_stream(&stream_client(), chunked).await;
+        assert_eq!(streamed.status, 413, "{route}: {:?}", streamed.body);
+    }
+}
