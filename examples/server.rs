@@ -611,6 +611,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
     // Every connection task holds a sender; `recv` ends once all are gone.
     let (running, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let mut stop = std::pin::pin!(shutdown_signal());
+    let mut failing = false;
     loop {
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => match slot {
@@ -621,9 +622,16 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    failing = false;
+                    stream
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed; serving the open connections");
+                    // Once per run of failures, not ten times a second.
+                    if !failing {
+                        tracing::warn!(%error, "accept failed; serving the open connections");
+                    }
+                    failing = true;
                     tokio::select! {
                         () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
                         _ = stop.as_mut() => break,

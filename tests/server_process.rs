@@ -1167,11 +1167,12 @@ async fn max_connections_caps_open_connections_and_accepts_again_below_it() {
     assert_eq!(answer.status, 200);
 }
 
-/// CPU time (user + system, in clock ticks) the process has used so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+/// CPU time (user + system, in clock ticks) the process has used so far;
+/// `None` where there is no `/proc` to tell.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    Some(fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1196,10 +1197,15 @@ async fn out_of_file_descriptors_the_server_backs_off_and_serves_again() {
         "accept never ran out of descriptors; stderr: {}",
         server.stderr()
     );
+    // Out of descriptors, the accept loop backs off instead of spinning.
     let before = cpu_ticks(server.pid());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spent = cpu_ticks(server.pid()) - before;
-    assert!(spent < 30, "{spent} ticks of CPU in 1 s out of descriptors");
+    if let (Some(before), Some(after)) = (before, cpu_ticks(server.pid())) {
+        let spent = after - before;
+        assert!(spent < 30, "{spent} ticks of CPU in 1 s out of descriptors");
+    } else {
+        println!("no /proc: the CPU use out of descriptors is not checked");
+    }
 
     let url = signed(&server, KEY, "fd/after.txt", SignedMethod::Put);
     let answer = tokio::time::timeout(
