@@ -35,7 +35,6 @@ use axum::{Json, Router};
 use clap::Parser;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -86,6 +85,43 @@ struct Args {
     #[cfg(feature = "object-store")]
     #[arg(long, default_value = "", requires = "s3_bucket")]
     s3_prefix: String,
+    /// Seconds a connection has to send its first bytes, and again to finish each
+    /// HTTP/1 request head; the demo JSON routes give their bodies as long too.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1
+    /// keep-alive and HTTP/2 alike) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds between HTTP/2 keep-alive pings; a ping left unanswered as long
+    /// closes the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    ping_interval: u64,
+    /// Open connections at most. Past it, and while the process is out of file
+    /// descriptors, new connections wait in the kernel's queue until one closes.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+}
+
+/// The connection limits the flags set.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    ping_interval: Duration,
+    max_connections: usize,
+}
+
+impl Limits {
+    fn from_args(args: &Args) -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(args.header_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            ping_interval: Duration::from_secs(args.ping_interval),
+            // The parser caps the flag far below `usize::MAX`.
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// The storage the flags ask for: a bucket, or the folder.
@@ -266,10 +302,19 @@ async fn run(args: Args) -> Result<(), String> {
     let uploads = layer.layer(files);
     let signatures = SignatureEndpoint::for_layer(&layer, &keys[0].1);
 
-    let app = Router::new()
-        .route("/", get(page))
+    let limits = Limits::from_args(&args);
+    let body_timeout = limits.header_timeout;
+    let json_routes = Router::new()
         .route("/upload-url", post(upload_url))
         .route_service("/signatures", signatures)
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                bounded_json_body(request, next, body_timeout)
+            },
+        ));
+    let app = Router::new()
+        .route("/", get(page))
+        .merge(json_routes)
         .fallback_service(uploads)
         .with_state(layer.signer())
         .layer(cors(&public_url, &args.allow_origins)?)
@@ -287,8 +332,56 @@ async fn run(args: Args) -> Result<(), String> {
     });
 
     println!("listening on http://{addr}");
-    serve(listener, app).await;
+    serve(listener, app, limits).await;
     Ok(())
+}
+
+/// The largest body the demo JSON routes read.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Reads the body of a demo JSON route whole before the route sees it: at most
+/// [`MAX_JSON_BODY`] bytes (413 past it), within `within` (408 after it), so a
+/// client that declares a body and never sends it holds nothing for long.
+async fn bounded_json_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    within: Duration,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_JSON_BODY as u64) {
+        return refuse_body(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB");
+    }
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_JSON_BODY));
+    match tokio::time::timeout(within, read).await {
+        Err(_) => refuse_body(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        ),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            refuse_body(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+        }
+        Ok(Err(_)) => refuse_body(StatusCode::BAD_REQUEST, "the body could not be read"),
+        Ok(Ok(collected)) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+    }
+}
+
+/// A JSON error for a body that was not read whole; the rest of the body is
+/// never read, so the connection closes after the answer.
+fn refuse_body(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONNECTION, "close")],
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 /// Logs each completed upload as the layer hands it to the inner service, at
@@ -311,16 +404,21 @@ const MIN_READ: usize = 16 * 1024;
 
 /// A connection's socket whose reads are capped at its share of
 /// [`READ_BUDGET`] among the open connections.
+///
+/// The bytes read before the connection was handed to hyper (see
+/// [`read_first_bytes`]) are read again first.
 struct SharedReads {
     stream: tokio::net::TcpStream,
+    first: bytes::Bytes,
     open: Arc<AtomicUsize>,
 }
 
 impl SharedReads {
-    fn new(stream: tokio::net::TcpStream, open: &Arc<AtomicUsize>) -> Self {
+    fn new(stream: tokio::net::TcpStream, first: Vec<u8>, open: &Arc<AtomicUsize>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         SharedReads {
             stream,
+            first: first.into(),
             open: Arc::clone(open),
         }
     }
@@ -338,6 +436,12 @@ impl AsyncRead for SharedReads {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.first.is_empty() {
+            let take = self.first.len().min(buf.remaining());
+            let first = self.first.split_to(take);
+            buf.put_slice(&first);
+            return Poll::Ready(Ok(()));
+        }
         let share = (READ_BUDGET / self.open.load(Ordering::Relaxed).max(1)).max(MIN_READ);
         if buf.remaining() <= share {
             return Pin::new(&mut self.stream).poll_read(cx, buf);
@@ -383,47 +487,250 @@ impl AsyncWrite for SharedReads {
     }
 }
 
+/// How long the accept loop waits after `accept` failed (out of file
+/// descriptors and the like) before it tries again: the connections it has
+/// keep being served meanwhile, and the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The HTTP/2 connection preface. hyper's auto builder reads up to this many
+/// bytes to tell HTTP/2 from HTTP/1, with no timeout of its own.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the protocol is known: the whole HTTP/2 preface, or the first
+/// byte that differs from it (HTTP/1). `None` if the client closed first.
+async fn read_first_bytes(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut first = vec![0; H2_PREFACE.len()];
+    let mut filled = 0;
+    loop {
+        let read = stream.read(&mut first[filled..]).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        filled += read;
+        if filled == first.len() || first[..filled] != H2_PREFACE[..filled] {
+            first.truncate(filled);
+            return Some(first);
+        }
+    }
+}
+
+/// What a connection is doing: requests in flight (until their response
+/// bodies are sent or dropped), and since when it has had none.
+struct Activity {
+    busy: AtomicUsize,
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(self))
+    }
+
+    /// When the connection counts as idle for `timeout`, if no request is in
+    /// flight now.
+    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        let since = *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.busy.load(Ordering::SeqCst) == 0).then_some(since + timeout)
+    }
+}
+
+/// One request in flight on a connection; its end is dropping it.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is
+/// sent or dropped.
+struct Tracked {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting,
 /// lets in-flight requests finish for up to [`SHUTDOWN_GRACE`] and returns.
-async fn serve(listener: tokio::net::TcpListener, app: Router) {
+///
+/// At most `limits.max_connections` connections are open at once; past that,
+/// and while `accept` fails (out of file descriptors), new connections wait in
+/// the kernel's queue while the open ones are served.
+async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.ping_interval)
+        .keep_alive_timeout(limits.ping_interval);
+    let builder = Arc::new(builder);
     let open = Arc::new(AtomicUsize::new(0));
-    let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(app);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (stopping, stop_watch) = tokio::sync::watch::channel(false);
+    // Every connection task holds a sender; `recv` ends once all are gone.
+    let (running, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let mut stop = std::pin::pin!(shutdown_signal());
+    let mut failing = false;
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed
+            },
+            _ = stop.as_mut() => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    failing = false;
+                    stream
+                }
                 Err(error) => {
-                    // Out of descriptors and the like: wait instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    // Once per run of failures, not ten times a second.
+                    if !failing {
+                        tracing::warn!(%error, "accept failed; serving the open connections");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        _ = stop.as_mut() => break,
+                    }
                 }
             },
             _ = stop.as_mut() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(SharedReads::new(stream, &open)),
-                service.clone(),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            app: app.clone(),
+            open: Arc::clone(&open),
+            limits,
+            stop: stop_watch.clone(),
+            _slot: slot,
+            _running: running.clone(),
+        };
+        tokio::spawn(connection.serve(stream));
     }
     drop(listener);
+    let _ = stopping.send(true);
+    drop(running);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = all_done.recv() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             eprintln!("in-flight requests did not finish in {SHUTDOWN_GRACE:?}; stopping");
+        }
+    }
+}
+
+/// One accepted connection and what it holds while it is open.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: Router,
+    open: Arc<AtomicUsize>,
+    limits: Limits,
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// Its place among `--max-connections`, given back when it closes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _running: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Connection {
+    /// Serves the connection until it closes: closed if its first bytes do not
+    /// come within the header timeout, or once it has been idle for the idle
+    /// timeout, or at shutdown once its requests are answered.
+    async fn serve(mut self, mut stream: tokio::net::TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let first = tokio::select! {
+            first = tokio::time::timeout(self.limits.header_timeout, read_first_bytes(&mut stream)) => first,
+            _ = self.stop.changed() => return,
+        };
+        let Ok(Some(first)) = first else {
+            return;
+        };
+        let activity = Activity::new();
+        let tracking = Arc::clone(&activity);
+        let service = tower::ServiceBuilder::new()
+            .map_future(move |future| {
+                let busy = tracking.begin();
+                async move {
+                    let response: Response = future.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| axum::body::Body::new(Tracked { body, _busy: busy })),
+                    )
+                }
+            })
+            .service(self.app.clone());
+        let io = TokioIo::new(SharedReads::new(stream, first, &self.open));
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+        let mut connection = std::pin::pin!(connection);
+        let mut closing = false;
+        loop {
+            let idle_at = activity
+                .idle_deadline(self.limits.idle_timeout)
+                .unwrap_or_else(|| tokio::time::Instant::now() + self.limits.idle_timeout);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = self.stop.changed(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = tokio::time::sleep_until(idle_at), if !closing => {
+                    let idle = activity
+                        .idle_deadline(self.limits.idle_timeout)
+                        .is_some_and(|deadline| deadline <= tokio::time::Instant::now());
+                    if idle {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
         }
     }
 }

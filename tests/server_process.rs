@@ -947,3 +947,330 @@ async fn max_size_flag_limits_simple_and_resumable_uploads() {
     );
     assert!(entries(&dir.path().join(".uploads/tmp")).is_empty());
 }
+
+/// Waits at most `within` for the server to close `stream`, writing one byte
+/// of `trickle` (if any) every 300 ms meanwhile; returns how long it took, or
+/// `None` if the connection was still open. Answers the server writes first
+/// are read and skipped.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+    trickle: &[u8],
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut next = trickle.iter();
+    let mut sink = [0u8; 4096];
+    while started.elapsed() < within {
+        if let Some(byte) = next.next() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return Some(started.elapsed());
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut sink)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+async fn connect(server: &ServerProcess) -> tokio::net::TcpStream {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(server.addr),
+    )
+    .await
+    .expect("connects in time")
+    .expect("connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalling_connections_are_closed_by_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--header-timeout")
+        .arg("1")
+        .start();
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(connect(&server).await);
+    }
+    // A byte of the HTTP/2 preface, then of an HTTP/1 head, every 300 ms.
+    let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let h1 = b"GET / HTTP/1.1\r\nhost: localhost\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let tricklers = [h2.as_slice(), h1.as_slice()].map(|trickle| {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            closed_within(&mut stream, Duration::from_secs(10), trickle).await
+        })
+    });
+    let started = Instant::now();
+    for (index, stream) in silent.iter_mut().enumerate() {
+        let left = Duration::from_secs(6).saturating_sub(started.elapsed());
+        assert!(
+            closed_within(stream, left, b"").await.is_some(),
+            "silent connection {index} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    for (trickler, name) in tricklers.into_iter().zip(["HTTP/2 preface", "HTTP/1 head"]) {
+        let closed = trickler.await.unwrap();
+        assert!(
+            closed.is_some_and(|after| after < Duration::from_secs(4)),
+            "a {name} sent a byte every 300 ms was held: {closed:?}"
+        );
+    }
+    // Ordinary requests are still served.
+    let page = send(
+        &client(),
+        request(Method::GET, &server.url("/"), &[], Bytes::new()),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_keep_alive_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--idle-timeout")
+        .arg("1")
+        .start();
+    let mut stream = connect(&server).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(&raw_head("GET", "/missing-path", &[]))
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert_eq!(read, 1, "closed before an answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 "), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+    let closed = closed_within(&mut stream, Duration::from_secs(8), b"").await;
+    assert!(
+        closed.is_some_and(|after| after < Duration::from_secs(4)),
+        "an idle keep-alive connection was held: {closed:?}"
+    );
+}
+
+/// The HTTP/2 client preface with an empty SETTINGS frame.
+fn h2_client_preface() -> Vec<u8> {
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_get_keep_alive_pings() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--ping-interval")
+        .arg("1")
+        .start();
+    let mut stream = connect(&server).await;
+    stream.write_all(&h2_client_preface()).await.unwrap();
+    let mut frames = Vec::new();
+    let pinged = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut header = [0u8; 9];
+            stream.read_exact(&mut header).await.unwrap();
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.unwrap();
+            frames.push((header[3], header[4]));
+            // PING (type 6) without ACK: the server asks.
+            if header[3] == 0x6 && header[4] & 0x1 == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(pinged.is_ok(), "no PING within 5 s; frames: {frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--idle-timeout")
+        .arg("1")
+        .start();
+    let stream = connect(&server).await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        sender.send_request(request(Method::GET, &server.url("/"), &[], Bytes::new())),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("an answer");
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    assert!(!body.to_bytes().is_empty());
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(8), connection).await;
+    assert!(
+        ended.is_ok() && started.elapsed() < Duration::from_secs(4),
+        "an idle HTTP/2 connection was held for {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_open_connections_and_accepts_again_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--max-connections")
+        .arg("3")
+        .start();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&server).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = server.addr;
+    let waiting = tokio::spawn(async move {
+        raw_exchange(addr, &raw_head("GET", "/", &[]), Duration::from_secs(10)).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fourth connection was served past --max-connections 3"
+    );
+    drop(held.pop());
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+/// CPU time (user + system, in clock ticks) the process has used so far;
+/// `None` where there is no `/proc` to tell.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    Some(fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_server_backs_off_and_serves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Launch::new(dir.path())
+        .fd_limit(64)
+        .arg("--header-timeout")
+        .arg("2")
+        .arg("--max-connections")
+        .arg("1000")
+        .start();
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(connect(&server).await);
+    }
+    assert!(
+        eventually_async(Duration::from_secs(5), || server
+            .stderr()
+            .contains("accept failed"))
+        .await,
+        "accept never ran out of descriptors; stderr: {}",
+        server.stderr()
+    );
+    // Out of descriptors, the accept loop backs off instead of spinning.
+    let before = cpu_ticks(server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let (Some(before), Some(after)) = (before, cpu_ticks(server.pid())) {
+        let spent = after - before;
+        assert!(spent < 30, "{spent} ticks of CPU in 1 s out of descriptors");
+    } else {
+        println!("no /proc: the CPU use out of descriptors is not checked");
+    }
+
+    let url = signed(&server, KEY, "fd/after.txt", SignedMethod::Put);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        send(&client(), put(&url, &[], b"after".to_vec())),
+    )
+    .await
+    .expect("an upload is served once the silent connections time out");
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "the server exited; stderr: {}",
+        server.stderr()
+    );
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_routes_time_out_missing_bodies_and_refuse_bodies_over_64_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--header-timeout")
+        .arg("1")
+        .start();
+    for route in ["/upload-url", "/signatures"] {
+        let head = raw_head(
+            "POST",
+            route,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer secret"),
+                ("content-length", "1000"),
+            ],
+        );
+        let started = Instant::now();
+        let answer = raw_exchange(server.addr, &head, Duration::from_secs(5)).await;
+        assert_eq!(answer.status, 408, "{route}: {:?}", answer.body);
+        assert!(started.elapsed() < Duration::from_secs(4), "{route}");
+
+        let big = format!(
+            r#"{{"filename": "a.png", "pad": "{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let over = send(
+            &client(),
+            request(
+                Method::POST,
+                &server.url(route),
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", "Bearer secret"),
+                ],
+                big,
+            ),
+        )
+        .await;
+        assert_eq!(over.status, 413, "{route}: {:?}", over.body);
+        // Without Content-Length, the limit holds as the body streams in.
+        let mut chunked = stream_put(
+            &server.url(route),
+            &[("authorization", "Bearer secret")],
+            chunked_body(vec![vec![b' '; 40_000], vec![b' '; 40_000]]),
+        );
+        *chunked.method_mut() = Method::POST;
+        let streamed = send_stream(&stream_client(), chunked).await;
+        assert_eq!(streamed.status, 413, "{route}: {:?}", streamed.body);
+    }
+}

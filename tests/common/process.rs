@@ -104,6 +104,8 @@ pub struct Launch {
     pub args: Vec<String>,
     /// Environment changes: `Some` sets, `None` removes.
     pub env: Vec<(String, Option<String>)>,
+    /// The process's limit on open file descriptors (`ulimit -n`), if set.
+    pub fd_limit: Option<u32>,
 }
 
 impl Launch {
@@ -121,6 +123,7 @@ impl Launch {
                 ("SIGNED_UPLOAD_KEYS".into(), None),
                 ("RUST_LOG".into(), None),
             ],
+            fd_limit: None,
         }
     }
 
@@ -135,8 +138,25 @@ impl Launch {
         self
     }
 
+    /// Runs the server with at most `limit` open file descriptors.
+    pub fn fd_limit(mut self, limit: u32) -> Self {
+        self.fd_limit = Some(limit);
+        self
+    }
+
     fn command(&self) -> Command {
-        let mut command = Command::new(server_binary());
+        let mut command = match self.fd_limit {
+            // `exec`: the server keeps the shell's pid, so signals reach it.
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(server_binary());
+                shell
+            }
+            None => Command::new(server_binary()),
+        };
         command
             .args(&self.args)
             .stdin(Stdio::null())
