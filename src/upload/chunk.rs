@@ -63,6 +63,7 @@ where
         &config,
         &session,
         status,
+        None,
         StatusCode::ACCEPTED,
         &meta,
         &checks,

@@ -17,21 +17,10 @@ use crate::Error;
 
 /// Turns a session's status into the answer: progress (`202`/`308`), a replay
 /// of the completion (`200`), or the commit of a session whose bytes all arrived.
-pub(super) async fn settle(
-    config: &Config,
-    session: &Session,
-    status: SessionStatus,
-    progress: StatusCode,
-    meta: &Meta,
-    checks: &Checks,
-) -> Result<Outcome, Error> {
-    settle_declared(config, session, status, None, progress, meta, checks).await
-}
-
-/// [`settle`], for a status query that names `declared` as the total: a
-/// session that stored nothing completes as an empty file when it is 0 (see
+/// `declared` is the total a status query names (`None` for a chunk): a session
+/// that stored nothing completes as an empty file when it is 0 (see
 /// [`SessionState::with_declared_total`]).
-pub(super) async fn settle_declared(
+pub(super) async fn settle(
     config: &Config,
     session: &Session,
     status: SessionStatus,

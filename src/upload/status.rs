@@ -8,7 +8,7 @@ use http::StatusCode;
 use http_body::Body;
 
 use super::action::Checks;
-use super::complete::settle_declared;
+use super::complete::settle;
 use super::inspect::Inspect;
 use super::layer::Config;
 use super::stream::{Expect, UploadStream};
@@ -51,7 +51,7 @@ where
     // The total and Repr-Digest a query names must agree with the session's,
     // by the rules chunks follow.
     check_query(&status, total, checks.repr_digest.as_ref()).map_err(storage_error)?;
-    settle_declared(
+    settle(
         &config,
         &session,
         status,
