@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
+use tower_signed_upload::serve::Server;
 use tower_signed_upload::storage::FsStorage;
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath, UploadedFile};
 
@@ -61,6 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/{*path}", put(keep).layer(uploads))
         .route("/files", get(list))
         .with_state(Files::default());
-    axum::serve(listener, app).await?;
+    // Like axum::serve, with the connection limits a server open to anyone
+    // needs (silent, trickling and idle connections closed, a cap on them).
+    Server::new()
+        .serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
     Ok(())
 }

@@ -20,11 +20,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -33,13 +30,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::Layer;
+use tower_signed_upload::serve::Server;
 use tower_signed_upload::storage::{FsStorage, Storage};
 use tower_signed_upload::{
     services::{FileService, SignatureEndpoint},
@@ -97,6 +91,10 @@ struct Args {
     /// closes the connection.
     #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     ping_interval: u64,
+    /// Seconds a response may wait for its client to take more of it (a
+    /// download nobody reads) before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout: u64,
     /// Open connections at most. Past it, and while the process is out of file
     /// descriptors, new connections wait in the kernel's queue until one closes.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -108,6 +106,7 @@ struct Args {
 struct Limits {
     header_timeout: Duration,
     idle_timeout: Duration,
+    write_timeout: Duration,
     ping_interval: Duration,
     max_connections: usize,
 }
@@ -117,10 +116,21 @@ impl Limits {
         Limits {
             header_timeout: Duration::from_secs(args.header_timeout),
             idle_timeout: Duration::from_secs(args.idle_timeout),
+            write_timeout: Duration::from_secs(args.write_timeout),
             ping_interval: Duration::from_secs(args.ping_interval),
             // The parser caps the flag far below `usize::MAX`.
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         }
+    }
+
+    fn server(&self) -> Server {
+        Server::new()
+            .header_timeout(self.header_timeout)
+            .idle_timeout(self.idle_timeout)
+            .write_timeout(self.write_timeout)
+            .ping_interval(self.ping_interval)
+            .max_connections(self.max_connections)
+            .shutdown_grace(SHUTDOWN_GRACE)
     }
 }
 
@@ -332,7 +342,10 @@ async fn run(args: Args) -> Result<(), String> {
     });
 
     println!("listening on http://{addr}");
-    serve(listener, app, limits).await;
+    limits
+        .server()
+        .serve(listener, app, shutdown_signal())
+        .await;
     Ok(())
 }
 
@@ -391,348 +404,6 @@ fn log_completion<B>(request: axum::http::Request<B>) -> axum::http::Request<B> 
         tracing::info!(id = %file.id, url = %file.url, "upload completed");
     }
     request
-}
-
-/// Bytes all connections together read from their sockets at once, at most. A
-/// connection reads up to this share of it per read (and never less than
-/// [`MIN_READ`]): a lone upload reads in large pieces (hyper's own limit, about
-/// 400 KiB), the fewest system calls and wake-ups per byte, while 200 uploads at
-/// once read 20 KiB each, so their buffers stay small. Waiting bytes stay in the
-/// kernel's socket buffers.
-const READ_BUDGET: usize = 4 * 1024 * 1024;
-const MIN_READ: usize = 16 * 1024;
-
-/// A connection's socket whose reads are capped at its share of
-/// [`READ_BUDGET`] among the open connections.
-///
-/// The bytes read before the connection was handed to hyper (see
-/// [`read_first_bytes`]) are read again first.
-struct SharedReads {
-    stream: tokio::net::TcpStream,
-    first: bytes::Bytes,
-    open: Arc<AtomicUsize>,
-}
-
-impl SharedReads {
-    fn new(stream: tokio::net::TcpStream, first: Vec<u8>, open: &Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        SharedReads {
-            stream,
-            first: first.into(),
-            open: Arc::clone(open),
-        }
-    }
-}
-
-impl Drop for SharedReads {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for SharedReads {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.first.is_empty() {
-            let take = self.first.len().min(buf.remaining());
-            let first = self.first.split_to(take);
-            buf.put_slice(&first);
-            return Poll::Ready(Ok(()));
-        }
-        let share = (READ_BUDGET / self.open.load(Ordering::Relaxed).max(1)).max(MIN_READ);
-        if buf.remaining() <= share {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
-        }
-        let mut part = buf.take(share);
-        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut part))?;
-        let read = part.filled().len();
-        // SAFETY: the `read` bytes after `buf`'s filled part were just
-        // initialised by the socket through `part`, which views that memory.
-        unsafe { buf.assume_init(read) };
-        buf.advance(read);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for SharedReads {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, data)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// How long the accept loop waits after `accept` failed (out of file
-/// descriptors and the like) before it tries again: the connections it has
-/// keep being served meanwhile, and the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The HTTP/2 connection preface. hyper's auto builder reads up to this many
-/// bytes to tell HTTP/2 from HTTP/1, with no timeout of its own.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Reads until the protocol is known: the whole HTTP/2 preface, or the first
-/// byte that differs from it (HTTP/1). `None` if the client closed first.
-async fn read_first_bytes(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut first = vec![0; H2_PREFACE.len()];
-    let mut filled = 0;
-    loop {
-        let read = stream.read(&mut first[filled..]).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        filled += read;
-        if filled == first.len() || first[..filled] != H2_PREFACE[..filled] {
-            first.truncate(filled);
-            return Some(first);
-        }
-    }
-}
-
-/// What a connection is doing: requests in flight (until their response
-/// bodies are sent or dropped), and since when it has had none.
-struct Activity {
-    busy: AtomicUsize,
-    idle_since: std::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Activity {
-    fn new() -> Arc<Self> {
-        Arc::new(Activity {
-            busy: AtomicUsize::new(0),
-            idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
-        })
-    }
-
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        Busy(Arc::clone(self))
-    }
-
-    /// When the connection counts as idle for `timeout`, if no request is in
-    /// flight now.
-    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
-        let since = *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (self.busy.load(Ordering::SeqCst) == 0).then_some(since + timeout)
-    }
-}
-
-/// One request in flight on a connection; its end is dropping it.
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A response body that keeps its request counted as in flight until it is
-/// sent or dropped.
-struct Tracked {
-    body: axum::body::Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting,
-/// lets in-flight requests finish for up to [`SHUTDOWN_GRACE`] and returns.
-///
-/// At most `limits.max_connections` connections are open at once; past that,
-/// and while `accept` fails (out of file descriptors), new connections wait in
-/// the kernel's queue while the open ones are served.
-async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.ping_interval)
-        .keep_alive_timeout(limits.ping_interval);
-    let builder = Arc::new(builder);
-    let open = Arc::new(AtomicUsize::new(0));
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let (stopping, stop_watch) = tokio::sync::watch::channel(false);
-    // Every connection task holds a sender; `recv` ends once all are gone.
-    let (running, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
-    let mut stop = std::pin::pin!(shutdown_signal());
-    let mut failing = false;
-    loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break, // never closed
-            },
-            _ = stop.as_mut() => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    failing = false;
-                    stream
-                }
-                Err(error) => {
-                    // Once per run of failures, not ten times a second.
-                    if !failing {
-                        tracing::warn!(%error, "accept failed; serving the open connections");
-                    }
-                    failing = true;
-                    tokio::select! {
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                        _ = stop.as_mut() => break,
-                    }
-                }
-            },
-            _ = stop.as_mut() => break,
-        };
-        let connection = Connection {
-            builder: Arc::clone(&builder),
-            app: app.clone(),
-            open: Arc::clone(&open),
-            limits,
-            stop: stop_watch.clone(),
-            _slot: slot,
-            _running: running.clone(),
-        };
-        tokio::spawn(connection.serve(stream));
-    }
-    drop(listener);
-    let _ = stopping.send(true);
-    drop(running);
-    tokio::select! {
-        _ = all_done.recv() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            eprintln!("in-flight requests did not finish in {SHUTDOWN_GRACE:?}; stopping");
-        }
-    }
-}
-
-/// One accepted connection and what it holds while it is open.
-struct Connection {
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    app: Router,
-    open: Arc<AtomicUsize>,
-    limits: Limits,
-    stop: tokio::sync::watch::Receiver<bool>,
-    /// Its place among `--max-connections`, given back when it closes.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-    _running: tokio::sync::mpsc::Sender<()>,
-}
-
-impl Connection {
-    /// Serves the connection until it closes: closed if its first bytes do not
-    /// come within the header timeout, or once it has been idle for the idle
-    /// timeout, or at shutdown once its requests are answered.
-    async fn serve(mut self, mut stream: tokio::net::TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let first = tokio::select! {
-            first = tokio::time::timeout(self.limits.header_timeout, read_first_bytes(&mut stream)) => first,
-            _ = self.stop.changed() => return,
-        };
-        let Ok(Some(first)) = first else {
-            return;
-        };
-        let activity = Activity::new();
-        let tracking = Arc::clone(&activity);
-        let service = tower::ServiceBuilder::new()
-            .map_future(move |future| {
-                let busy = tracking.begin();
-                async move {
-                    let response: Response = future.await?;
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|body| axum::body::Body::new(Tracked { body, _busy: busy })),
-                    )
-                }
-            })
-            .service(self.app.clone());
-        let io = TokioIo::new(SharedReads::new(stream, first, &self.open));
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(service));
-        let mut connection = std::pin::pin!(connection);
-        let mut closing = false;
-        loop {
-            let idle_at = activity
-                .idle_deadline(self.limits.idle_timeout)
-                .unwrap_or_else(|| tokio::time::Instant::now() + self.limits.idle_timeout);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = self.stop.changed(), if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = tokio::time::sleep_until(idle_at), if !closing => {
-                    let idle = activity
-                        .idle_deadline(self.limits.idle_timeout)
-                        .is_some_and(|deadline| deadline <= tokio::time::Instant::now());
-                    if idle {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[tokio::main]

@@ -23,7 +23,10 @@
 //!     .public_base("https://files.example.com")?;
 //! let app: Router = Router::new().route("/{*path}", put(keep)).layer(layer);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app).await?;
+//! // axum::serve(listener, app) works too, but closes no silent connection.
+//! tower_signed_upload::serve::Server::new()
+//!     .serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await;
 //! # Ok(())
 //! # }
 //! ```
@@ -181,6 +184,9 @@ mod path;
 #[doc = include_str!("../docs/protocol.md")]
 pub mod protocol {}
 mod random;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 pub mod services;
 mod signing;
 pub mod storage;

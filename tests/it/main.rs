@@ -34,6 +34,8 @@ mod proptest_session;
 mod protocol;
 mod resumable;
 mod send_sync;
+#[cfg(feature = "serve")]
+mod serve;
 mod signature_spelling;
 mod simple;
 mod smoke;
