@@ -107,7 +107,9 @@ impl SignatureEndpoint {
         endpoint
     }
 
-    /// How long URLs live when the caller names no expiry.
+    /// How long URLs live when the caller names no expiry (one hour by
+    /// default); never longer than [`max_lifetime`](Self::max_lifetime), so a
+    /// request that names no expiry is never refused for one it did not ask.
     pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
         self.default_lifetime = lifetime;
         self
@@ -173,9 +175,10 @@ impl SignatureEndpoint {
         };
         let path = UploadPath::new(&joined).ok_or(Error::PathInvalid)?;
         let now = unix_seconds(self.clock.now());
-        let expiry = asked
-            .expiry
-            .unwrap_or(now.saturating_add(self.default_lifetime.as_secs()));
+        let expiry = asked.expiry.unwrap_or_else(|| {
+            let lifetime = self.default_lifetime.min(self.max_lifetime);
+            now.saturating_add(lifetime.as_secs())
+        });
         if expiry < now {
             return Err(Error::UrlExpired);
         }
@@ -349,5 +352,32 @@ mod tests {
             SignatureEndpoint::new(Signer::new(SigningKey::new("k").unwrap()), "api key")
                 .max_lifetime(30 * 24 * hour);
         assert_eq!(endpoint.max_lifetime, 30 * 24 * hour);
+    }
+
+    #[test]
+    fn without_an_expiry_urls_live_the_default_lifetime_within_the_maximum() {
+        let minutes = |n: u64| Duration::from_secs(60 * n);
+        let layer = SignedUploadLayer::new(
+            SigningKey::new("k").unwrap(),
+            crate::storage::MemoryStorage::new(),
+        )
+        .clock(Stopped)
+        .max_lifetime(minutes(10));
+        let expiry_of = |endpoint: &SignatureEndpoint| {
+            endpoint
+                .mint(br#"{"filename": "a.bin"}"#)
+                .map(|(_, expiry, ..)| expiry)
+        };
+        // The default hour is past the layer's ten minutes: the URL lives ten.
+        let endpoint = SignatureEndpoint::for_layer(&layer, "api key");
+        assert_eq!(expiry_of(&endpoint), Ok(NOW + 600));
+        let url = endpoint.mint(br#"{"filename": "a.bin"}"#).unwrap().0;
+        let target = url.strip_prefix("http://localhost").unwrap();
+        assert!(layer.verify(&Method::PUT, &target.parse().unwrap()).is_ok());
+        // A shorter default is kept, and so is a shorter maximum set later.
+        let endpoint = SignatureEndpoint::for_layer(&layer, "api key").default_lifetime(minutes(5));
+        assert_eq!(expiry_of(&endpoint), Ok(NOW + 300));
+        let endpoint = SignatureEndpoint::for_layer(&layer, "api key").max_lifetime(minutes(2));
+        assert_eq!(expiry_of(&endpoint), Ok(NOW + 120));
     }
 }
