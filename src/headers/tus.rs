@@ -175,7 +175,7 @@ impl ChecksumAlgorithm {
     }
 
     /// The length of its digests, in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             ChecksumAlgorithm::Sha1 => 20,
             ChecksumAlgorithm::Sha256 => 32,
@@ -219,7 +219,7 @@ impl UploadChecksum {
             .find(|algorithm| algorithm.name().eq_ignore_ascii_case(name))
             .ok_or(TusHeaderError::UnsupportedAlgorithm)?;
         let digest = base64(encoded.trim_matches([' ', '\t']))?;
-        if digest.len() != algorithm.len() {
+        if digest.len() != algorithm.digest_len() {
             return Err(TusHeaderError::Malformed);
         }
         Ok(UploadChecksum { algorithm, digest })

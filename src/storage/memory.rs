@@ -10,8 +10,8 @@ use futures_util::{stream, StreamExt};
 
 use super::{
     BoxFuture, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused, CompleteOptions,
-    FileHasher, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
-    StorageError, HEAD_LEN,
+    FileHasher, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session, SessionStatus,
+    Storage, StorageError, HEAD_LEN,
 };
 use crate::storage::SessionState;
 use crate::UploadPath;
@@ -284,6 +284,22 @@ impl Storage for MemoryStorage {
             entry.state.keep_repr_digest(options.repr_digest.as_ref());
             Ok(status_of(entry))
         })
+    }
+
+    fn open(
+        &self,
+        session: &Session,
+        options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let mut inner = self.lock();
+        let entry = inner.sessions.entry(session.id().to_owned()).or_default();
+        let result = if entry.completed.is_some() {
+            Ok(status_of(entry))
+        } else {
+            entry.expires = Some(session.expires());
+            entry.state.open(options).map(|_| status_of(entry))
+        };
+        Box::pin(async move { result })
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

@@ -47,7 +47,7 @@ pub use self::state::{
 };
 pub use self::types::{
     BoxFuture, BoxStream, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused,
-    CompleteOptions, Completion, FileMeta, FileRead, MakeRecord, PurgeReport, Session,
+    CompleteOptions, Completion, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
     SessionStatus, HEAD_LEN,
 };
 pub use crate::headers::digest::{DigestSet, FileDigests, FileHasher, ReprDigest};
@@ -99,8 +99,25 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
 
-    /// The session's status. A session nothing was stored for is
-    /// [`SessionStatus::InProgress`] with no total and no ranges.
+    /// Opens a session before its bytes arrive: the creation of a resumable
+    /// protocol (tus `POST`, the IETF draft's creation).
+    ///
+    /// Judged with [`SessionState::open`](crate::storage::SessionState::open):
+    /// the session then exists (`opened: true` in its status), with
+    /// `options.total` as its total if it names one, and the first creation's
+    /// metadata. Opening again with the same total (or none) changes nothing;
+    /// another total fails with [`StorageError::TotalMismatch`]. A completed
+    /// session returns [`SessionStatus::Completed`] with `fresh: false`. What it
+    /// wrote is durable (for a durable backend) before it returns.
+    fn open(
+        &self,
+        session: &Session,
+        options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
+
+    /// The session's status. A session nothing was stored for and never
+    /// opened is [`SessionStatus::InProgress`] with no total, no ranges and
+    /// `opened: false`.
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
 
     /// Commits a session whose bytes have all arrived, exactly once.
@@ -170,6 +187,14 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
         body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         (**self).write_chunk(session, range, options, body)
+    }
+
+    fn open(
+        &self,
+        session: &Session,
+        options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        (**self).open(session, options)
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

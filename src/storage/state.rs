@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use crate::storage::{ChunkOptions, ChunkRange, ReprDigest, SessionStatus, StorageError};
+use crate::storage::{
+    ChunkOptions, ChunkRange, OpenOptions, ReprDigest, SessionStatus, StorageError,
+};
 use crate::UploadPath;
 
 /// The folder (or key prefix) under which every backend keeps its own
@@ -85,6 +87,7 @@ pub(crate) fn check_query(
         total: known,
         ranges,
         repr_digest: kept,
+        ..
     } = status
     else {
         return Ok(());
@@ -109,6 +112,11 @@ pub struct SessionState {
     pub ranges: ByteRanges,
     /// The first `Repr-Digest` a chunk announced, kept with the session.
     pub repr_digest: Option<ReprDigest>,
+    /// Whether the session exists: a creation opened it ([`SessionState::open`])
+    /// or a chunk was recorded.
+    pub opened: bool,
+    /// The metadata of the creation that opened it, kept as sent.
+    pub metadata: Option<String>,
 }
 
 impl SessionState {
@@ -166,6 +174,36 @@ impl SessionState {
             self.total = range.total;
         }
         self.ranges.insert(range.first, range.last);
+        self.opened = true;
+    }
+
+    /// Opens the session for a creation: takes its total (a total the session
+    /// already has, or one its stored bytes reach past, is
+    /// [`StorageError::TotalMismatch`] if it differs) and, on the first
+    /// creation, its metadata. Opening again with the same total, or with
+    /// none, changes nothing. Returns whether anything changed, so a backend
+    /// knows whether to write.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::TotalMismatch`], as above.
+    pub fn open(&mut self, options: &OpenOptions) -> Result<bool, StorageError> {
+        if let Some(total) = options.total {
+            if total_disagrees(self.total, &self.ranges, total) {
+                return Err(StorageError::TotalMismatch);
+            }
+        }
+        let mut changed = false;
+        if self.total.is_none() && options.total.is_some() {
+            self.total = options.total;
+            changed = true;
+        }
+        if !self.opened {
+            self.opened = true;
+            self.metadata.clone_from(&options.metadata);
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Whether every byte of the file has arrived: a total of 0 with no

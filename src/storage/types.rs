@@ -114,6 +114,38 @@ impl ChunkOptions {
     }
 }
 
+/// What a creation (tus `POST`, the IETF draft's creation) asks of
+/// [`Storage::open`](crate::storage::Storage::open).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// The file's total size, if the client knows it (else it is deferred: a
+    /// later chunk names it).
+    pub total: Option<u64>,
+    /// The creation's metadata (tus `Upload-Metadata`), kept as sent and
+    /// given back by [`Storage::status`](crate::storage::Storage::status).
+    pub metadata: Option<String>,
+}
+
+impl OpenOptions {
+    /// A creation with no total and no metadata.
+    pub fn new() -> Self {
+        OpenOptions::default()
+    }
+
+    /// The file's total size.
+    pub fn total(mut self, total: u64) -> Self {
+        self.total = Some(total);
+        self
+    }
+
+    /// The creation's metadata.
+    pub fn metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = Some(metadata.into());
+        self
+    }
+}
+
 /// What the layer asks of a completion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -147,14 +179,20 @@ impl CompleteOptions {
 /// What a session has received so far, or its completion.
 #[derive(Debug, Clone)]
 pub enum SessionStatus {
-    /// Not complete yet. A session nothing was stored for has no total and no ranges.
+    /// Not complete yet. A session nothing was stored for, and never opened,
+    /// has no total, no ranges and `opened: false`.
     InProgress {
-        /// The total size, once a chunk named it.
+        /// The total size, once a chunk or the creation named it.
         total: Option<u64>,
         /// The ranges stored durably.
         ranges: ByteRanges,
         /// The `Repr-Digest` kept with the session, if a chunk announced one.
         repr_digest: Option<ReprDigest>,
+        /// Whether the session exists: a creation opened it or a chunk was
+        /// recorded.
+        opened: bool,
+        /// The metadata its creation sent, if any.
+        metadata: Option<String>,
     },
     /// The file was committed.
     Completed(Completion),
@@ -167,6 +205,8 @@ impl SessionStatus {
             total: state.total,
             ranges: state.ranges,
             repr_digest: state.repr_digest,
+            opened: state.opened,
+            metadata: state.metadata,
         }
     }
 

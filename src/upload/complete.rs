@@ -34,11 +34,15 @@ pub(super) async fn settle(
             total,
             ranges,
             repr_digest,
+            opened,
+            metadata,
         } => {
             let state = SessionState {
                 total,
                 ranges,
                 repr_digest,
+                opened,
+                metadata,
             }
             .with_declared_total(declared);
             if state.is_complete() {

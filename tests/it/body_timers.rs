@@ -25,7 +25,8 @@ use tower_layer::Layer;
 use tower_signed_upload::services::RespondCreated;
 use tower_signed_upload::storage::{
     BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
-    MakeRecord, MemoryStorage, PurgeReport, Session, SessionStatus, Storage, StorageError,
+    MakeRecord, MemoryStorage, OpenOptions, PurgeReport, Session, SessionStatus, Storage,
+    StorageError,
 };
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
 
@@ -54,6 +55,14 @@ impl Storage for Slow {
                 .write_chunk(&session, range, &options, bytes)
                 .await
         })
+    }
+
+    fn open(
+        &self,
+        session: &Session,
+        options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        self.memory.open(session, options)
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{
     BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
-    MakeRecord, MemoryStorage, PurgeReport, Session, SessionStatus, Storage, StorageError,
+    MakeRecord, MemoryStorage, OpenOptions, PurgeReport, Session, SessionStatus, Storage,
+    StorageError,
 };
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
 
@@ -54,6 +55,15 @@ impl Storage for Failing {
         _: ChunkRange,
         _: &ChunkOptions,
         _: ByteStream,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let error = self.failure.error();
+        Box::pin(async move { Err(error) })
+    }
+
+    fn open(
+        &self,
+        _: &Session,
+        _: &OpenOptions,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let error = self.failure.error();
         Box::pin(async move { Err(error) })

@@ -37,9 +37,11 @@
 //! public too, for a backend's own further tests.
 
 mod integrity;
+mod open;
 mod uploads;
 
 pub use integrity::*;
+pub use open::*;
 pub use uploads::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -178,4 +180,7 @@ pub async fn run_uploads(storage: &dyn Storage) {
     check_complete_exactly_once(storage).await;
     check_chunk_after_completion(storage).await;
     check_purge_removes_expired_keeps_live(storage).await;
+    check_open_with_total(storage).await;
+    check_open_deferred(storage).await;
+    check_open_empty_and_discard(storage).await;
 }

@@ -16,6 +16,7 @@ use super::blocks::{chunk_digest, verify_blocks, BlockHasher};
 use super::error::{is_not_found, other, write_error, FsError};
 use super::journal::{append_entry, read_journal, session_state, Entry, Journal};
 use super::lock::{lock_session, retry_removed, ExclusiveData};
+use super::open::apply_opened;
 use super::paths::{check_destination, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
@@ -87,6 +88,7 @@ fn admit_chunk(
     }
     let mut journal = session_state(&dir)?;
     journal.state.repr_digest = read_repr(&dir)?;
+    apply_opened(&dir, &mut journal.state)?;
     journal.state.admit(range, options)?;
 
     let mut created = ensure_meta(&dir, session.expires())?;
@@ -232,6 +234,7 @@ fn record_chunk(
     let journal = read_journal(&files.journal).map_err(write_error)?;
     let mut state = journal.state;
     state.repr_digest = read_repr(dir)?;
+    apply_opened(dir, &mut state)?;
     state.admit(range, options)?;
     let digest = chunk_digest(blocks);
 

@@ -9,6 +9,7 @@ use super::error::{other, write_error, FsError};
 use super::file::{etag_of, read_head};
 use super::journal::session_state;
 use super::lock::{lock_session, ExclusiveData};
+use super::open::apply_opened;
 use super::paths::{open_create, prepare_destination, sync_dir, DATA, DATA_LOCK};
 use super::record::{read_record, roll_forward, write_record, StoredRecord};
 use super::repr::read_repr;
@@ -45,7 +46,9 @@ pub(super) fn complete_session(
         roll_forward(root, dir, &record)?;
         return Ok(completed(record, false));
     }
-    let state = session_state(dir)?.state.with_declared_total(options.total);
+    let mut state = session_state(dir)?.state;
+    apply_opened(dir, &mut state)?;
+    let state = state.with_declared_total(options.total);
     let total = match state.total {
         Some(total) if state.is_complete() => total,
         _ => return Ok(SessionStatus::in_progress(state)),

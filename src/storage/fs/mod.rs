@@ -16,6 +16,7 @@ mod error;
 mod file;
 mod journal;
 mod lock;
+mod open;
 mod paths;
 mod pipeline;
 mod purge;
@@ -41,8 +42,8 @@ use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
-    CompleteOptions, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
-    StorageError,
+    CompleteOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
+    SessionStatus, Storage, StorageError,
 };
 use crate::UploadPath;
 
@@ -256,6 +257,21 @@ impl Storage for FsStorage {
         let dir = self.session_dir(&session);
         Box::pin(async move {
             chunk::write_chunk(root, buffers, dir?, session, range, options, body).await
+        })
+    }
+
+    fn open(
+        &self,
+        session: &Session,
+        options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let root = Arc::clone(&self.root);
+        let dir = self.session_dir(session);
+        let session = session.clone();
+        let options = options.clone();
+        Box::pin(async move {
+            let dir = dir?;
+            blocking(move || open::open_session(&root, &dir, &session, &options)).await
         })
     }
 

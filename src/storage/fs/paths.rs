@@ -28,6 +28,8 @@ pub(super) const RECORD_TMP: &str = "record.tmp";
 pub(super) const META: &str = "meta";
 pub(super) const REPR: &str = "repr";
 pub(super) const REPR_TMP: &str = "repr.tmp";
+pub(super) const OPEN: &str = "open";
+pub(super) const OPEN_TMP: &str = "open.tmp";
 /// The folder of in-flight writers' markers, inside a session folder.
 pub(super) const WRITING: &str = "writing";
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::error::{is_not_found, other, write_error, FsError};
 use super::journal::session_state;
 use super::lock::{lock_session, retry_removed};
+use super::open::apply_opened;
 use super::paths::{random_name, sync_dir, GONE, META, TMP};
 use super::record::{read_record, roll_forward, StoredRecord};
 use super::repr::read_repr;
@@ -132,6 +133,7 @@ pub(super) fn session_status(root: &Path, dir: &Path) -> Result<SessionStatus, S
         }
         let mut state = session_state(dir)?.state;
         state.repr_digest = read_repr(dir)?;
+        apply_opened(dir, &mut state)?;
         Ok(SessionStatus::in_progress(state))
     })
 }

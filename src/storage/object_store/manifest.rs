@@ -40,6 +40,12 @@ pub(super) struct Manifest {
     pub(super) repr_digest: Option<ReprDigest>,
     /// The recorded chunks, in the order they were recorded.
     pub(super) chunks: Vec<Recorded>,
+    /// Whether a creation opened the session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) opened: bool,
+    /// The metadata of the creation that opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) metadata: Option<String>,
 }
 
 impl Manifest {
@@ -48,6 +54,8 @@ impl Manifest {
             total: self.total,
             ranges: ByteRanges::from_ranges(self.chunks.iter().map(|c| [c.first, c.last])),
             repr_digest: self.repr_digest.clone(),
+            opened: self.opened || !self.chunks.is_empty(),
+            metadata: self.metadata.clone(),
         }
     }
 }

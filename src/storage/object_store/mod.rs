@@ -23,6 +23,7 @@ mod error;
 mod file;
 mod manifest;
 mod multipart;
+mod open;
 mod pieces;
 mod purge;
 mod store;
@@ -42,8 +43,8 @@ use self::manifest::Recorded;
 use self::store::unix_millis;
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
-    CompleteOptions, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
-    StorageError, RESERVED_FOLDER,
+    CompleteOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
+    SessionStatus, Storage, StorageError, RESERVED_FOLDER,
 };
 use crate::random::random_hex;
 use crate::UploadPath;
@@ -296,6 +297,16 @@ impl Storage for ObjectStoreStorage {
         body: ByteStream,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         Box::pin(self.store_chunk(session.clone(), range, options.clone(), body))
+    }
+
+    fn open(
+        &self,
+        session: &Session,
+        options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let dir = self.session_dir(session);
+        let (session, options) = (session.clone(), options.clone());
+        Box::pin(async move { self.open_session(dir?, session, options).await })
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
