@@ -70,6 +70,30 @@ pub enum Error {
     Unauthorized,
     /// The request body is not the JSON the endpoint takes (400).
     BodyInvalid,
+    /// `412 version_unsupported`: a resumable protocol version the layer does
+    /// not speak (tus's `Tus-Resumable` other than `1.0.0`).
+    VersionUnsupported,
+    /// `404 upload_not_found`: a resumable-protocol request on an upload that
+    /// was never created (or was terminated).
+    UploadNotFound,
+    /// `409 offset_mismatch`: an append whose offset is not the upload's.
+    OffsetMismatch,
+    /// `409 upload_complete`: a termination of a completed upload.
+    UploadComplete,
+    /// `460 checksum_mismatch`: tus's `Upload-Checksum` does not match the
+    /// bytes; they count for nothing.
+    ChecksumMismatch,
+    /// `400 checksum_invalid`: an `Upload-Checksum` that does not parse or
+    /// names an algorithm the layer does not check.
+    ChecksumInvalid,
+    /// `415 content_type_invalid`: an append whose `Content-Type` is not
+    /// `application/offset+octet-stream`.
+    ContentTypeInvalid,
+    /// `411 length_required`: a request that must state its length does not.
+    LengthRequired,
+    /// `400 header_invalid`: a protocol header missing, malformed, or in a
+    /// combination the protocol forbids.
+    HeaderInvalid,
 }
 
 impl Error {
@@ -88,7 +112,15 @@ impl Error {
             | Error::ContentRangeMismatch
             | Error::TooManyRanges
             | Error::BodyIncomplete
-            | Error::BodyInvalid => StatusCode::BAD_REQUEST,
+            | Error::BodyInvalid
+            | Error::ChecksumInvalid
+            | Error::HeaderInvalid => StatusCode::BAD_REQUEST,
+            Error::VersionUnsupported => StatusCode::PRECONDITION_FAILED,
+            Error::UploadNotFound => StatusCode::NOT_FOUND,
+            Error::OffsetMismatch | Error::UploadComplete => StatusCode::CONFLICT,
+            Error::ChecksumMismatch => checksum_mismatch_status(),
+            Error::ContentTypeInvalid => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Error::TotalMismatch | Error::DigestConflict | Error::RangeConflict => {
                 StatusCode::CONFLICT
             }
@@ -133,6 +165,15 @@ impl Error {
             Error::DigestConflict => "digest_conflict",
             Error::RangeConflict => "range_conflict",
             Error::BodyInvalid => "body_invalid",
+            Error::VersionUnsupported => "version_unsupported",
+            Error::UploadNotFound => "upload_not_found",
+            Error::OffsetMismatch => "offset_mismatch",
+            Error::UploadComplete => "upload_complete",
+            Error::ChecksumMismatch => "checksum_mismatch",
+            Error::ChecksumInvalid => "checksum_invalid",
+            Error::ContentTypeInvalid => "content_type_invalid",
+            Error::LengthRequired => "length_required",
+            Error::HeaderInvalid => "header_invalid",
         }
     }
 }
@@ -169,11 +210,27 @@ impl fmt::Display for Error {
             Error::DigestConflict => "the Repr-Digest differs from the one this upload already has",
             Error::RangeConflict => "this range was already stored with other bytes",
             Error::BodyInvalid => "the request body is not valid JSON of the expected shape",
+            Error::VersionUnsupported => "this protocol version is not supported",
+            Error::UploadNotFound => "no upload was created at this URL",
+            Error::OffsetMismatch => "the offset is not the upload's current offset",
+            Error::UploadComplete => "the upload is complete",
+            Error::ChecksumMismatch => "the checksum does not match the bytes received",
+            Error::ChecksumInvalid => {
+                "the checksum header does not parse or names an unsupported algorithm"
+            }
+            Error::ContentTypeInvalid => "the Content-Type must be application/offset+octet-stream",
+            Error::LengthRequired => "this request must state its length",
+            Error::HeaderInvalid => "a protocol header is missing or malformed",
         })
     }
 }
 
 impl std::error::Error for Error {}
+
+/// tus's `460 Checksum Mismatch`, a status outside the IANA registry.
+fn checksum_mismatch_status() -> StatusCode {
+    StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+}
 
 /// Maps a storage failure to the client's answer; internals only go to the log.
 pub(crate) fn storage_error(error: StorageError) -> Error {

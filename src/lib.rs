@@ -200,7 +200,8 @@ pub use path::UploadPath;
 pub use signing::{Expiry, SignedMethod, SignedUrl, Signer, SigningKey, TypeRule, UrlOptions};
 pub use upload::{
     EnvelopeBody, RequestBody, ResponseBody, ResponseFuture, SignedUpload, SignedUploadLayer,
-    DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_RANGES, DEFAULT_MAX_SIZE,
+    UploadProtocol, UploadVia, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_RANGES,
+    DEFAULT_MAX_SIZE,
 };
 
 /// The README's examples compile.

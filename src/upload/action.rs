@@ -10,7 +10,7 @@ use crate::Error;
 use crate::TypeRule;
 
 /// What a request asks for, once its URL is verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
     /// `GET`/`HEAD`: the inner service serves the stored file.
     Download,
@@ -20,6 +20,8 @@ pub(crate) enum Action {
     Chunk(ChunkRange),
     /// `PUT` with `Content-Range: bytes */TOTAL` and no body.
     Status { total: Option<u64> },
+    /// A tus request.
+    Tus(super::tus::TusAction),
 }
 
 /// The signed method a request needs, or `405` for methods the layer does not serve.
@@ -114,7 +116,7 @@ pub(crate) fn checks(headers: &HeaderMap, types: Option<TypeRule>) -> Result<Che
 }
 
 /// The `Content-Length` header, if present; several or a malformed one is `400`.
-fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -73,7 +73,7 @@ where
 
 /// Answers an offset-0 chunk whose type is refused: a range conflict if byte 0
 /// is stored already (the chunk changed it), else the session is discarded.
-async fn refuse_type(config: &Config, session: &Session) -> Error {
+pub(crate) async fn refuse_type(config: &Config, session: &Session) -> Error {
     match config.storage.status(session).await {
         Ok(SessionStatus::InProgress { ranges, .. }) if ranges.prefix_end().is_some() => {
             Error::RangeConflict

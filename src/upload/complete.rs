@@ -29,7 +29,28 @@ pub(super) async fn settle(
     meta: &Meta,
     checks: &Checks,
 ) -> Result<Outcome, Error> {
-    let status = match status {
+    match settle_status(config, session, status, declared, checks).await? {
+        SessionStatus::InProgress { total, ranges, .. } => Ok(Outcome::Respond(envelope::upload(
+            meta,
+            progress,
+            session.path().as_str(),
+            total,
+            &ranges,
+        ))),
+        SessionStatus::Completed(completion) => completed(session, completion, meta),
+    }
+}
+
+/// Commits the session if its bytes all arrived (see [`settle`]); its status
+/// after that, whatever the wire protocol that answers it.
+pub(super) async fn settle_status(
+    config: &Config,
+    session: &Session,
+    status: SessionStatus,
+    declared: Option<u64>,
+    checks: &Checks,
+) -> Result<SessionStatus, Error> {
+    Ok(match status {
         SessionStatus::InProgress {
             total,
             ranges,
@@ -53,17 +74,7 @@ pub(super) async fn settle(
             }
         }
         other => other,
-    };
-    match status {
-        SessionStatus::InProgress { total, ranges, .. } => Ok(Outcome::Respond(envelope::upload(
-            meta,
-            progress,
-            session.path().as_str(),
-            total,
-            &ranges,
-        ))),
-        SessionStatus::Completed(completion) => completed(session, completion, meta),
-    }
+    })
 }
 
 /// Commits a session whose bytes all arrived (or the empty file a status query

@@ -6,12 +6,14 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::{RequestBody, ResponseBody};
 use super::record::completion_headers;
+use super::tus;
+use super::via::{UploadProtocol, UploadVia};
 use super::Outcome;
 use crate::envelope::{self, Meta};
 use crate::Error;
@@ -37,6 +39,8 @@ struct Pending {
     meta: Meta,
     /// Whether the request came with a body that may hold bytes.
     body: bool,
+    /// The wire protocol, which shapes the answer.
+    protocol: UploadProtocol,
 }
 
 /// Marks an answer given before the request body was read to its end as the
@@ -61,7 +65,7 @@ pin_project! {
         /// Waiting for storage to take the body.
         Storing { step: BoxFuture<Result<Outcome, Error>> },
         /// Waiting for the inner service's response to a committed upload or a download.
-        Inner { #[pin] future: F, headers: Option<(String, String)> },
+        Inner { #[pin] future: F, headers: Option<(String, String)>, extra: HeaderMap },
         /// Answering with an envelope of our own.
         Done { response: Option<Response<Bytes>> },
     }
@@ -87,6 +91,7 @@ where
             state: State::Inner {
                 future,
                 headers: None,
+                extra: HeaderMap::new(),
             },
             service: None,
             pending: None,
@@ -100,6 +105,7 @@ where
         parts: Parts,
         meta: Meta,
         body: bool,
+        protocol: UploadProtocol,
         service: S,
     ) -> Self {
         ResponseFuture {
@@ -107,7 +113,12 @@ where
                 step: Box::pin(step),
             },
             service: Some(service),
-            pending: Some(Pending { parts, meta, body }),
+            pending: Some(Pending {
+                parts,
+                meta,
+                body,
+                protocol,
+            }),
         }
     }
 }
@@ -138,6 +149,9 @@ where
                                 "upload refused"
                             );
                             let mut response = envelope::error(&pending.meta, error);
+                            if pending.protocol == UploadProtocol::Tus {
+                                tus::decorate_error(&mut response);
+                            }
                             if pending.body {
                                 close_if_unread(&mut response, pending.parts.version);
                             }
@@ -153,24 +167,48 @@ where
                                 response: Some(response),
                             });
                         }
-                        Ok(Outcome::Committed { file, etag }) => {
+                        Ok(Outcome::Committed {
+                            file,
+                            etag,
+                            headers: extra,
+                        }) => {
                             let mut parts = pending.parts;
                             let headers = Some((etag, file.url.clone()));
                             parts.extensions.insert(file);
+                            // Every completion reaches the inner service as a
+                            // `PUT` of the path; how it came is beside it.
+                            parts.extensions.insert(UploadVia {
+                                protocol: pending.protocol,
+                                method: parts.method.clone(),
+                            });
+                            parts.method = http::Method::PUT;
                             let request = Request::from_parts(parts, RequestBody::empty());
                             let mut service = this
                                 .service
                                 .take()
                                 .expect("a storing future holds the ready service");
                             let future = service.call(request);
-                            this.state.set(State::Inner { future, headers });
+                            this.state.set(State::Inner {
+                                future,
+                                headers,
+                                extra: *extra,
+                            });
                         }
                     }
                 }
-                StateProj::Inner { future, headers } => {
+                StateProj::Inner {
+                    future,
+                    headers,
+                    extra,
+                } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some((etag, url)) = headers.take() {
                         completion_headers(response.headers_mut(), &etag, &url);
+                    }
+                    for (name, value) in std::mem::take(extra) {
+                        if let Some(name) = name {
+                            response.headers_mut().insert(name, value);
+                        }
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }

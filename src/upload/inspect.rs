@@ -4,7 +4,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use sha2::Digest as _;
+
 use crate::headers::digest::{DigestSet, FileDigests, FileHasher, ReprDigest};
+use crate::headers::{ChecksumAlgorithm, UploadChecksum};
 use crate::{Error, TypeRule};
 
 /// How many first bytes the type is judged from while streaming; the commit
@@ -30,6 +33,42 @@ pub(crate) struct Inspect {
     hasher: Option<FileHasher>,
     /// Where the computed digests go, for the File object.
     digests: Option<Arc<Mutex<FileDigests>>>,
+    /// tus's `Upload-Checksum` of the request's bytes, and its hasher.
+    checksum: Option<(Vec<u8>, Checksum)>,
+}
+
+/// A hasher for one `Upload-Checksum` algorithm.
+#[derive(Debug)]
+enum Checksum {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Checksum {
+    fn new(algorithm: ChecksumAlgorithm) -> Self {
+        match algorithm {
+            ChecksumAlgorithm::Sha1 => Checksum::Sha1(sha1::Sha1::new()),
+            ChecksumAlgorithm::Sha256 => Checksum::Sha256(sha2::Sha256::new()),
+            ChecksumAlgorithm::Sha512 => Checksum::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Checksum::Sha1(hasher) => hasher.update(bytes),
+            Checksum::Sha256(hasher) => hasher.update(bytes),
+            Checksum::Sha512(hasher) => hasher.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Checksum::Sha1(hasher) => hasher.finalize().to_vec(),
+            Checksum::Sha256(hasher) => hasher.finalize().to_vec(),
+            Checksum::Sha512(hasher) => hasher.finalize().to_vec(),
+        }
+    }
 }
 
 impl Inspect {
@@ -51,18 +90,28 @@ impl Inspect {
             expected,
             hasher: (!set.is_empty()).then(|| FileHasher::new(set)),
             digests: compute.map(|(_, out)| out),
+            checksum: None,
         }
+    }
+
+    /// Also checks the bytes against tus's `Upload-Checksum`.
+    pub(crate) fn checksum(mut self, checksum: Option<UploadChecksum>) -> Self {
+        self.checksum = checksum.map(|sent| (sent.digest, Checksum::new(sent.algorithm)));
+        self
     }
 
     /// Whether anything is checked; an empty `Inspect` costs nothing.
     pub(crate) fn is_empty(&self) -> bool {
-        self.sniff.is_none() && self.hasher.is_none()
+        self.sniff.is_none() && self.hasher.is_none() && self.checksum.is_none()
     }
 
     /// The next bytes of the request.
     pub(crate) fn data(&mut self, bytes: &[u8]) -> Result<(), Error> {
         if let Some(hasher) = &mut self.hasher {
             hasher.update(bytes);
+        }
+        if let Some((_, checksum)) = &mut self.checksum {
+            checksum.update(bytes);
         }
         if self.sniff.is_some() {
             let take = (SNIFF_LEN - self.head.len()).min(bytes.len());
@@ -77,6 +126,11 @@ impl Inspect {
     /// The request's body ended: the last checks.
     pub(crate) fn end(&mut self) -> Result<(), Error> {
         self.judge()?;
+        if let Some((sent, checksum)) = self.checksum.take() {
+            if checksum.finish() != sent {
+                return Err(Error::ChecksumMismatch);
+            }
+        }
         let Some(hasher) = self.hasher.take() else {
             return Ok(());
         };

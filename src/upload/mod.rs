@@ -16,11 +16,14 @@ mod drain;
 mod future;
 mod inspect;
 mod layer;
+mod pieces;
 mod record;
 mod service;
 mod simple;
 mod status;
 mod stream;
+mod tus;
+mod via;
 
 use bytes::Bytes;
 use http::Response;
@@ -34,6 +37,7 @@ pub use layer::{
     DEFAULT_MAX_SIZE,
 };
 pub use service::SignedUpload;
+pub use via::{UploadProtocol, UploadVia};
 
 /// How an upload step ended.
 #[derive(Debug)]
@@ -41,5 +45,10 @@ pub(crate) enum Outcome {
     /// Answer the client with this envelope.
     Respond(Response<Bytes>),
     /// This request committed the file: the inner service gets it.
-    Committed { file: UploadedFile, etag: String },
+    Committed {
+        file: UploadedFile,
+        etag: String,
+        /// Headers the protocol adds to the inner service's answer.
+        headers: Box<http::HeaderMap>,
+    },
 }

@@ -46,21 +46,27 @@ pub(super) fn completed(
     completion: Completion,
     meta: &Meta,
 ) -> Result<Outcome, Error> {
-    let file: UploadedFile = serde_json::from_slice(&completion.record).map_err(|error| {
-        tracing::error!(session = session.id(), %error, "completion record unreadable");
-        Error::StorageError
-    })?;
+    let file = file_of(session, &completion)?;
     if completion.fresh {
         tracing::info!(session = session.id(), path = %session.path(), size = file.filesize, file = %file.id, "upload committed");
         return Ok(Outcome::Committed {
             file,
             etag: completion.etag,
+            headers: Box::default(),
         });
     }
     tracing::debug!(session = session.id(), "completion replayed");
     let mut response = envelope::file(meta, StatusCode::OK, &file);
     completion_headers(response.headers_mut(), &completion.etag, &file.url);
     Ok(Outcome::Respond(response))
+}
+
+/// The File object a completion record holds.
+pub(super) fn file_of(session: &Session, completion: &Completion) -> Result<UploadedFile, Error> {
+    serde_json::from_slice(&completion.record).map_err(|error| {
+        tracing::error!(session = session.id(), %error, "completion record unreadable");
+        Error::StorageError
+    })
 }
 
 /// The record builder handed to storage: the File object, as JSON. It judges

@@ -10,15 +10,17 @@ use http_body::Body;
 use tower_service::Service;
 use tracing::Instrument as _;
 
-use super::action::{checks, classify, signed_method, Action, Checks};
+use super::action::{checks, classify, declared_length, signed_method, Action, Checks};
 use super::body::{RequestBody, ResponseBody};
 use super::drain::{self, Drained};
 use super::future::{close_if_unread, ResponseFuture};
 use super::layer::Config;
 use super::record::session_id;
-use super::{chunk, simple, status};
+use super::via::UploadProtocol;
+use super::{chunk, simple, status, tus};
 use crate::envelope::{self, Meta, RequestId};
 use crate::file::public_url;
+use crate::signing::SignedMethod;
 use crate::storage::Session;
 use crate::Error;
 
@@ -100,6 +102,9 @@ where
                     ..meta
                 };
                 let mut response = envelope::error(&meta, error);
+                if tus::is_tus(request.method(), request.headers()) {
+                    tus::decorate_error(&mut response);
+                }
                 if !request.body().is_end_stream() {
                     close_if_unread(&mut response, request.version());
                     if drain::wanted(request.version(), request.headers()) {
@@ -113,6 +118,8 @@ where
                 checks,
                 session,
                 link,
+                location,
+                max_size,
             }) => {
                 let meta = Meta {
                     link: Some(link),
@@ -139,7 +146,14 @@ where
                         let path = session.path().clone();
                         let step = simple::simple(Arc::clone(&config), path, body, max, checks)
                             .instrument(span);
-                        ResponseFuture::store(step, parts, meta, has_body, ready)
+                        ResponseFuture::store(
+                            step,
+                            parts,
+                            meta,
+                            has_body,
+                            UploadProtocol::Simple,
+                            ready,
+                        )
                     }
                     Action::Chunk(range) => {
                         let body = Drained::new(body, drains);
@@ -152,7 +166,36 @@ where
                             checks,
                         )
                         .instrument(span);
-                        ResponseFuture::store(step, parts, meta, has_body, ready)
+                        ResponseFuture::store(
+                            step,
+                            parts,
+                            meta,
+                            has_body,
+                            UploadProtocol::Chunks,
+                            ready,
+                        )
+                    }
+                    Action::Tus(action) => {
+                        // The method it stands for (`X-HTTP-Method-Override`).
+                        parts.method = action.method();
+                        let body = Drained::new(body, drains);
+                        let request = tus::TusRequest {
+                            config: Arc::clone(&config),
+                            session,
+                            meta: meta.clone(),
+                            checks,
+                            location,
+                            max_size,
+                        };
+                        let step = tus::run(action, request, body).instrument(span);
+                        ResponseFuture::store(
+                            step,
+                            parts,
+                            meta,
+                            has_body,
+                            UploadProtocol::Tus,
+                            ready,
+                        )
                     }
                     Action::Status { total } => {
                         let body = Drained::new(body, drains);
@@ -165,7 +208,14 @@ where
                             checks,
                         )
                         .instrument(span);
-                        ResponseFuture::store(step, parts, meta, has_body, ready)
+                        ResponseFuture::store(
+                            step,
+                            parts,
+                            meta,
+                            has_body,
+                            UploadProtocol::Chunks,
+                            ready,
+                        )
                     }
                 }
             }
@@ -179,12 +229,20 @@ struct Plan {
     checks: Checks,
     session: Session,
     link: String,
+    location: String,
+    max_size: u64,
 }
 
 /// Verifies and classifies a request, without touching its body. On refusal,
 /// returns the error and, if the path was valid, the file's public URL.
 fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, Option<String>)> {
-    let wanted = signed_method(request.method()).map_err(|error| (error, None))?;
+    let is_tus = tus::is_tus(request.method(), request.headers());
+    // Every tus request works on the upload: it needs a `put` signature.
+    let wanted = if is_tus {
+        SignedMethod::Put
+    } else {
+        signed_method(request.method()).map_err(|error| (error, None))?
+    };
     let verified = config
         .verifier
         .verify(
@@ -201,23 +259,40 @@ fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, 
         .policy
         .max_size
         .map_or(config.max_size, |signed| signed.min(config.max_size));
-    let action = classify(
-        request.method(),
-        request.headers(),
-        request.body().size_hint().exact(),
-        max_size,
-    )
-    .map_err(refuse)?;
+    let body_len = request.body().size_hint().exact();
+    let action = if is_tus {
+        let declared = declared_length(request.headers()).map_err(refuse)?;
+        let has_body = !request.body().is_end_stream();
+        Action::Tus(
+            tus::classify(
+                request.method(),
+                request.headers(),
+                declared.or(body_len),
+                has_body,
+                max_size,
+            )
+            .map_err(refuse)?,
+        )
+    } else {
+        classify(request.method(), request.headers(), body_len, max_size).map_err(refuse)?
+    };
     let checks = match action {
         Action::Download => Checks::default(),
         _ => checks(request.headers(), verified.policy.types).map_err(refuse)?,
     };
     let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expiry);
     let session = Session::new(session_id(verified.signed), verified.path, expires);
+    // The upload URL of tus's `Location`: the signed URL itself, absolute.
+    let location = match request.uri().query() {
+        Some(query) => format!("{}{}?{query}", config.public_base, request.uri().path()),
+        None => format!("{}{}", config.public_base, request.uri().path()),
+    };
     Ok(Plan {
         action,
         checks,
         session,
         link,
+        location,
+        max_size,
     })
 }

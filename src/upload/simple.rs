@@ -68,5 +68,6 @@ where
     Ok(Outcome::Committed {
         file,
         etag: meta.etag,
+        headers: Box::default(),
     })
 }
