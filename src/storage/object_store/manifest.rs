@@ -53,12 +53,13 @@ impl Manifest {
 }
 
 impl ObjectStoreStorage {
-    /// The session's completion record, or its manifest (if any).
+    /// The session's completion record (once its file is in place), or its
+    /// manifest (if any).
     pub(super) async fn load(
         &self,
         dir: &SessionDir,
     ) -> Result<Result<StoredRecord, Option<(Manifest, UpdateVersion)>>, StorageError> {
-        if let Some(record) = self.read_record(dir).await? {
+        if let Some(record) = self.published_record(dir).await? {
             return Ok(Ok(record));
         }
         Ok(Err(self.get_json(&dir.manifest()).await?))
