@@ -310,7 +310,7 @@ impl ObjectStoreStorage {
                 .digests
                 .with_repr_digest(manifest.repr_digest.as_ref()),
         );
-        let received = stage(
+        let received = match stage(
             self.store.as_ref(),
             &target,
             bytes,
@@ -319,7 +319,11 @@ impl ObjectStoreStorage {
             Some(&mut hasher),
             tagged(&etag),
         )
-        .await?;
+        .await
+        {
+            Ok(received) => received,
+            Err(error) => return Err(self.merged_meanwhile(dir, &manifest.chunks, error).await),
+        };
         let info = CommitInfo {
             size: total,
             head: received.head.clone(),

@@ -18,6 +18,7 @@
 
 mod chunk;
 mod claim;
+mod coalesce;
 mod complete;
 mod error;
 mod file;
@@ -77,14 +78,15 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// ```text
 /// {prefix}/nested/folders/image.png                        committed files
 /// {prefix}/.uploads/{session}/manifest                     expiry, total, Repr-Digest, recorded chunks (JSON)
-/// {prefix}/.uploads/{session}/chunks/{first}-{last}-{tag}  one object per chunk
+/// {prefix}/.uploads/{session}/chunks/{first}-{last}-{tag}  one object per recorded piece
 /// {prefix}/.uploads/{session}/claim                        who is committing it, renewals (JSON)
 /// {prefix}/.uploads/{session}/record                       the completion record, published or not (JSON)
 /// ```
 ///
-/// `{first}` and `{last}` are the chunk's inclusive byte offsets, 20 decimal
-/// digits each, and `{tag}` is random, so that a retried chunk never overwrites
-/// the object of another request.
+/// `{first}` and `{last}` are the piece's inclusive byte offsets, 20 decimal
+/// digits each, and `{tag}` is random, so that a retried chunk (or a merge)
+/// never overwrites the object of another request. A piece is a chunk, or a
+/// run of small chunks merged into one object.
 ///
 /// # Guarantees
 ///
@@ -102,6 +104,19 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///   [`StorageError::RangeConflict`]). A writer that loses the update checks the
 ///   chunks recorded meanwhile and tries again; of racing chunks, at least one
 ///   is recorded, and a recorded range always holds its own bytes.
+/// - **A session's bookkeeping is bounded.** Once the manifest records more
+///   pieces than the session's `max_ranges` plus 32, the request that
+///   recorded the last one merges runs of adjacent pieces of at most 1 MiB
+///   into one object each, reading and writing at most 4 MiB in all: the
+///   merged object is written first, the manifest swaps the pieces for it
+///   with a conditional update (only if every piece is still recorded), and
+///   the old objects are deleted only after that update succeeded. So what
+///   a manifest holds grows with the session's ranges and with its size in
+///   MiB, never with the number of chunks sent: tiny chunks keep it within
+///   `max_ranges` + 33 pieces (plus one per chunk recorded concurrently). A
+///   chunk or commit
+///   whose read of a piece fails because a merge just replaced it compares
+///   again or answers `503`, and a retry reads the merged piece.
 /// - **Completion happens once across instances.** The call that commits first
 ///   creates the `claim` object with [`PutMode::Create`]; the others wait (at
 ///   most two completion leases) for its completion record, then answer from
@@ -164,9 +179,8 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// instance are aborted at once.
 ///
 /// Each chunk costs a handful of requests (record and manifest reads, the put,
-/// a conditional update of the manifest, which lists every recorded chunk), so
-/// prefer chunks of megabytes: a session of many thousand chunks rewrites a
-/// manifest of many thousand entries per chunk.
+/// a conditional update of the manifest), and every few dozen chunks one of
+/// them also merges small pieces, so prefer chunks of megabytes.
 ///
 /// # Example
 ///
