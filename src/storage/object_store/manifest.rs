@@ -167,7 +167,7 @@ impl ObjectStoreStorage {
             {
                 Ok(_) => {
                     let state = updated.state();
-                    if over_bound(updated.chunks.len(), options.max_ranges) && !state.is_complete()
+                    if over_bound(updated.chunks.len(), state.ranges.len()) && !state.is_complete()
                     {
                         self.coalesce(dir, &updated).await;
                     }

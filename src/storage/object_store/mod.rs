@@ -105,7 +105,7 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///   chunks recorded meanwhile and tries again; of racing chunks, at least one
 ///   is recorded, and a recorded range always holds its own bytes.
 /// - **A session's bookkeeping is bounded.** Once the manifest records more
-///   pieces than the session's `max_ranges` plus 32, the request that
+///   pieces than the session holds distinct ranges plus 32, the request that
 ///   recorded the last one merges runs of adjacent pieces of at most 1 MiB
 ///   into one object each, reading and writing at most 4 MiB in all: the
 ///   merged object is written first, the manifest swaps the pieces for it
@@ -113,7 +113,8 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///   the old objects are deleted only after that update succeeded. So what
 ///   a manifest holds grows with the session's ranges and with its size in
 ///   MiB, never with the number of chunks sent: tiny chunks keep it within
-///   `max_ranges` + 33 pieces (plus one per chunk recorded concurrently). A
+///   its distinct ranges + 33 pieces (plus one per chunk recorded
+///   concurrently). A
 ///   chunk or commit
 ///   whose read of a piece fails because a merge just replaced it compares
 ///   again or answers `503`, and a retry reads the merged piece.
