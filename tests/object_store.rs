@@ -405,6 +405,36 @@ async fn two_instances_alternate_chunks_with_one_201() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_byte_chunks_keep_the_session_small() {
+    let Some((port, bucket)) = bucket("tiny") else {
+        return;
+    };
+    let instances = [
+        Instance::start(port, &bucket).await,
+        Instance::start(port, &bucket).await,
+    ];
+    let data = bytes(300, 9);
+    let upload = session(&instances[0], "tiny/bytes.bin");
+    let store = s3(port, &bucket);
+    let hidden = format!("{PREFIX}/.uploads");
+    let mut most = 0;
+    for at in 0..data.len() {
+        let answer = send_chunk(&instances[at % 2].url(&upload), &data, at, at).await;
+        let expected = if at + 1 == data.len() { 201 } else { 202 };
+        assert_eq!(answer.status.as_u16(), expected, "byte {at}");
+        if at % 10 == 9 && at + 1 < data.len() {
+            // The manifest and the chunk objects: pieces are merged as the
+            // session grows, and the merged ones deleted.
+            most = most.max(keys(store.as_ref(), &hidden).await.len());
+        }
+    }
+    // One range: at most 33 pieces, plus the manifest.
+    assert!(most <= 34, "{most} session objects");
+    assert_eq!(instances[0].calls() + instances[1].calls(), 1);
+    assert_eq!(stored(&instances[0].storage, "tiny/bytes.bin").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_last_chunks_complete_once() {
     let Some((port, bucket)) = bucket("race") else {
         return;

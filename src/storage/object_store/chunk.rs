@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::complete::completed;
 use super::error::{content_mismatch, other, BackendError};
-use super::manifest::Recorded;
+use super::manifest::{Manifest, Recorded};
 use super::multipart::stage;
 use super::pieces::{compare, plan, read_pieces, Comparison};
 use super::{random_tag, ObjectStoreStorage, SessionDir};
@@ -54,7 +54,7 @@ impl ObjectStoreStorage {
                 Ok(Comparison::Same) => self.status(&session).await,
                 Ok(Comparison::Differ) => Err(StorageError::RangeConflict),
                 Ok(Comparison::Shorter | Comparison::Longer) => Err(content_mismatch()),
-                Err(error) => self.completed_meanwhile(&dir, error).await,
+                Err(error) => self.resend_failed(&dir, &known, error).await,
             };
         }
         if manifest.is_none() {
@@ -89,6 +89,25 @@ impl ObjectStoreStorage {
                 self.completed_meanwhile(&dir, error).await
             }
             other => other,
+        }
+    }
+
+    /// A resent chunk failed: a failure of its body stands; one reading stored
+    /// pieces is answered from the completion if the session completed
+    /// meanwhile, or is `503` if a merge replaced the pieces it read (a retry
+    /// compares against the merged piece).
+    async fn resend_failed(
+        &self,
+        dir: &SessionDir,
+        known: &Manifest,
+        error: StorageError,
+    ) -> Result<SessionStatus, StorageError> {
+        if matches!(error, StorageError::Body(_)) {
+            return Err(error);
+        }
+        match self.load(dir).await {
+            Ok(Ok(record)) => completed(record, false),
+            _ => Err(self.merged_meanwhile(dir, &known.chunks, error).await),
         }
     }
 

@@ -72,7 +72,7 @@ impl ObjectStoreStorage {
             _ => FileMeta {
                 size,
                 etag,
-                modified: SystemTime::now(),
+                modified: self.clock.now(),
             },
         };
         Ok((meta, head))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ::object_store::{PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
+use super::coalesce::over_bound;
 use super::complete::{completed, StoredRecord};
 use super::error::{store_error, unavailable, BackendError};
 use super::pieces::{compare, read_pieces, Comparison};
@@ -38,7 +39,9 @@ pub(super) struct Manifest {
     pub(super) total: Option<u64>,
     /// The first `Repr-Digest` a recorded chunk announced.
     pub(super) repr_digest: Option<ReprDigest>,
-    /// The recorded chunks, in the order they were recorded.
+    /// The recorded pieces: chunks in the order they were recorded, and
+    /// pieces merged from runs of small ones (`coalesce.rs`), so at most a
+    /// few dozen beyond the session's ranges are small.
     pub(super) chunks: Vec<Recorded>,
     /// Whether a creation opened the session.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -61,12 +64,13 @@ impl Manifest {
 }
 
 impl ObjectStoreStorage {
-    /// The session's completion record, or its manifest (if any).
+    /// The session's completion record (once its file is in place), or its
+    /// manifest (if any).
     pub(super) async fn load(
         &self,
         dir: &SessionDir,
     ) -> Result<Result<StoredRecord, Option<(Manifest, UpdateVersion)>>, StorageError> {
-        if let Some(record) = self.read_record(dir).await? {
+        if let Some(record) = self.published_record(dir).await? {
             return Ok(Ok(record));
         }
         Ok(Err(self.get_json(&dir.manifest()).await?))
@@ -111,7 +115,7 @@ impl ObjectStoreStorage {
         options: &ChunkOptions,
     ) -> Result<SessionStatus, StorageError> {
         let mut compared: Vec<Recorded> = Vec::new();
-        for round in 0..CAS_ATTEMPTS {
+        'rounds: for round in 0..CAS_ATTEMPTS {
             let (manifest, version) = match self.load(dir).await? {
                 Ok(record) => return completed(record, false),
                 Err(Some(found)) => found,
@@ -139,8 +143,16 @@ impl ObjectStoreStorage {
                         to - recorded.first + 1,
                     )],
                 );
-                if compare(mine, theirs).await? != Comparison::Same {
-                    return Err(StorageError::RangeConflict);
+                match compare(mine, theirs).await {
+                    Ok(Comparison::Same) => {}
+                    Ok(_) => return Err(StorageError::RangeConflict),
+                    // A merge may have removed the piece after this manifest
+                    // was read: compare again against the manifest that
+                    // replaced it.
+                    Err(error) => match self.get_json::<Manifest>(&dir.manifest()).await? {
+                        Some((_, now)) if now != version => continue 'rounds,
+                        _ => return Err(error),
+                    },
                 }
                 compared.push(recorded.clone());
             }
@@ -161,7 +173,14 @@ impl ObjectStoreStorage {
                 )
                 .await
             {
-                Ok(_) => return Ok(SessionStatus::in_progress(updated.state())),
+                Ok(_) => {
+                    let state = updated.state();
+                    if over_bound(updated.chunks.len(), state.ranges.len()) && !state.is_complete()
+                    {
+                        self.coalesce(dir, &updated).await;
+                    }
+                    return Ok(SessionStatus::in_progress(state));
+                }
                 Err(::object_store::Error::Precondition { .. }) => pause(round.min(2)).await,
                 Err(error) => return Err(store_error(error)),
             }

@@ -18,6 +18,7 @@
 
 mod chunk;
 mod claim;
+mod coalesce;
 mod complete;
 mod error;
 mod file;
@@ -47,7 +48,7 @@ use super::{
     SessionStatus, Storage, StorageError, RESERVED_FOLDER,
 };
 use crate::random::random_hex;
-use crate::UploadPath;
+use crate::{Clock, SystemClock, UploadPath};
 
 /// The hidden folder under the prefix that holds the sessions.
 const HIDDEN: &str = RESERVED_FOLDER;
@@ -78,14 +79,15 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// ```text
 /// {prefix}/nested/folders/image.png                        committed files
 /// {prefix}/.uploads/{session}/manifest                     expiry, total, Repr-Digest, recorded chunks (JSON)
-/// {prefix}/.uploads/{session}/chunks/{first}-{last}-{tag}  one object per chunk
-/// {prefix}/.uploads/{session}/claim                        who is committing it (JSON)
-/// {prefix}/.uploads/{session}/record                       the completion record (JSON)
+/// {prefix}/.uploads/{session}/chunks/{first}-{last}-{tag}  one object per recorded piece
+/// {prefix}/.uploads/{session}/claim                        who is committing it, renewals (JSON)
+/// {prefix}/.uploads/{session}/record                       the completion record, published or not (JSON)
 /// ```
 ///
-/// `{first}` and `{last}` are the chunk's inclusive byte offsets, 20 decimal
-/// digits each, and `{tag}` is random, so that a retried chunk never overwrites
-/// the object of another request.
+/// `{first}` and `{last}` are the piece's inclusive byte offsets, 20 decimal
+/// digits each, and `{tag}` is random, so that a retried chunk (or a merge)
+/// never overwrites the object of another request. A piece is a chunk, or a
+/// run of small chunks merged into one object.
 ///
 /// # Guarantees
 ///
@@ -103,19 +105,53 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 ///   [`StorageError::RangeConflict`]). A writer that loses the update checks the
 ///   chunks recorded meanwhile and tries again; of racing chunks, at least one
 ///   is recorded, and a recorded range always holds its own bytes.
+/// - **A session's bookkeeping is bounded.** Once the manifest records more
+///   pieces than the session holds distinct ranges plus 32, the request that
+///   recorded the last one merges runs of adjacent pieces of at most 1 MiB
+///   into one object each, reading and writing at most 4 MiB in all: the
+///   merged object is written first, the manifest swaps the pieces for it
+///   with a conditional update (only if every piece is still recorded), and
+///   the old objects are deleted only after that update succeeded. So what
+///   a manifest holds grows with the session's ranges and with its size in
+///   MiB, never with the number of chunks sent: tiny chunks keep it within
+///   its distinct ranges + 33 pieces (plus one per chunk recorded
+///   concurrently). A
+///   chunk or commit
+///   whose read of a piece fails because a merge just replaced it compares
+///   again or answers `503`, and a retry reads the merged piece.
 /// - **Completion happens once across instances.** The call that commits first
 ///   creates the `claim` object with [`PutMode::Create`]; the others wait (at
-///   most the completion lease) for its completion record, then answer from it.
-///   The claimant streams the recorded chunks in order, each byte once, into a
-///   multipart upload of the final key, computing the head and digests on the
-///   way; asks the layer for the record (a refusal aborts the upload and discards
-///   the session); renews its claim with a conditional update; completes the
-///   upload; writes the record with [`PutMode::Create`]; and deletes the chunk
-///   objects. A claim that is not renewed within the lease (its instance died)
-///   is taken over with a conditional update, so one instance holds it at a time.
-/// - **The final object appears atomically**: a multipart upload is invisible
-///   until it completes, and a failed commit aborts it; the session stays
-///   complete, and the next chunk or status query commits it again.
+///   most two completion leases) for its completion record, then answer from
+///   it. The claimant streams the recorded chunks in order, each byte once,
+///   into an upload of the final key, computing the head and digests on the
+///   way, and asks the layer for the record (a refusal aborts the upload and
+///   discards the session). Then comes the commit point: it creates the
+///   `record` with [`PutMode::Create`], naming the upload's entity tag; only
+///   then does it complete the upload, mark the record published, and delete
+///   the chunk objects. A claimant that stalled past the lease while another
+///   took the claim over and committed loses the commit point: its upload is
+///   aborted, never completed, and it answers from the record that stands. So
+///   one record is ever written, and the final object it names is the only one
+///   a commit makes appear.
+/// - **A claim is judged without comparing clocks.** Its holder renews it
+///   every third of the lease, and each renewal changes it. Another instance
+///   takes it over (with a conditional update, so one instance holds it at a
+///   time) only once it has seen it unchanged for a whole lease, timed on its
+///   own monotonic clock, or at once if its holder released it (its commit
+///   failed). Instances whose wall clocks differ by any amount neither take
+///   over a live claim nor wait on a dead one for longer than a lease.
+/// - **A record is answered only once its file is in place.** A record still
+///   marked unpublished (its writer may have died between the commit point
+///   and completing the upload) is waited for under the claim rules above;
+///   the call that takes the claim over writes the final object again from
+///   the recorded chunks, with the same bytes and the record's entity tag, so
+///   it agrees with the record however often it is written. It leaves alone a
+///   file that the store dates after the record (a later upload to the same
+///   path). What no conditional request can close: a claimant that stalls
+///   after its commit point and completes its upload later still writes the
+///   record's file, and would replace a file uploaded to the same path in
+///   between; a file written in the same second as the record (S3 dates
+///   objects to the second) may be replaced by the republished one.
 /// - **Entity tags** are chosen by the backend and kept in the object's user
 ///   metadata (`upload-etag`), so the tag given at completion is known before
 ///   the file appears and is the one [`Storage::head`] reports; a file written by
@@ -135,7 +171,9 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// `object_store`'s `InMemory` do; on S3 this is `object_store`'s default.
 ///
 /// [`Storage::purge_expired`] removes the objects of sessions whose URL expired
-/// more than the grace period ago, complete or not. `object_store` cannot list a
+/// more than the grace period ago, complete or not, except a session whose
+/// claim the store dates within a lease of the `now` it is given (a commit
+/// still running); that one check compares the store's clock with the caller's. `object_store` cannot list a
 /// bucket's unfinished multipart uploads, so the ones left by an instance that
 /// died mid-upload are not aborted here: give the bucket a lifecycle rule that
 /// aborts incomplete multipart uploads after a day (S3's
@@ -143,9 +181,8 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// instance are aborted at once.
 ///
 /// Each chunk costs a handful of requests (record and manifest reads, the put,
-/// a conditional update of the manifest, which lists every recorded chunk), so
-/// prefer chunks of megabytes: a session of many thousand chunks rewrites a
-/// manifest of many thousand entries per chunk.
+/// a conditional update of the manifest), and every few dozen chunks one of
+/// them also merges small pieces, so prefer chunks of megabytes.
 ///
 /// # Example
 ///
@@ -183,6 +220,7 @@ pub struct ObjectStoreStorage {
     grace: Duration,
     part_size: usize,
     lease: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl ObjectStoreStorage {
@@ -198,6 +236,7 @@ impl ObjectStoreStorage {
             grace: Duration::from_secs(3600),
             part_size: DEFAULT_PART_SIZE,
             lease: DEFAULT_LEASE,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -217,13 +256,22 @@ impl ObjectStoreStorage {
     }
 
     /// How long a committing instance's claim on a session holds without being
-    /// renewed (it renews it every third of the lease while it streams). Another
-    /// instance takes over a claim older than this, and waits at most this long
-    /// for a commit in progress before answering `503`. Keep it well above a
-    /// request's round trip to the store; instances' clocks must agree within a
-    /// fraction of it.
+    /// renewed (it renews it every third of the lease while it commits).
+    /// Another instance takes over a claim that it has seen unchanged for a
+    /// whole lease, timed on its own monotonic clock, so the instances' wall
+    /// clocks need not agree; it waits at most two leases for a commit in
+    /// progress before answering `503`. Keep it well above a request's round
+    /// trip to the store. At least one second.
     pub fn completion_lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The wall clock this instance stamps its claims with (for people reading
+    /// the bucket) and dates a file with when the store cannot say. No decision
+    /// compares it with another instance's clock. [`SystemClock`] by default.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -362,6 +410,6 @@ impl Storage for ObjectStoreStorage {
 
     fn purge_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<PurgeReport, StorageError>> {
         let cutoff = unix_millis(now.checked_sub(self.grace).unwrap_or(UNIX_EPOCH));
-        Box::pin(self.purge_before(cutoff))
+        Box::pin(self.purge_before(cutoff, unix_millis(now)))
     }
 }

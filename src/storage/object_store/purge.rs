@@ -51,8 +51,13 @@ impl ObjectStoreStorage {
     }
 
     /// Removes the sessions (and completion records) that expired before
-    /// `cutoff`, unix milliseconds, except those being committed.
-    pub(super) async fn purge_before(&self, cutoff: u64) -> Result<PurgeReport, StorageError> {
+    /// `cutoff`, unix milliseconds, except those being committed (a claim the
+    /// store saw renewed within a lease of `now`).
+    pub(super) async fn purge_before(
+        &self,
+        cutoff: u64,
+        now: u64,
+    ) -> Result<PurgeReport, StorageError> {
         let hidden = self.hidden();
         let objects = self.list_all(&hidden).await?;
         let mut report = PurgeReport::default();
@@ -74,9 +79,13 @@ impl ObjectStoreStorage {
                 continue;
             }
             if record.is_none() {
-                if let Some((claim, _)) = self.get_json::<ClaimBody>(&dir.claim()).await? {
-                    let age = unix_millis(SystemTime::now()).saturating_sub(claim.at);
-                    if age <= self.lease.as_millis() as u64 {
+                if let Some((claim, meta)) = self.get_json_meta::<ClaimBody>(&dir.claim()).await? {
+                    // The store's own time of the claim's last renewal, not
+                    // the time its holder wrote in it.
+                    let renewed = unix_millis(SystemTime::from(meta.last_modified));
+                    if !claim.released
+                        && now.saturating_sub(renewed) <= self.lease.as_millis() as u64
+                    {
                         // A commit is running; the next cleanup removes it.
                         continue;
                     }
@@ -123,13 +132,13 @@ mod tests {
             )
             .await
             .expect("chunk");
-        plant_claim(&store, &storage, &session, unix_millis(SystemTime::now())).await;
+        plant_claim(&store, &storage, &session, 0, false).await;
         let report = storage
             .purge_expired(SystemTime::now())
             .await
             .expect("purge");
         assert_eq!(report.sessions, 0);
-        plant_claim(&store, &storage, &session, 0).await;
+        plant_claim(&store, &storage, &session, 1, true).await;
         let report = storage
             .purge_expired(SystemTime::now())
             .await

@@ -57,16 +57,28 @@ impl ObjectStoreStorage {
         &self,
         location: &Path,
     ) -> Result<Option<(T, UpdateVersion)>, StorageError> {
+        Ok(self
+            .get_json_meta(location)
+            .await?
+            .map(|(value, meta)| (value, version_of_meta(&meta))))
+    }
+
+    /// A JSON object with its metadata: its version and the store's own
+    /// modification time.
+    pub(super) async fn get_json_meta<T: for<'de> Deserialize<'de>>(
+        &self,
+        location: &Path,
+    ) -> Result<Option<(T, ObjectMeta)>, StorageError> {
         let result = match self.store.get_opts(location, GetOptions::default()).await {
             Ok(result) => result,
             Err(::object_store::Error::NotFound { .. }) => return Ok(None),
             Err(error) => return Err(store_error(error)),
         };
-        let version = version_of_meta(&result.meta);
+        let meta = result.meta.clone();
         let bytes = result.bytes().await.map_err(store_error)?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|_| other(BackendError::Corrupt("a session object is not valid JSON")))?;
-        Ok(Some((value, version)))
+        Ok(Some((value, meta)))
     }
 
     pub(super) async fn delete_quietly(&self, locations: Vec<Path>) {

@@ -3,13 +3,19 @@
 //! helpers the tests of each part share.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ::object_store::memory::InMemory;
 use ::object_store::path::Path;
-use ::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use ::object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use futures_util::stream::BoxStream;
 use futures_util::TryStreamExt;
+use tokio::sync::watch;
 
 use super::claim::ClaimBody;
 use super::store::{put_options, to_json, version_of};
@@ -35,21 +41,169 @@ pub(super) async fn keys(store: &InMemory, under: &str) -> Vec<String> {
     keys
 }
 
+/// Writes a claim as another instance would, renewed `renewals` times.
 pub(super) async fn plant_claim(
     store: &InMemory,
     storage: &ObjectStoreStorage,
     session: &Session,
-    at: u64,
+    renewals: u64,
+    released: bool,
 ) {
     let dir = storage.session_dir(session).expect("dir");
     let claim = ClaimBody {
         owner: "someone else".into(),
-        at,
+        renewals,
+        released,
+        at: 0,
     };
     store
         .put(&dir.claim(), to_json(&claim))
         .await
         .expect("claim");
+}
+
+/// What a [`Stalling`] store does with a request, by kind (`"get"`, `"put"`,
+/// `"copy"`) and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cue {
+    Pass,
+    /// Stop the whole instance here, as a long pause or a lost network
+    /// would: this request and every later one wait until thawed. Once.
+    Freeze,
+    /// This request takes that long.
+    Delay(Duration),
+}
+
+type Cues = Box<dyn Fn(&str, &Path) -> Cue + Send + Sync>;
+
+/// One instance's view of a shared store, stalling on cue.
+pub(super) struct Stalling {
+    inner: Arc<dyn ObjectStore>,
+    cues: Cues,
+    fired: AtomicBool,
+    frozen: watch::Sender<bool>,
+}
+
+impl Stalling {
+    pub(super) fn new(
+        inner: Arc<dyn ObjectStore>,
+        cues: impl Fn(&str, &Path) -> Cue + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Stalling {
+            inner,
+            cues: Box::new(cues),
+            fired: AtomicBool::new(false),
+            frozen: watch::Sender::new(false),
+        })
+    }
+
+    /// Returns once the instance froze.
+    pub(super) async fn frozen(&self) {
+        let mut frozen = self.frozen.subscribe();
+        let _ = frozen.wait_for(|frozen| *frozen).await;
+    }
+
+    pub(super) fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+
+    async fn gate(&self, kind: &str, location: &Path) {
+        match (self.cues)(kind, location) {
+            Cue::Freeze if !self.fired.swap(true, Ordering::SeqCst) => {
+                self.frozen.send_replace(true);
+            }
+            Cue::Delay(pause) => tokio::time::sleep(pause).await,
+            _ => {}
+        }
+        let mut frozen = self.frozen.subscribe();
+        let _ = frozen.wait_for(|frozen| !*frozen).await;
+    }
+}
+
+impl fmt::Debug for Stalling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stalling").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Stalling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Stalling({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Stalling {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        options: PutOptions,
+    ) -> ::object_store::Result<PutResult> {
+        self.gate("put", location).await;
+        self.inner.put_opts(location, payload, options).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        options: PutMultipartOptions,
+    ) -> ::object_store::Result<Box<dyn MultipartUpload>> {
+        self.gate("put", location).await;
+        self.inner.put_multipart_opts(location, options).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> ::object_store::Result<GetResult> {
+        self.gate("get", location).await;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, ::object_store::Result<Path>>,
+    ) -> BoxStream<'static, ::object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> BoxStream<'static, ::object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> ::object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> ::object_store::Result<()> {
+        self.gate("copy", to).await;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// An instance of the backend over `shared`, stalling on `cues`, with a
+/// one-second lease.
+pub(super) fn instance(
+    shared: &Arc<InMemory>,
+    cues: impl Fn(&str, &Path) -> Cue + Send + Sync + 'static,
+) -> (Arc<Stalling>, ObjectStoreStorage) {
+    let store = Stalling::new(shared.clone(), cues);
+    let storage = ObjectStoreStorage::new(store.clone(), "/site//uploads/")
+        .completion_lease(Duration::from_secs(1));
+    (store, storage)
 }
 
 #[test]
