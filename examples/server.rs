@@ -257,15 +257,54 @@ fn cors(public_url: &str, origins: &[String]) -> Result<CorsLayer, String> {
     }
     Ok(CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
-        .allow_methods([Method::PUT, Method::GET, Method::HEAD, Method::POST])
-        .allow_headers([
-            header::CONTENT_RANGE,
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::HeaderName::from_static("content-digest"),
-            header::HeaderName::from_static("repr-digest"),
+        .allow_methods([
+            Method::PUT,
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
         ])
-        .expose_headers([header::ETAG, header::LOCATION, header::RANGE])
+        .allow_headers(
+            [
+                "content-range",
+                "content-type",
+                "authorization",
+                "content-digest",
+                "repr-digest",
+                // tus and the IETF resumable-upload draft
+                "tus-resumable",
+                "upload-length",
+                "upload-defer-length",
+                "upload-metadata",
+                "upload-offset",
+                "upload-concat",
+                "upload-checksum",
+                "x-http-method-override",
+                "upload-complete",
+                "upload-incomplete",
+                "upload-draft-interop-version",
+            ]
+            .map(header::HeaderName::from_static),
+        )
+        .expose_headers(
+            [
+                "etag",
+                "location",
+                "range",
+                "upload-offset",
+                "upload-length",
+                "upload-expires",
+                "upload-limit",
+                "upload-complete",
+                "tus-resumable",
+                "tus-version",
+                "tus-extension",
+                "tus-max-size",
+                "tus-checksum-algorithm",
+            ]
+            .map(header::HeaderName::from_static),
+        )
         .max_age(Duration::from_secs(3600)))
 }
 

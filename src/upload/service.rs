@@ -102,7 +102,7 @@ where
                     ..meta
                 };
                 let mut response = envelope::error(&meta, error);
-                if tus::is_tus(request.method(), request.headers()) {
+                if tus::is_tus(request.headers()) {
                     tus::decorate_error(&mut response);
                 }
                 if !request.body().is_end_stream() {
@@ -236,7 +236,7 @@ struct Plan {
 /// Verifies and classifies a request, without touching its body. On refusal,
 /// returns the error and, if the path was valid, the file's public URL.
 fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, Option<String>)> {
-    let is_tus = tus::is_tus(request.method(), request.headers());
+    let is_tus = tus::is_tus(request.headers());
     // Every tus request works on the upload: it needs a `put` signature.
     let wanted = if is_tus {
         SignedMethod::Put

@@ -40,3 +40,4 @@ mod signature_spelling;
 mod simple;
 mod smoke;
 mod storage_errors;
+mod tus;

@@ -95,7 +95,7 @@ pub(crate) fn decorate_error(response: &mut http::Response<bytes::Bytes>) {
 /// Whether a request speaks tus: it carries `Tus-Resumable` (an `OPTIONS`
 /// that does asks what the server supports; any other `OPTIONS`, such as a
 /// CORS preflight the app's CORS layer did not answer, is not served).
-pub(crate) fn is_tus(_method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_tus(headers: &HeaderMap) -> bool {
     headers.contains_key(TUS_RESUMABLE)
 }
 
@@ -399,7 +399,7 @@ mod tests {
             classify(&Method::OPTIONS, &h, None, false, MAX),
             Ok(TusAction::Options)
         );
-        assert!(!is_tus(&Method::OPTIONS, &HeaderMap::new()));
+        assert!(!is_tus(&HeaderMap::new()));
         let h = headers(&[("tus-resumable", "1.0.0")]);
         assert_eq!(
             classify(&Method::GET, &h, None, false, MAX),
