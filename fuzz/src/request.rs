@@ -2,7 +2,8 @@
 //! through the layer over `MemoryStorage`; every status must be one that
 //! docs/protocol.md#status-codes allows for the input. Signed queries may carry the
 //! policy parameters of section 6 (`max_size`, `type`, `kid`), and requests
-//! digest headers with right or wrong values.
+//! digest headers with right or wrong values. Requests may speak tus
+//! (docs/protocol.md#tus-100): its headers, with right or wrong checksums.
 
 use std::collections::BTreeSet;
 
@@ -117,6 +118,14 @@ enum NameChoice {
     ReprDigest,
     TransferEncoding,
     Expect,
+    TusResumable,
+    UploadLength,
+    UploadDeferLength,
+    UploadOffset,
+    UploadMetadata,
+    UploadChecksum,
+    UploadConcat,
+    MethodOverride,
     Other(String),
 }
 
@@ -138,6 +147,17 @@ enum ValueChoice {
         sha512: bool,
         right: bool,
     },
+    /// `1.0.0`, or another version.
+    TusVersion(bool),
+    /// tus's body type, `application/offset+octet-stream`.
+    OffsetStream,
+    /// An `Upload-Checksum` of the body's bytes (`right`) or of others.
+    Checksum {
+        algorithm: u8,
+        right: bool,
+    },
+    /// A method name, for `X-HTTP-Method-Override`.
+    MethodName(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -176,6 +196,25 @@ impl ValueChoice {
             )
             .into_bytes(),
             ValueChoice::Number(n) => n.to_string().into_bytes(),
+            ValueChoice::TusVersion(current) => {
+                (if *current { "1.0.0" } else { "0.2.2" }).as_bytes().to_vec()
+            }
+            ValueChoice::OffsetStream => b"application/offset+octet-stream".to_vec(),
+            ValueChoice::Checksum { algorithm, right } => {
+                let of: &[u8] = if *right { body } else { b"other bytes" };
+                let (name, digest) = match algorithm % 4 {
+                    0 => ("sha1", sha1::Sha1::digest(of).to_vec()),
+                    1 => ("sha256", sha2::Sha256::digest(of).to_vec()),
+                    2 => ("sha512", sha2::Sha512::digest(of).to_vec()),
+                    _ => ("md5", vec![0; 16]),
+                };
+                format!("{name} {}", STANDARD.encode(digest)).into_bytes()
+            }
+            ValueChoice::MethodName(n) => {
+                ["PATCH", "DELETE", "HEAD", "POST", "OPTIONS", "GET"][usize::from(*n) % 6]
+                    .as_bytes()
+                    .to_vec()
+            }
         }
     }
 }
@@ -429,6 +468,14 @@ pub fn run(input: &RequestInput) {
             NameChoice::ReprDigest => b"repr-digest",
             NameChoice::TransferEncoding => b"transfer-encoding",
             NameChoice::Expect => b"expect",
+            NameChoice::TusResumable => b"tus-resumable",
+            NameChoice::UploadLength => b"upload-length",
+            NameChoice::UploadDeferLength => b"upload-defer-length",
+            NameChoice::UploadOffset => b"upload-offset",
+            NameChoice::UploadMetadata => b"upload-metadata",
+            NameChoice::UploadChecksum => b"upload-checksum",
+            NameChoice::UploadConcat => b"upload-concat",
+            NameChoice::MethodOverride => b"x-http-method-override",
             NameChoice::Other(name) => name.as_bytes(),
         };
         builder = builder.header(name, value.bytes(body_bytes));
@@ -462,7 +509,10 @@ pub fn run(input: &RequestInput) {
     let Ok(request) = builder.body(body) else {
         return; // the builder refuses the method, target or a header
     };
-    let allowed = if !matches!(method, Method::GET | Method::HEAD | Method::PUT) {
+    let tus = request.headers().contains_key("tus-resumable");
+    let allowed = if tus {
+        tus_allowed(&path, signed)
+    } else if !matches!(method, Method::GET | Method::HEAD | Method::PUT) {
         BTreeSet::from([405])
     } else {
         match signed {
@@ -499,13 +549,43 @@ pub fn run(input: &RequestInput) {
             }
         }
     };
-    check(request, allowed);
+    check(request, allowed, tus);
+}
+
+/// The statuses docs/protocol.md#tus-100 allows for a tus request: the
+/// URL's verdict first (a tus request needs a `put` URL, whatever its method),
+/// then any of tus's answers and errors.
+fn tus_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
+    let Some(Signed {
+        put,
+        fresh,
+        policy,
+        kid: (kid_well_formed, kid_names_the_key),
+        ..
+    }) = signed
+    else {
+        return BTreeSet::from([400, 401, 403]);
+    };
+    let mut problems = BTreeSet::new();
+    let query_invalid = (policy && !put) || !kid_well_formed;
+    if query_invalid || !path_is_valid(path) {
+        problems.insert(400);
+    }
+    if !query_invalid && (!fresh || !put || !kid_names_the_key) {
+        problems.insert(403);
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    BTreeSet::from([
+        200, 201, 204, 400, 404, 405, 408, 409, 411, 412, 413, 415, 416, 460,
+    ])
 }
 
 /// Sends `request` through a fresh layer and checks its answer: a status in
 /// `allowed`, the same verdict as [`SignedUploadLayer::verify`], and the JSON
 /// envelope of docs/protocol.md#envelope-and-file-object (with `Allow` on a 405).
-fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>) {
+fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>, tus: bool) {
     let layer = SignedUploadLayer::new(
         SigningKey::new(KEY)
             .and_then(|key| key.with_id(KEY_ID))
@@ -515,7 +595,12 @@ fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>
     .clock(FixedClock)
     .max_size(MAX_SIZE)
     .max_ranges(4);
-    let verdict = layer.verify(request.method(), request.uri());
+    // A tus request is verified as a `put`, whatever its method.
+    let verdict = if tus {
+        layer.verify(&Method::PUT, request.uri())
+    } else {
+        layer.verify(request.method(), request.uri())
+    };
     let described = format!("{request:?}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -544,9 +629,23 @@ fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>
             "verify said {error:?} for {described}: {body:?}"
         ),
         Ok(_) => assert!(
-            ![401, 403, 405].contains(&status),
+            ![401, 403].contains(&status) && (tus || status != 405),
             "verified, yet {status} for {described}: {body:?}"
         ),
+    }
+    if tus {
+        assert_eq!(
+            headers.get("tus-resumable").and_then(|v| v.to_str().ok()),
+            Some("1.0.0"),
+            "every tus answer carries Tus-Resumable: {described}"
+        );
+        if status == 412 {
+            assert!(headers.contains_key("tus-version"), "{described}");
+        }
+        // tus's progress answers have no body; errors and completions do.
+        if status < 400 && body.is_empty() {
+            return;
+        }
     }
     let json: serde_json::Value = serde_json::from_slice(&body)
         .unwrap_or_else(|e| panic!("not JSON ({e}) for {described}: {body:?}"));
@@ -560,7 +659,7 @@ fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>
             "{described}: {body:?}"
         );
     }
-    if status == 405 {
+    if status == 405 && !tus {
         assert_eq!(
             headers.get(header::ALLOW).and_then(|v| v.to_str().ok()),
             Some("GET, HEAD, PUT"),
