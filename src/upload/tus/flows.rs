@@ -273,8 +273,20 @@ where
             }
         }
     };
+    if let (Some(declared), SessionStatus::InProgress { total: None, .. }) = (declared, &status) {
+        // A deferred length, declared now: kept before any byte of this append.
+        config
+            .storage
+            .open(&request.session, &OpenOptions::new().total(declared))
+            .await
+            .map_err(storage_error)?;
+    }
     let status = match length {
-        Some(0) if declared.is_none() => status,
+        Some(0) => config
+            .storage
+            .status(&request.session)
+            .await
+            .map_err(storage_error)?,
         _ => store(&request, body, offset, total, length, checksum).await?,
     };
     let status = settle_status(&config, &request.session, status, None, &request.checks).await?;
