@@ -359,6 +359,45 @@ async fn a_deferred_length_arrives_with_the_last_append(storage: Store) {
         server.file("t/deferred.bin").await.as_deref(),
         Some(&data[..])
     );
+
+    // The length may also come with an empty append after the last bytes.
+    let url = server.put_url("t/deferred-empty-last.bin", &UrlOptions::new());
+    let created = send(
+        &client(),
+        tus(
+            Method::POST,
+            &url,
+            &[TUS, ("upload-defer-length", "1")],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_tus(&created, 201);
+    assert_tus(&patch(&url, 0, &data, &[]).await, 204);
+    let declared = patch(&url, 900, b"", &[("upload-length", "900")]).await;
+    assert_tus(&declared, 201);
+    assert_eq!(offset(&declared), 900);
+    assert_eq!(
+        server.file("t/deferred-empty-last.bin").await.as_deref(),
+        Some(&data[..])
+    );
+    // A length below what is stored is refused: the append reaches past it.
+    let url = server.put_url("t/deferred-short.bin", &UrlOptions::new());
+    let created = send(
+        &client(),
+        tus(
+            Method::POST,
+            &url,
+            &[TUS, ("upload-defer-length", "1")],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_tus(&created, 201);
+    assert_tus(&patch(&url, 0, &data[..100], &[]).await, 204);
+    let short = patch(&url, 100, b"", &[("upload-length", "50")]).await;
+    assert_tus(&short, 416);
+    assert_eq!(short.code(), "range_not_satisfiable");
 }
 
 fn checksum(algorithm: &str, data: &[u8]) -> String {
