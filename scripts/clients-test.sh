@@ -50,7 +50,7 @@ if ! pinned; then
 fi
 bundle="$clients/uppy/uppy.bundle.js"
 if [ -x "$clients/node_modules/.bin/esbuild" ] &&
-  { [ ! -s "$bundle" ] || [ "$clients/uppy/entry.js" -nt "$bundle" ] || [ "$clients/package-lock.json" -nt "$bundle" ]; }; then
+  { [ ! -s "$bundle" ] || [ "$clients/uppy/entry.js" -nt "$bundle" ] || [ "$clients/uppy/signed-tus.js" -nt "$bundle" ] || [ "$clients/package-lock.json" -nt "$bundle" ]; }; then
   timeout 120 "$clients/node_modules/.bin/esbuild" "$clients/uppy/entry.js" --bundle --format=iife \
     --platform=browser --target=chrome100 --outfile="$bundle" --log-level=warning ||
     echo "esbuild could not bundle Uppy" >&2

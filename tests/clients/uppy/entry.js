@@ -1,5 +1,7 @@
-// The browser bundle: Uppy 6 core + its Tus plugin, exposed on window.
+// The page's bundle (esbuild, from node_modules): Uppy 6 core and the recipe
+// of signed-tus.js, exposed on window for cases.js.
 import Uppy from '@uppy/core';
-import Tus from '@uppy/tus';
+import { useSignedTus } from './signed-tus.js';
+
 window.Uppy = Uppy;
-window.UppyTus = Tus;
+window.useSignedTus = useSignedTus;

@@ -1,14 +1,13 @@
-// Uppy's Tus plugin with one signed URL per file, minted by the app's backend.
-//
-// The backend answers POST /upload-url {"filename"} with {"signedUrl"}; that
-// URL is both the tus creation endpoint and the upload URL. A preprocessor runs
-// once per upload, before the Tus plugin starts, and puts the URL in the file's
-// own `tus` options, which the plugin merges over its global ones. The minted
-// URL is remembered per file (localStorage, until the URL expires), so the
-// same file picked again after a page reload gets the same endpoint, hence the
-// same tus fingerprint, and resumes where it stopped instead of starting over.
-function useSignedTus(uppy, { api, tusOptions = {} }) {
-  uppy.use(window.UppyTus, {
+// Uppy's Tus plugin with one signed URL per file, minted by the app's backend
+// (here POST /upload-url {"filename"} → {"signedUrl"}, the example server's
+// route). That URL is both the tus endpoint and the upload URL. A preprocessor
+// puts it in each file's own `tus` options before the upload starts; it is
+// remembered per file until it expires, so the same file picked again after
+// a page reload keeps its tus fingerprint and resumes where it stopped.
+import Tus from '@uppy/tus';
+
+export function useSignedTus(uppy, { api, tusOptions = {} }) {
+  uppy.use(Tus, {
     endpoint: '', // every file gets its own below
     retryDelays: [0, 1000, 3000, 5000],
     removeFingerprintOnSuccess: true,
@@ -27,7 +26,7 @@ function useSignedTus(uppy, { api, tusOptions = {} }) {
     Promise.all(
       fileIDs.map(async (id) => {
         const file = uppy.getFile(id);
-        if (file.tus && file.tus.endpoint) return;
+        if (file.tus?.endpoint) return;
         let url = remembered(id);
         if (!url) {
           const res = await fetch(`${api}/upload-url`, {
@@ -41,11 +40,10 @@ function useSignedTus(uppy, { api, tusOptions = {} }) {
           const expiry = Number(new URL(url).searchParams.get('expiry'));
           localStorage.setItem(key(id), JSON.stringify({ url, expiry }));
         }
-        uppy.setFileState(id, { tus: { ...(file.tus || {}), endpoint: url } });
+        uppy.setFileState(id, { tus: { ...file.tus, endpoint: url } });
       }),
     ),
   );
   uppy.on('upload-success', (file) => localStorage.removeItem(key(file.id)));
   return uppy;
 }
-window.useSignedTus = useSignedTus;
