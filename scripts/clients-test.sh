@@ -94,8 +94,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The page's origin for Uppy: a port that was free a moment ago.
-page_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The page's origin for Uppy: a port that was free a moment ago, below the
+# range the kernel hands out to outgoing connections, so none takes it meanwhile.
+page_port=$(python3 -c '
+import random, socket
+for port in random.sample(range(20000, 32000), 200):
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+    except OSError:
+        continue
+    print(port)
+    break')
+[ -n "$page_port" ] || { echo "no free port for the Uppy page" >&2; exit 1; }
 starts=0
 # start_server ADDR: the server on a fresh log; sets pid and base
 start_server() {
