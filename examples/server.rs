@@ -247,7 +247,13 @@ async fn page() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE))
 }
 
-fn cors(public_url: &str, origins: &[String]) -> Result<CorsLayer, String> {
+/// The headers every answer to an allowed origin exposes.
+const EXPOSED_HEADERS: &str = "etag,location,range,upload-offset,upload-length,upload-expires,\
+upload-limit,upload-complete,tus-resumable,tus-version,tus-extension,tus-max-size,\
+tus-checksum-algorithm";
+
+/// The server's own origin and the `--allow-origin` ones.
+fn allowed_origins(public_url: &str, origins: &[String]) -> Result<Arc<[HeaderValue]>, String> {
     let mut allowed = vec![HeaderValue::from_str(public_url).map_err(|_| "invalid public URL")?];
     for origin in origins {
         allowed.push(
@@ -255,8 +261,12 @@ fn cors(public_url: &str, origins: &[String]) -> Result<CorsLayer, String> {
                 .map_err(|_| format!("invalid origin {origin}"))?,
         );
     }
-    Ok(CorsLayer::new()
-        .allow_origin(AllowOrigin::list(allowed))
+    Ok(allowed.into())
+}
+
+fn cors(allowed: Arc<[HeaderValue]>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed.iter().cloned()))
         .allow_methods([
             Method::PUT,
             Method::GET,
@@ -264,6 +274,7 @@ fn cors(public_url: &str, origins: &[String]) -> Result<CorsLayer, String> {
             Method::POST,
             Method::PATCH,
             Method::DELETE,
+            Method::OPTIONS,
         ])
         .allow_headers(
             [
@@ -288,24 +299,46 @@ fn cors(public_url: &str, origins: &[String]) -> Result<CorsLayer, String> {
             .map(header::HeaderName::from_static),
         )
         .expose_headers(
-            [
-                "etag",
-                "location",
-                "range",
-                "upload-offset",
-                "upload-length",
-                "upload-expires",
-                "upload-limit",
-                "upload-complete",
-                "tus-resumable",
-                "tus-version",
-                "tus-extension",
-                "tus-max-size",
-                "tus-checksum-algorithm",
-            ]
-            .map(header::HeaderName::from_static),
+            EXPOSED_HEADERS
+                .split(',')
+                .map(header::HeaderName::from_static)
+                .collect::<Vec<_>>(),
         )
-        .max_age(Duration::from_secs(3600)))
+        .max_age(Duration::from_secs(3600))
+}
+
+/// tower-http's `CorsLayer` answers every `OPTIONS` itself, as a preflight. A
+/// tus client's `OPTIONS` (with `Tus-Resumable`, no
+/// `Access-Control-Request-Method`) asks the tus server what it offers, so an
+/// `OPTIONS` that is not a preflight goes to the routes, and its answer carries
+/// the headers of any answer to an allowed origin.
+async fn tus_options(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    routes: Router,
+    allowed: Arc<[HeaderValue]>,
+) -> Response {
+    let headers = request.headers();
+    if request.method() != Method::OPTIONS
+        || headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return next.run(request).await;
+    }
+    let origin = headers
+        .get(header::ORIGIN)
+        .filter(|origin| allowed.contains(origin))
+        .cloned();
+    let Ok(mut response) = tower::ServiceExt::oneshot(routes, request).await;
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
+    response
 }
 
 async fn shutdown_signal() {
@@ -361,12 +394,20 @@ async fn run(args: Args) -> Result<(), String> {
                 bounded_json_body(request, next, body_timeout)
             },
         ));
-    let app = Router::new()
+    let routes = Router::new()
         .route("/", get(page))
         .merge(json_routes)
         .fallback_service(uploads)
-        .with_state(layer.signer())
-        .layer(cors(&public_url, &args.allow_origins)?)
+        .with_state(layer.signer());
+    let origins = allowed_origins(&public_url, &args.allow_origins)?;
+    let app = routes
+        .clone()
+        .layer(cors(origins.clone()))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                tus_options(request, next, routes.clone(), Arc::clone(&origins))
+            },
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http());
 
     tokio::spawn(async move {
@@ -437,10 +478,11 @@ fn refuse_body(status: StatusCode, message: &str) -> Response {
 }
 
 /// Logs each completed upload as the layer hands it to the inner service, at
-/// INFO (`RUST_LOG=server=info`): one `upload completed` line per file.
+/// INFO (`RUST_LOG=server=info`): one `upload completed` line per file, with
+/// its id, public URL and size in bytes.
 fn log_completion<B>(request: axum::http::Request<B>) -> axum::http::Request<B> {
     if let Some(file) = request.extensions().get::<UploadedFile>() {
-        tracing::info!(id = %file.id, url = %file.url, "upload completed");
+        tracing::info!(id = %file.id, url = %file.url, size = file.filesize, "upload completed");
     }
     request
 }

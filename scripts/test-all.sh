@@ -12,12 +12,15 @@
 #   moto_server          S3 API server for tests/object_store.rs (pip install 'moto[server]')
 #   root, mount tmpfs    tests/it/fs_full.rs mounts a 2 MiB tmpfs
 #   chromium, playwright-core   the browser test (installed as scripts/browser-test.sh does)
+#   tus clients          npm packages, the Uppy bundle and tuspy in a venv
+#                        (installed by scripts/clients-test.sh install)
 #   nightly, cargo-fuzz  scripts/fuzz-smoke.sh installs them itself
 #
 # Safe to run again: installs happen only for what is missing. Every step is
 # bounded in time:
 #   INSTALL_TIMEOUT=900  seconds per install or check
-#   TEST_TIMEOUT=3600    seconds per cargo test run, the fuzz smoke and the browser test
+#   TEST_TIMEOUT=3600    seconds per cargo test run, the fuzz smoke, the browser
+#                        test and the tus client test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +65,12 @@ if ! timeout "$install_timeout" scripts/browser-test.sh install; then
   missing+=("chromium and tests/browser/node_modules/playwright-core (scripts/browser-test.sh install)")
 fi
 
+# ---- tus-js-client, Uppy and tuspy, for the tus client test
+echo "== tus client test prerequisites"
+if ! timeout "$install_timeout" scripts/clients-test.sh install; then
+  missing+=("tus-js-client, Uppy's bundle, tuspy or chromium (scripts/clients-test.sh install)")
+fi
+
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-all: cannot run every test; missing:" >&2
   for what in "${missing[@]}"; do echo "  - $what" >&2; done
@@ -76,4 +85,6 @@ echo "== fuzz regressions and smoke"
 FUZZ_SECONDS=15 timeout "$test_timeout" scripts/fuzz-smoke.sh
 echo "== browser test"
 timeout "$test_timeout" scripts/browser-test.sh
+echo "== tus clients"
+timeout "$test_timeout" scripts/clients-test.sh
 echo "test-all: every test ran and passed"

@@ -567,6 +567,86 @@ async fn answers_to_an_allowed_origin_carry_cors_headers_errors_included() {
     assert!(evil.header("access-control-allow-origin").is_none());
 }
 
+/// A tus client's `OPTIONS` (not a preflight) reaches the layer and gets its
+/// tus answer, with the CORS headers of an allowed origin; a preflight for it
+/// stays with CORS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_options_reaches_the_tus_server_and_its_preflight_stays_with_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--allow-origin")
+        .arg(ORIGIN)
+        .start();
+    let http = client();
+    let upload = signed(&server, KEY, "tus/options.bin", SignedMethod::Put);
+    for origin in [Some(ORIGIN), None] {
+        let mut headers = vec![("tus-resumable", "1.0.0")];
+        headers.extend(origin.map(|origin| ("origin", origin)));
+        let answer = send(
+            &http,
+            request(Method::OPTIONS, &upload, &headers, Bytes::new()),
+        )
+        .await;
+        assert!(answer.status.is_success(), "{:?}", answer.status);
+        assert_eq!(
+            answer.header("tus-version"),
+            Some("1.0.0"),
+            "{:?}",
+            answer.headers
+        );
+        assert!(
+            header_list(&answer, "tus-extension").contains(&"creation".into()),
+            "{:?}",
+            answer.headers
+        );
+        assert_eq!(answer.header("access-control-allow-origin"), origin);
+        if origin.is_some() {
+            assert!(header_list(&answer, "access-control-expose-headers")
+                .contains(&"tus-extension".into()));
+        }
+    }
+    let preflight = send(
+        &http,
+        request(
+            Method::OPTIONS,
+            &upload,
+            &[
+                ("origin", ORIGIN),
+                ("access-control-request-method", "OPTIONS"),
+                ("access-control-request-headers", "tus-resumable"),
+            ],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert!(preflight.status.is_success(), "{:?}", preflight.status);
+    assert!(
+        preflight.header("tus-version").is_none(),
+        "{:?}",
+        preflight.headers
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some(ORIGIN)
+    );
+    assert!(header_list(&preflight, "access-control-allow-methods").contains(&"options".into()));
+    let evil = send(
+        &http,
+        request(
+            Method::OPTIONS,
+            &upload,
+            &[
+                ("tus-resumable", "1.0.0"),
+                ("origin", "http://evil.example"),
+            ],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_eq!(evil.header("tus-version"), Some("1.0.0"));
+    assert!(evil.header("access-control-allow-origin").is_none());
+}
+
 #[test]
 fn both_key_variables_set_is_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
