@@ -94,6 +94,9 @@ pub enum Error {
     /// `400 header_invalid`: a protocol header missing, malformed, or in a
     /// combination the protocol forbids.
     HeaderInvalid,
+    /// `400 concat_part_incomplete`: a final upload lists a part whose bytes
+    /// have not all arrived.
+    ConcatPartIncomplete,
 }
 
 impl Error {
@@ -114,7 +117,8 @@ impl Error {
             | Error::BodyIncomplete
             | Error::BodyInvalid
             | Error::ChecksumInvalid
-            | Error::HeaderInvalid => StatusCode::BAD_REQUEST,
+            | Error::HeaderInvalid
+            | Error::ConcatPartIncomplete => StatusCode::BAD_REQUEST,
             Error::VersionUnsupported => StatusCode::PRECONDITION_FAILED,
             Error::UploadNotFound => StatusCode::NOT_FOUND,
             Error::OffsetMismatch | Error::UploadComplete => StatusCode::CONFLICT,
@@ -174,6 +178,7 @@ impl Error {
             Error::ContentTypeInvalid => "content_type_invalid",
             Error::LengthRequired => "length_required",
             Error::HeaderInvalid => "header_invalid",
+            Error::ConcatPartIncomplete => "concat_part_incomplete",
         }
     }
 }
@@ -221,6 +226,7 @@ impl fmt::Display for Error {
             Error::ContentTypeInvalid => "the Content-Type must be application/offset+octet-stream",
             Error::LengthRequired => "this request must state its length",
             Error::HeaderInvalid => "a protocol header is missing or malformed",
+            Error::ConcatPartIncomplete => "a listed part has not received all its bytes",
         })
     }
 }
@@ -242,6 +248,7 @@ pub(crate) fn storage_error(error: StorageError) -> Error {
         StorageError::InvalidPath => Error::PathInvalid,
         StorageError::RangeConflict => Error::RangeConflict,
         StorageError::DigestConflict => Error::DigestConflict,
+        StorageError::PartIncomplete => Error::ConcatPartIncomplete,
         // The layer's record builder refused; `settle` knows why.
         StorageError::CommitRefused => Error::StorageError,
         StorageError::Full => Error::StorageFull,
