@@ -94,6 +94,18 @@ pub enum Error {
     /// `400 header_invalid`: a protocol header missing, malformed, or in a
     /// combination the protocol forbids.
     HeaderInvalid,
+    /// `403 part_url_restricted`: a tus part URL (one the layer minted for
+    /// `Upload-Concat: partial`) used for anything but a tus `HEAD`, `PATCH`,
+    /// `DELETE` or `OPTIONS` of that part.
+    PartUrlRestricted,
+    /// `400 concat_part_invalid`: a final upload lists a URL that is not a
+    /// part of this upload.
+    ConcatPartInvalid,
+    /// `400 concat_part_incomplete`: a final upload lists a part whose bytes
+    /// have not all arrived.
+    ConcatPartIncomplete,
+    /// `403 upload_final`: a `PATCH` of a final upload (made of parts).
+    UploadFinal,
 }
 
 impl Error {
@@ -104,7 +116,9 @@ impl Error {
             Error::SignatureInvalid
             | Error::UrlExpired
             | Error::ExpiryTooFar
-            | Error::MethodNotSigned => StatusCode::FORBIDDEN,
+            | Error::MethodNotSigned
+            | Error::PartUrlRestricted
+            | Error::UploadFinal => StatusCode::FORBIDDEN,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::PathInvalid
             | Error::QueryInvalid
@@ -114,7 +128,9 @@ impl Error {
             | Error::BodyIncomplete
             | Error::BodyInvalid
             | Error::ChecksumInvalid
-            | Error::HeaderInvalid => StatusCode::BAD_REQUEST,
+            | Error::HeaderInvalid
+            | Error::ConcatPartInvalid
+            | Error::ConcatPartIncomplete => StatusCode::BAD_REQUEST,
             Error::VersionUnsupported => StatusCode::PRECONDITION_FAILED,
             Error::UploadNotFound => StatusCode::NOT_FOUND,
             Error::OffsetMismatch | Error::UploadComplete => StatusCode::CONFLICT,
@@ -174,6 +190,10 @@ impl Error {
             Error::ContentTypeInvalid => "content_type_invalid",
             Error::LengthRequired => "length_required",
             Error::HeaderInvalid => "header_invalid",
+            Error::PartUrlRestricted => "part_url_restricted",
+            Error::ConcatPartInvalid => "concat_part_invalid",
+            Error::ConcatPartIncomplete => "concat_part_incomplete",
+            Error::UploadFinal => "upload_final",
         }
     }
 }
@@ -221,6 +241,12 @@ impl fmt::Display for Error {
             Error::ContentTypeInvalid => "the Content-Type must be application/offset+octet-stream",
             Error::LengthRequired => "this request must state its length",
             Error::HeaderInvalid => "a protocol header is missing or malformed",
+            Error::PartUrlRestricted => {
+                "this URL is a part of a tus upload: only tus HEAD, PATCH and DELETE use it"
+            }
+            Error::ConcatPartInvalid => "a listed URL is not a part of this upload",
+            Error::ConcatPartIncomplete => "a listed part has not received all its bytes",
+            Error::UploadFinal => "a final upload is made of its parts and takes no bytes",
         })
     }
 }
@@ -242,6 +268,7 @@ pub(crate) fn storage_error(error: StorageError) -> Error {
         StorageError::InvalidPath => Error::PathInvalid,
         StorageError::RangeConflict => Error::RangeConflict,
         StorageError::DigestConflict => Error::DigestConflict,
+        StorageError::PartIncomplete => Error::ConcatPartIncomplete,
         // The layer's record builder refused; `settle` knows why.
         StorageError::CommitRefused => Error::StorageError,
         StorageError::Full => Error::StorageFull,

@@ -3,7 +3,7 @@
 //! docs/protocol.md#status-codes allows for the input. Signed queries may carry the
 //! policy parameters of section 6 (`max_size`, `type`, `kid`), and requests
 //! digest headers with right or wrong values. Requests may speak tus
-//! (docs/protocol.md#tus-100): its headers, with right or wrong checksums.
+//! (docs/protocol.md#tus): its headers, with right or wrong checksums.
 
 use std::collections::BTreeSet;
 
@@ -552,7 +552,7 @@ pub fn run(input: &RequestInput) {
     check(request, allowed, tus);
 }
 
-/// The statuses docs/protocol.md#tus-100 allows for a tus request: the
+/// The statuses docs/protocol.md#tus allows for a tus request: the
 /// URL's verdict first (a tus request needs a `put` URL, whatever its method),
 /// then any of tus's answers and errors.
 fn tus_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {

@@ -21,6 +21,7 @@ mod verify;
 pub use key::SigningKey;
 pub(crate) use policy::Policy;
 pub use policy::{TypeRule, UrlOptions};
+pub(crate) use query::PART_NONCE_LEN;
 pub(crate) use signer::parse_public_base;
 pub use signer::{Expiry, SignedMethod, SignedUrl, Signer};
 pub(crate) use verify::Verifier;

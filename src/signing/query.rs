@@ -14,8 +14,14 @@ pub(super) struct SignedQuery<'a> {
     pub(super) method: SignedMethod,
     pub(super) policy: Policy,
     pub(super) kid: Option<&'a str>,
+    /// The nonce of a tus part URL (one the layer mints, see
+    /// [`PART_NONCE_LEN`]): always the last signed parameter.
+    pub(super) part: Option<&'a str>,
     pub(super) signature: &'a str,
 }
+
+/// The hex digits of a part URL's nonce.
+pub(crate) const PART_NONCE_LEN: usize = 32;
 
 /// Splits a query into its signed part and its parameters, checking its shape.
 pub(super) fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
@@ -24,16 +30,17 @@ pub(super) fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     let mut max_size = None;
     let mut types = None;
     let mut kid = None;
+    let mut part = None;
     let mut signature = None;
     // `memchr` for the `&`s rather than `split('&')`, and no search for the
-    // `=`: a parameter is one of six names and `=`, or refused. This runs on
+    // `=`: a parameter is one of seven names and `=`, or refused. This runs on
     // every request.
     let bytes = query.as_bytes();
     let mut start = 0;
     while !query.is_empty() && start <= bytes.len() {
         let end = memchr(b'&', &bytes[start..]).map_or(bytes.len(), |at| start + at);
-        if signature.is_some() {
-            // Nothing may follow the signature.
+        if signature.is_some() || (part.is_some() && !query[start..end].starts_with("signature=")) {
+            // Nothing may follow the signature; only the signature follows a part.
             return Err(Error::QueryInvalid);
         }
         // Both sides of an ASCII byte are whole UTF-8 sequences of `query`.
@@ -46,6 +53,7 @@ pub(super) fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
             Name::MaxSize if max_size.is_none() => max_size = Some(value),
             Name::Type if types.is_none() => types = Some(value),
             Name::Kid if kid.is_none() => kid = Some(value),
+            Name::Part if part.is_none() => part = Some(value),
             Name::Signature => signature = Some((param_start.saturating_sub(1), value)),
             _ => return Err(Error::QueryInvalid),
         }
@@ -59,7 +67,7 @@ pub(super) fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     }
     let expiry = decimal(expiry).ok_or(Error::QueryInvalid)?;
     let method = SignedMethod::parse(method).ok_or(Error::QueryInvalid)?;
-    if method == SignedMethod::Get && (max_size.is_some() || types.is_some()) {
+    if method == SignedMethod::Get && (max_size.is_some() || types.is_some() || part.is_some()) {
         return Err(Error::QueryInvalid);
     }
     let max_size = match max_size {
@@ -73,14 +81,26 @@ pub(super) fn parse_query(query: &str) -> Result<SignedQuery<'_>, Error> {
     if kid.is_some_and(|kid| !is_key_id(kid)) {
         return Err(Error::QueryInvalid);
     }
+    if part.is_some_and(|nonce| !is_part_nonce(nonce)) {
+        return Err(Error::QueryInvalid);
+    }
     Ok(SignedQuery {
         signed: &query[..signed_end],
         expiry,
         method,
         policy: Policy { max_size, types },
         kid,
+        part,
         signature,
     })
+}
+
+/// Whether `nonce` is a part nonce: [`PART_NONCE_LEN`] lowercase hex digits.
+fn is_part_nonce(nonce: &str) -> bool {
+    nonce.len() == PART_NONCE_LEN
+        && nonce
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
 /// The parameters a signed URL may carry.
@@ -91,6 +111,7 @@ enum Name {
     MaxSize,
     Type,
     Kid,
+    Part,
     Signature,
 }
 
@@ -103,6 +124,7 @@ fn split_param(param: &str) -> Option<(Name, &str)> {
         (Name::MaxSize, "max_size="),
         (Name::Type, "type="),
         (Name::Kid, "kid="),
+        (Name::Part, "part="),
     ]
     .into_iter()
     .find_map(|(name, prefix)| Some((name, param.strip_prefix(prefix)?)))

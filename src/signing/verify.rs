@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use base64::alphabet;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 
@@ -21,6 +22,18 @@ pub(crate) struct Verified<'a> {
     /// The raw path without its leading `/`, then the signed query bytes:
     /// together with a `?` between them, the signed string.
     pub(crate) signed: [&'a str; 2],
+    /// A tus part URL's nonce and its parent's signed query (this URL's
+    /// signed query without its last parameter, `&part=…`).
+    pub(crate) part: Option<Part<'a>>,
+    /// Which of the keys verified it.
+    pub(crate) key: usize,
+}
+
+/// What makes a signed URL a tus part URL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Part<'a> {
+    pub(crate) nonce: &'a str,
+    pub(crate) parent_query: &'a str,
 }
 
 /// The keys that verify, and the longest lifetime a URL may have.
@@ -49,18 +62,15 @@ impl Verifier {
         let unslashed = raw_path.strip_prefix('/').unwrap_or(raw_path);
         let parts: [&[u8]; 3] = [unslashed.as_bytes(), b"?", query.signed.as_bytes()];
         let signature = decode_signature(query.signature).ok_or(Error::SignatureInvalid)?;
-        let verified = match query.kid {
-            // A named key is the only one tried; an unknown name verifies nothing.
-            Some(kid) => self
-                .keys
-                .iter()
-                .filter(|key| key.id() == Some(kid))
-                .any(|key| key.verifies(&parts, &signature)),
-            None => self.keys.iter().any(|key| key.verifies(&parts, &signature)),
-        };
-        if !verified {
-            return Err(Error::SignatureInvalid);
-        }
+        // A named key is the only one tried; an unknown name verifies nothing.
+        let key = self
+            .keys
+            .iter()
+            .position(|key| {
+                query.kid.is_none_or(|kid| key.id() == Some(kid))
+                    && key.verifies(&parts, &signature)
+            })
+            .ok_or(Error::SignatureInvalid)?;
         let now = unix_seconds(now);
         if now > query.expiry {
             return Err(Error::UrlExpired);
@@ -76,7 +86,29 @@ impl Verifier {
             expiry: query.expiry,
             policy: query.policy,
             signed: [unslashed, query.signed],
+            part: query.part.map(|nonce| Part {
+                nonce,
+                parent_query: query
+                    .signed
+                    .strip_suffix(nonce)
+                    .and_then(|rest| rest.strip_suffix("&part="))
+                    .unwrap_or(query.signed),
+            }),
+            key,
         })
+    }
+
+    /// The URL of a new tus part of the upload at `raw_path?signed_query`
+    /// (a verified `put` URL that is not a part itself), under the public
+    /// base: the same query with `&part={nonce}` appended, signed by the key
+    /// that verified the parent (so its `kid`, if any, still names it).
+    pub(crate) fn part_url(&self, public_base: &str, parent: &Verified<'_>, nonce: &str) -> String {
+        let [path, query] = parent.signed;
+        let signed = format!("{path}?{query}&part={nonce}");
+        // `parent.key` indexes `self.keys`: this verifier verified it.
+        let key = &self.keys[parent.key];
+        let signature = URL_SAFE_NO_PAD.encode(key.signature(&[signed.as_bytes()]));
+        format!("{public_base}/{signed}&signature={signature}")
     }
 }
 
@@ -296,6 +328,80 @@ mod tests {
                     .unwrap_err(),
                 Error::SignatureInvalid,
                 "{signature}"
+            );
+        }
+    }
+
+    #[test]
+    fn part_urls_extend_their_parent_and_verify_alone() {
+        const NONCE: &str = "0123456789abcdef0123456789abcdef";
+        let rotated = SigningKey::new("old").unwrap().with_id("k1").unwrap();
+        let verifier = Verifier {
+            keys: vec![SigningKey::new("new").unwrap(), rotated.clone()],
+            max_lifetime: Duration::from_secs(7 * 24 * 3600),
+        };
+        let now = at(1735689000);
+        // A parent signed by the second key and naming it.
+        let parent_signed = "a/b.png?expiry=1735689600&method=put&kid=k1";
+        let signature = URL_SAFE_NO_PAD.encode(rotated.signature(&[parent_signed.as_bytes()]));
+        let parent_query = format!("expiry=1735689600&method=put&kid=k1&signature={signature}");
+        let parent = verifier
+            .verify("/a/b.png", Some(&parent_query), SignedMethod::Put, now)
+            .unwrap();
+        assert!(parent.part.is_none());
+        assert_eq!(parent.key, 1);
+
+        let url = verifier.part_url("https://h.example", &parent, NONCE);
+        assert!(url.starts_with(&format!(
+            "https://h.example/{parent_signed}&part={NONCE}&signature="
+        )));
+        let (path, query) = split(&url);
+        let part = verifier
+            .verify(path, Some(query), SignedMethod::Put, now)
+            .unwrap();
+        let found = part.part.expect("a part URL");
+        assert_eq!(found.nonce, NONCE);
+        assert_eq!(found.parent_query, parent.signed[1]);
+        assert_eq!(part.signed[0], parent.signed[0]);
+        // The part is a `put` URL only, and its nonce is covered.
+        assert_eq!(
+            verifier
+                .verify(path, Some(query), SignedMethod::Get, now)
+                .unwrap_err(),
+            Error::MethodNotSigned
+        );
+        let changed = query.replacen("&part=0", "&part=1", 1);
+        assert_eq!(
+            verifier
+                .verify(path, Some(&changed), SignedMethod::Put, now)
+                .unwrap_err(),
+            Error::SignatureInvalid
+        );
+    }
+
+    #[test]
+    fn a_part_nonce_is_hex_and_last_before_the_signature() {
+        let verifier = verifier(&["secret"]);
+        let nonce = "0123456789abcdef0123456789abcdef";
+        for query in [
+            format!("expiry=1&method=put&part={nonce}&kid=a&signature=abc"),
+            format!("part={nonce}&expiry=1&method=put&signature=abc"),
+            format!("expiry=1&method=get&part={nonce}&signature=abc"),
+            format!("expiry=1&method=put&part={nonce}&part={nonce}&signature=abc"),
+            "expiry=1&method=put&part=0123&signature=abc".to_owned(),
+            format!(
+                "expiry=1&method=put&part={}&signature=abc",
+                nonce.to_uppercase()
+            ),
+            format!("expiry=1&method=put&part={nonce}0&signature=abc"),
+            "expiry=1&method=put&part=&signature=abc".to_owned(),
+        ] {
+            assert_eq!(
+                verifier
+                    .verify("/a.png", Some(&query), SignedMethod::Put, at(0))
+                    .unwrap_err(),
+                Error::QueryInvalid,
+                "{query}"
             );
         }
     }

@@ -50,6 +50,9 @@ pub enum StorageError {
     DigestConflict,
     /// The layer's record builder refused the commit; the session was discarded.
     CommitRefused,
+    /// A part given to [`Storage::concat`](crate::storage::Storage::concat)
+    /// has not received all its bytes (400).
+    PartIncomplete,
     /// No space left (507).
     Full,
     /// The request body failed; nothing of it was kept.
@@ -81,6 +84,7 @@ impl fmt::Display for StorageError {
             StorageError::RangeConflict => f.write_str("range stored with other bytes"),
             StorageError::DigestConflict => f.write_str("another Repr-Digest than the session's"),
             StorageError::CommitRefused => f.write_str("commit refused; session discarded"),
+            StorageError::PartIncomplete => f.write_str("a part has not received all its bytes"),
             StorageError::Full => f.write_str("no space left"),
             StorageError::Body(error) => fmt::Display::fmt(error, f),
             StorageError::Unavailable { backend, source } => {

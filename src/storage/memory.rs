@@ -10,9 +10,10 @@ use futures_util::{stream, StreamExt};
 
 use super::{
     BoxFuture, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused, CompleteOptions,
-    FileHasher, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session, SessionStatus,
-    Storage, StorageError, HEAD_LEN,
+    ConcatOptions, FileHasher, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
+    SessionStatus, Storage, StorageError, HEAD_LEN,
 };
+use crate::storage::concat::concat_by_copy;
 use crate::storage::SessionState;
 use crate::UploadPath;
 
@@ -142,6 +143,35 @@ impl Pieces {
 }
 
 impl MemoryStorage {
+    /// The pieces of a part's first `len` bytes, in order, if all arrived.
+    fn part_pieces(&self, part: &Session, len: u64) -> Result<Vec<Bytes>, StorageError> {
+        let inner = self.lock();
+        let pieces = &inner
+            .sessions
+            .get(part.id())
+            .ok_or(StorageError::PartIncomplete)?
+            .data;
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (start, piece) in pieces
+            .overlapping(0, len)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if start != at {
+                return Err(StorageError::PartIncomplete);
+            }
+            let keep = usize::try_from(len - at).map_or(piece.len(), |room| room.min(piece.len()));
+            out.push(piece.slice(..keep));
+            at += keep as u64;
+        }
+        if at != len {
+            return Err(StorageError::PartIncomplete);
+        }
+        Ok(out)
+    }
+
     /// An empty store; expired sessions are purged one hour after their URL expired.
     pub fn new() -> Self {
         MemoryStorage {
@@ -300,6 +330,29 @@ impl Storage for MemoryStorage {
             entry.state.open(options).map(|_| status_of(entry))
         };
         Box::pin(async move { result })
+    }
+
+    fn concat(
+        &self,
+        session: &Session,
+        parts: &[Session],
+        options: &ConcatOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let session = session.clone();
+        let parts = parts.to_vec();
+        let options = options.clone();
+        Box::pin(async move {
+            let store = self.clone();
+            // A complete part's pieces cover it from byte 0, in order: shared,
+            // not copied, until the session's chunk copies them.
+            let read = move |part: &Session, len: u64| -> BoxFuture<'static, _> {
+                let pieces = store.part_pieces(part, len);
+                Box::pin(async move {
+                    pieces.map(|pieces| stream::iter(pieces.into_iter().map(Ok)).boxed())
+                })
+            };
+            concat_by_copy(self, &session, &parts, &options, &read).await
+        })
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

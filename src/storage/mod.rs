@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 use crate::UploadPath;
 
+mod concat;
 #[cfg(any(test, feature = "conformance"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
@@ -47,8 +48,8 @@ pub use self::state::{
 };
 pub use self::types::{
     BoxFuture, BoxStream, ByteStream, ChunkOptions, ChunkRange, CommitInfo, CommitRefused,
-    CompleteOptions, Completion, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
-    SessionStatus, HEAD_LEN,
+    CompleteOptions, Completion, ConcatOptions, FileMeta, FileRead, MakeRecord, OpenOptions,
+    PurgeReport, Session, SessionStatus, HEAD_LEN,
 };
 pub use crate::headers::digest::{DigestSet, FileDigests, FileHasher, ReprDigest};
 #[cfg(all(feature = "fs", unix))]
@@ -113,6 +114,34 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         &self,
         session: &Session,
         options: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
+
+    /// Makes the bytes of the complete `parts`, in order, the bytes of
+    /// `session`: a tus final upload (`Upload-Concat: final`) made of partial
+    /// uploads, each a session of its own that is never committed.
+    ///
+    /// A completed `session` returns [`SessionStatus::Completed`] with
+    /// `fresh: false` and reads nothing. A part whose bytes have not all
+    /// arrived (no total yet, or bytes missing) fails with
+    /// [`StorageError::PartIncomplete`] and nothing changes. Otherwise the
+    /// session is opened (as by [`Storage::open`]) with the sum of the parts'
+    /// lengths as its total and `options.metadata`, and the parts' bytes are
+    /// stored as its range `0..total`, with the guarantees of
+    /// [`Storage::write_chunk`]: durable before it returns, an identical
+    /// resend (a racing or repeated concatenation of the same parts) accepted,
+    /// other bytes already stored in the session refused with
+    /// [`StorageError::RangeConflict`], another total with
+    /// [`StorageError::TotalMismatch`]. It does not commit: the caller then
+    /// completes the session with [`Storage::complete`], exactly once as ever.
+    /// The parts are left as they are (a client may list them again); they
+    /// go when their URL expires, as every incomplete session does.
+    ///
+    /// Returns the session's status after the concatenation.
+    fn concat(
+        &self,
+        session: &Session,
+        parts: &[Session],
+        options: &ConcatOptions,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>>;
 
     /// The session's status. A session nothing was stored for and never
@@ -195,6 +224,15 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
         options: &OpenOptions,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         (**self).open(session, options)
+    }
+
+    fn concat(
+        &self,
+        session: &Session,
+        parts: &[Session],
+        options: &ConcatOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        (**self).concat(session, parts, options)
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

@@ -146,6 +146,34 @@ impl OpenOptions {
     }
 }
 
+/// What a final upload (tus `Upload-Concat: final`) asks of
+/// [`Storage::concat`](crate::storage::Storage::concat).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConcatOptions {
+    /// The most disjoint ranges the session may hold (as for a chunk).
+    pub max_ranges: usize,
+    /// The final upload's metadata (tus `Upload-Metadata`), kept as a
+    /// creation's.
+    pub metadata: Option<String>,
+}
+
+impl ConcatOptions {
+    /// Options with `max_ranges` and no metadata.
+    pub fn new(max_ranges: usize) -> Self {
+        ConcatOptions {
+            max_ranges,
+            metadata: None,
+        }
+    }
+
+    /// The final upload's metadata.
+    pub fn metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = Some(metadata.into());
+        self
+    }
+}
+
 /// What the layer asks of a completion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -87,6 +87,9 @@ pub(crate) struct Checks {
     pub(crate) content_digest: Option<ReprDigest>,
     /// `Repr-Digest`: the whole file.
     pub(crate) repr_digest: Option<ReprDigest>,
+    /// A tus final upload's `Upload-Concat` (`final;…`), kept with its
+    /// completion record.
+    pub(crate) concat: Option<String>,
 }
 
 /// Reads the integrity headers; one that does not parse, names no algorithm
@@ -112,6 +115,7 @@ pub(crate) fn checks(headers: &HeaderMap, types: Option<TypeRule>) -> Result<Che
         types,
         content_digest: digest("content-digest")?,
         repr_digest: digest("repr-digest")?,
+        concat: None,
     })
 }
 

@@ -98,6 +98,7 @@ async fn commit(
         session,
         checks.types.clone(),
         checks.repr_digest.clone(),
+        checks.concat.clone(),
         Arc::clone(&refusal),
     );
     match config

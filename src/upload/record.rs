@@ -26,6 +26,18 @@ pub(crate) fn session_id(signed: [&str; 2]) -> String {
     hex::encode(digest)
 }
 
+/// The session id of a tus part: derived from its upload's session id and
+/// the part's nonce, so a part belongs to one upload.
+pub(crate) fn part_session_id(parent: &str, nonce: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"part:")
+        .chain_update(parent)
+        .chain_update(b":")
+        .chain_update(nonce)
+        .finalize();
+    hex::encode(digest)
+}
+
 /// The File id of a session: `file_` and 24 hex digits derived from the
 /// session id, so every retry of one session names the same file.
 pub(super) fn file_id_for(session: &str) -> String {
@@ -61,6 +73,28 @@ pub(super) fn completed(
     Ok(Outcome::Respond(response))
 }
 
+/// A completion record: the File object, and for a tus final upload the
+/// `Upload-Concat` it was made with (read back by [`concat_of`]; the File
+/// object read back by [`file_of`] leaves it out).
+#[derive(serde::Serialize)]
+struct Record {
+    #[serde(flatten)]
+    file: UploadedFile,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_concat: Option<String>,
+}
+
+/// The `Upload-Concat` of a final upload's completion record, if it is one.
+pub(crate) fn concat_of(completion: &Completion) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Concat {
+        upload_concat: Option<String>,
+    }
+    serde_json::from_slice::<Concat>(&completion.record)
+        .ok()?
+        .upload_concat
+}
+
 /// The File object a completion record holds.
 pub(super) fn file_of(session: &Session, completion: &Completion) -> Result<UploadedFile, Error> {
     serde_json::from_slice(&completion.record).map_err(|error| {
@@ -78,6 +112,7 @@ pub(super) fn make_record(
     session: &Session,
     types: Option<TypeRule>,
     own_digest: Option<ReprDigest>,
+    concat: Option<String>,
     refusal: Arc<Mutex<Option<Error>>>,
 ) -> MakeRecord {
     let id = file_id_for(session.id());
@@ -100,7 +135,11 @@ pub(super) fn make_record(
         }
         let mut file = UploadedFile::describe(id, &path, info.size, &info.head, &public_base, now);
         file.sha256 = info.digests.sha256.map(hex::encode);
-        Ok(Bytes::from(serde_json::to_vec(&file).expect(
+        let record = Record {
+            file,
+            upload_concat: concat.clone(),
+        };
+        Ok(Bytes::from(serde_json::to_vec(&record).expect(
             "a File object serializes: plain strings and numbers",
         )))
     })

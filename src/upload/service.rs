@@ -15,12 +15,14 @@ use super::body::{RequestBody, ResponseBody};
 use super::drain::{self, Drained};
 use super::future::{close_if_unread, ResponseFuture};
 use super::layer::Config;
-use super::record::session_id;
+use super::record::{part_session_id, session_id};
+use super::tus::TusAction;
 use super::via::UploadProtocol;
 use super::{chunk, simple, status, tus};
 use crate::envelope::{self, Meta, RequestId};
 use crate::file::public_url;
-use crate::signing::SignedMethod;
+use crate::random::random_hex;
+use crate::signing::{SignedMethod, PART_NONCE_LEN};
 use crate::storage::Session;
 use crate::Error;
 
@@ -120,6 +122,8 @@ where
                 link,
                 location,
                 max_size,
+                part,
+                parts: concat_parts,
             }) => {
                 let meta = Meta {
                     link: Some(link),
@@ -186,6 +190,8 @@ where
                             checks,
                             location,
                             max_size,
+                            part,
+                            parts: concat_parts,
                         };
                         let step = tus::run(action, request, body).instrument(span);
                         ResponseFuture::store(
@@ -231,6 +237,10 @@ struct Plan {
     link: String,
     location: String,
     max_size: u64,
+    /// The session is a tus part of the upload (see [`tus::TusRequest`]).
+    part: bool,
+    /// A tus final upload's parts.
+    parts: Vec<Session>,
 }
 
 /// Verifies and classifies a request, without touching its body. On refusal,
@@ -254,6 +264,10 @@ fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, 
         .map_err(|error| (error, None))?;
     let link = public_url(&config.public_base, &verified.path);
     let refuse = |error| (error, Some(link.clone()));
+    // A part URL serves its part's tus requests, nothing else.
+    if verified.part.is_some() && !is_tus {
+        return Err(refuse(Error::PartUrlRestricted));
+    }
     // The signed limit narrows the server's, never widens it.
     let max_size = verified
         .policy
@@ -278,15 +292,49 @@ fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, 
     };
     let checks = match action {
         Action::Download => Checks::default(),
-        _ => checks(request.headers(), verified.policy.types).map_err(refuse)?,
+        _ => checks(request.headers(), verified.policy.types.clone()).map_err(refuse)?,
     };
     let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expiry);
-    let session = Session::new(session_id(verified.signed), verified.path, expires);
     // The upload URL of tus's `Location`: the signed URL itself, absolute.
-    let location = match request.uri().query() {
+    let mut location = match request.uri().query() {
         Some(query) => format!("{}{}?{query}", config.public_base, request.uri().path()),
         None => format!("{}{}", config.public_base, request.uri().path()),
     };
+    let mut checks = checks;
+    let mut parts = Vec::new();
+    let (id, part) = match (verified.part, &action) {
+        (
+            Some(part),
+            Action::Tus(
+                TusAction::Head
+                | TusAction::Append { .. }
+                | TusAction::Terminate
+                | TusAction::Options,
+            ),
+        ) => {
+            let parent = session_id([verified.signed[0], part.parent_query]);
+            // A part's first bytes are not the file's: its type is judged
+            // when the parts make the file.
+            checks.types = None;
+            (part_session_id(&parent, part.nonce), true)
+        }
+        (Some(_), _) => return Err(refuse(Error::PartUrlRestricted)),
+        (None, Action::Tus(TusAction::Create { partial: true, .. })) => {
+            let nonce = random_hex::<{ PART_NONCE_LEN / 2 }>();
+            location = config
+                .verifier
+                .part_url(&config.public_base, &verified, &nonce);
+            checks.types = None;
+            (part_session_id(&session_id(verified.signed), &nonce), true)
+        }
+        (None, Action::Tus(TusAction::Final { parts: urls, .. })) => {
+            let id = session_id(verified.signed);
+            parts = resolve_parts(config, urls, &id).map_err(refuse)?;
+            (id, false)
+        }
+        (None, _) => (session_id(verified.signed), false),
+    };
+    let session = Session::new(id, verified.path, expires);
     Ok(Plan {
         action,
         checks,
@@ -294,5 +342,43 @@ fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, 
         link,
         location,
         max_size,
+        part,
+        parts,
     })
+}
+
+/// The sessions of a final upload's parts, from their URLs: each absolute
+/// under the public base (whatever `Host` the request came with) or
+/// relative, signed, unexpired, and a part of the upload `parent` (else
+/// `400 concat_part_invalid`; a URL whose signature does not hold keeps its
+/// `403`).
+fn resolve_parts(config: &Config, urls: &[String], parent: &str) -> Result<Vec<Session>, Error> {
+    let now = config.clock.now();
+    urls.iter()
+        .map(|url| {
+            let target = match url.strip_prefix(config.public_base.as_str()) {
+                Some(rest) if rest.starts_with('/') => rest,
+                _ if url.starts_with('/') && !url.starts_with("//") => url.as_str(),
+                _ => return Err(Error::ConcatPartInvalid),
+            };
+            let (path, query) = target.split_once('?').ok_or(Error::ConcatPartInvalid)?;
+            let verified = config
+                .verifier
+                .verify(path, Some(query), SignedMethod::Put, now)
+                .map_err(|error| match error.status() {
+                    http::StatusCode::FORBIDDEN => error,
+                    _ => Error::ConcatPartInvalid,
+                })?;
+            let part = verified.part.ok_or(Error::ConcatPartInvalid)?;
+            if session_id([verified.signed[0], part.parent_query]) != parent {
+                return Err(Error::ConcatPartInvalid);
+            }
+            let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expiry);
+            Ok(Session::new(
+                part_session_id(parent, part.nonce),
+                verified.path,
+                expires,
+            ))
+        })
+        .collect()
 }

@@ -508,8 +508,8 @@ pub fn crc32(data: &[u8]) -> u32 {
 pub type Store = Arc<dyn tower_signed_upload::storage::Storage>;
 
 /// Runs each `case` (an `async fn(Store)` of the test file) once on a
-/// MemoryStorage, once on an FsStorage in a fresh temporary folder, and (with
-/// the `object-store` feature) once on an ObjectStoreStorage over an in-memory
+/// MemoryStorage, once (with the `fs` feature, on Unix) on an FsStorage in a
+/// fresh temporary folder, and (with the `object-store` feature) once on an ObjectStoreStorage over an in-memory
 /// object store; the test file declares `#[macro_use] mod common;`.
 #[allow(unused_macros)]
 macro_rules! on_every_backend {
@@ -522,6 +522,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        #[cfg(all(feature = "fs", unix))]
         mod fs {
             $(
                 #[tokio::test]

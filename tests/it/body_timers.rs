@@ -24,8 +24,8 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_signed_upload::services::RespondCreated;
 use tower_signed_upload::storage::{
-    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
-    MakeRecord, MemoryStorage, OpenOptions, PurgeReport, Session, SessionStatus, Storage,
+    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, ConcatOptions, FileMeta,
+    FileRead, MakeRecord, MemoryStorage, OpenOptions, PurgeReport, Session, SessionStatus, Storage,
     StorageError,
 };
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
@@ -63,6 +63,15 @@ impl Storage for Slow {
         options: &OpenOptions,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         self.memory.open(session, options)
+    }
+
+    fn concat(
+        &self,
+        session: &Session,
+        parts: &[Session],
+        options: &ConcatOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        self.memory.concat(session, parts, options)
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

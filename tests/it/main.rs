@@ -41,3 +41,4 @@ mod simple;
 mod smoke;
 mod storage_errors;
 mod tus;
+mod tus_concat;

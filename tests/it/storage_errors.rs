@@ -9,8 +9,8 @@ use crate::common::*;
 use bytes::Bytes;
 use tower_layer::Layer;
 use tower_signed_upload::storage::{
-    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, FileMeta, FileRead,
-    MakeRecord, MemoryStorage, OpenOptions, PurgeReport, Session, SessionStatus, Storage,
+    BoxFuture, ByteStream, ChunkOptions, ChunkRange, CompleteOptions, ConcatOptions, FileMeta,
+    FileRead, MakeRecord, MemoryStorage, OpenOptions, PurgeReport, Session, SessionStatus, Storage,
     StorageError,
 };
 use tower_signed_upload::{SignedMethod, SignedUploadLayer, SigningKey, UploadPath};
@@ -64,6 +64,16 @@ impl Storage for Failing {
         &self,
         _: &Session,
         _: &OpenOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let error = self.failure.error();
+        Box::pin(async move { Err(error) })
+    }
+
+    fn concat(
+        &self,
+        _: &Session,
+        _: &[Session],
+        _: &ConcatOptions,
     ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let error = self.failure.error();
         Box::pin(async move { Err(error) })

@@ -12,10 +12,10 @@ use sha1::Digest as _;
 use crate::common::*;
 use tower_signed_upload::{SignedMethod, UrlOptions};
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
-const STREAM: (&str, &str) = ("content-type", "application/offset+octet-stream");
+pub(crate) const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+pub(crate) const STREAM: (&str, &str) = ("content-type", "application/offset+octet-stream");
 
-fn tus(
+pub(crate) fn tus(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
@@ -29,11 +29,11 @@ fn tus(
 }
 
 /// The `Location` tus answers with: the signed URL itself, on the public base.
-fn location_of(url: &str) -> String {
+pub(crate) fn location_of(url: &str) -> String {
     format!("{PUBLIC_BASE}{}", target(url))
 }
 
-async fn create(url: &str, length: usize) -> Answer {
+pub(crate) async fn create(url: &str, length: usize) -> Answer {
     let length = length.to_string();
     send(
         &client(),
@@ -47,7 +47,7 @@ async fn create(url: &str, length: usize) -> Answer {
     .await
 }
 
-async fn patch(url: &str, offset: u64, body: &[u8], extra: &[(&str, &str)]) -> Answer {
+pub(crate) async fn patch(url: &str, offset: u64, body: &[u8], extra: &[(&str, &str)]) -> Answer {
     let offset = offset.to_string();
     let mut headers = vec![TUS, STREAM, ("upload-offset", offset.as_str())];
     headers.extend_from_slice(extra);
@@ -58,16 +58,16 @@ async fn patch(url: &str, offset: u64, body: &[u8], extra: &[(&str, &str)]) -> A
     .await
 }
 
-async fn head(url: &str) -> Answer {
+pub(crate) async fn head(url: &str) -> Answer {
     send(&client(), tus(Method::HEAD, url, &[TUS], Bytes::new())).await
 }
 
-fn assert_tus(answer: &Answer, status: u16) {
+pub(crate) fn assert_tus(answer: &Answer, status: u16) {
     assert_eq!(answer.status.as_u16(), status, "{answer:?}");
     assert_eq!(answer.header("tus-resumable"), Some("1.0.0"), "{answer:?}");
 }
 
-fn offset(answer: &Answer) -> u64 {
+pub(crate) fn offset(answer: &Answer) -> u64 {
     answer
         .header("upload-offset")
         .unwrap_or_else(|| panic!("no Upload-Offset: {answer:?}"))
@@ -94,6 +94,7 @@ async fn options_advertise_the_extensions(storage: Store) {
         "expiration",
         "checksum",
         "termination",
+        "concatenation",
     ] {
         assert!(extensions.contains(&wanted), "{extensions:?}");
     }

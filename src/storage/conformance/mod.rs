@@ -36,10 +36,12 @@
 //! The helpers ([`body`], [`session`], [`chunk`], [`make_record`]…) are
 //! public too, for a backend's own further tests.
 
+mod concat;
 mod integrity;
 mod open;
 mod uploads;
 
+pub use concat::*;
 pub use integrity::*;
 pub use open::*;
 pub use uploads::*;
@@ -183,4 +185,7 @@ pub async fn run_uploads(storage: &dyn Storage) {
     check_open_with_total(storage).await;
     check_open_deferred(storage).await;
     check_open_empty_and_discard(storage).await;
+    check_concat_makes_the_parts_the_file(storage).await;
+    check_concat_refuses_incomplete_parts(storage).await;
+    check_concat_conflicts_and_the_empty_file(storage).await;
 }

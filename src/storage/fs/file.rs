@@ -13,7 +13,7 @@ use futures_util::stream;
 use super::blocking;
 use super::error::write_error;
 use super::paths::open_existing;
-use crate::storage::{FileMeta, FileRead, StorageError, HEAD_LEN};
+use crate::storage::{BoxStream, FileMeta, FileRead, StorageError, HEAD_LEN};
 use crate::UploadPath;
 
 /// Bytes per piece when a file is read back.
@@ -54,7 +54,18 @@ pub(super) async fn read_file(
         Some(range) => (*range.start(), range.end().saturating_add(1).min(meta.size)),
         None => (0, meta.size),
     };
-    let state = Some((Arc::new(file), start, end));
+    let body = read_pieces(Arc::new(file), start, end);
+    Ok(FileRead { meta, body })
+}
+
+/// Bytes `start..end` of `file`, piece by piece, each read off the async
+/// threads.
+pub(super) fn read_pieces(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+) -> BoxStream<'static, Result<Bytes, StorageError>> {
+    let state = Some((file, start, end));
     let body = stream::unfold(state, |state| async move {
         let (file, at, end) = state?;
         if at >= end {
@@ -75,8 +86,5 @@ pub(super) async fn read_file(
             Err(error) => Some((Err(error), None)),
         }
     });
-    Ok(FileRead {
-        meta,
-        body: Box::pin(body),
-    })
+    Box::pin(body)
 }

@@ -36,14 +36,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 
 use self::error::{other, FsError};
 use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
+use super::concat::{concat_by_copy, read_failed};
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
-    CompleteOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
-    SessionStatus, Storage, StorageError,
+    CompleteOptions, ConcatOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport,
+    Session, SessionStatus, Storage, StorageError,
 };
 use crate::UploadPath;
 
@@ -272,6 +274,33 @@ impl Storage for FsStorage {
         Box::pin(async move {
             let dir = dir?;
             blocking(move || open::open_session(&root, &dir, &session, &options)).await
+        })
+    }
+
+    fn concat(
+        &self,
+        session: &Session,
+        parts: &[Session],
+        options: &ConcatOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let session = session.clone();
+        let parts = parts.to_vec();
+        let options = options.clone();
+        Box::pin(async move {
+            // A complete part's bytes are its data file's first `len` bytes;
+            // they are read back and stored as the session's chunk.
+            let read = |part: &Session, len: u64| -> BoxFuture<'static, _> {
+                let dir = self.session_dir(part);
+                Box::pin(async move {
+                    let data = dir?.join(paths::DATA);
+                    let file =
+                        blocking(move || fs::File::open(&data).map_err(error::read_error)).await?;
+                    let body: ByteStream =
+                        Box::pin(file::read_pieces(Arc::new(file), 0, len).map_err(read_failed));
+                    Ok(body)
+                })
+            };
+            concat_by_copy(self, &session, &parts, &options, &read).await
         })
     }
 

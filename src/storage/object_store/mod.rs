@@ -42,13 +42,15 @@ use bytes::Bytes;
 use self::complete::completed;
 use self::manifest::Recorded;
 use self::store::unix_millis;
+use super::concat::{concat_by_copy, read_failed};
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
-    CompleteOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport, Session,
-    SessionStatus, Storage, StorageError, RESERVED_FOLDER,
+    CompleteOptions, ConcatOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport,
+    Session, SessionStatus, Storage, StorageError, RESERVED_FOLDER,
 };
 use crate::random::random_hex;
 use crate::{Clock, SystemClock, UploadPath};
+use futures_util::TryStreamExt;
 
 /// The hidden folder under the prefix that holds the sessions.
 const HIDDEN: &str = RESERVED_FOLDER;
@@ -355,6 +357,41 @@ impl Storage for ObjectStoreStorage {
         let dir = self.session_dir(session);
         let (session, options) = (session.clone(), options.clone());
         Box::pin(async move { self.open_session(dir?, session, options).await })
+    }
+
+    fn concat(
+        &self,
+        session: &Session,
+        parts: &[Session],
+        options: &ConcatOptions,
+    ) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
+        let session = session.clone();
+        let parts = parts.to_vec();
+        let options = options.clone();
+        Box::pin(async move {
+            // A complete part's bytes are in its recorded chunk objects; they
+            // are read back in order and stored as the session's chunk.
+            let read = |part: &Session, len: u64| -> BoxFuture<'static, _> {
+                let dir = self.session_dir(part);
+                let this = self.clone();
+                Box::pin(async move {
+                    let dir = dir?;
+                    let manifest = this
+                        .get_json::<manifest::Manifest>(&dir.manifest())
+                        .await?
+                        .map(|(manifest, _)| manifest)
+                        .ok_or(StorageError::PartIncomplete)?;
+                    let last = len.checked_sub(1).ok_or(StorageError::PartIncomplete)?;
+                    let pieces = pieces::plan(&dir, &manifest.chunks, 0, last)
+                        .ok_or(StorageError::PartIncomplete)?;
+                    let body: ByteStream = Box::pin(
+                        pieces::read_pieces(Arc::clone(&this.store), pieces).map_err(read_failed),
+                    );
+                    Ok(body)
+                })
+            };
+            concat_by_copy(self, &session, &parts, &options, &read).await
+        })
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {

@@ -9,19 +9,21 @@ use http_body::Body;
 
 use super::{
     TusAction, EXTENSIONS, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
-    TUS_VERSION, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH, UPLOAD_METADATA,
-    UPLOAD_OFFSET, VERSION,
+    TUS_VERSION, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH,
+    UPLOAD_METADATA, UPLOAD_OFFSET, VERSION,
 };
 use crate::envelope::{self, Meta};
 use crate::error::storage_error;
 use crate::headers::{ChecksumAlgorithm, UploadChecksum};
-use crate::storage::{ChunkOptions, ChunkRange, OpenOptions, Session, SessionStatus};
+use crate::storage::{
+    ChunkOptions, ChunkRange, ConcatOptions, OpenOptions, Session, SessionStatus, StorageError,
+};
 use crate::upload::action::Checks;
 use crate::upload::complete::settle_status;
 use crate::upload::inspect::{Inspect, SNIFF_LEN};
 use crate::upload::layer::Config;
 use crate::upload::pieces::{from_memory, Pieces, BUFFERED_PIECE, PIECE};
-use crate::upload::record::file_of;
+use crate::upload::record::{concat_of, file_of};
 use crate::upload::stream::{Expect, UploadStream};
 use crate::upload::Outcome;
 use crate::Error;
@@ -36,6 +38,12 @@ pub(crate) struct TusRequest {
     pub(crate) location: String,
     /// The largest file this URL takes.
     pub(crate) max_size: u64,
+    /// Whether `session` is a part of the upload (a partial upload, on a part
+    /// URL the layer minted): it is never committed, its last byte stored is
+    /// its end.
+    pub(crate) part: bool,
+    /// A final upload's parts, resolved and checked, in order.
+    pub(crate) parts: Vec<Session>,
 }
 
 /// Runs a tus request.
@@ -56,7 +64,11 @@ where
             total,
             metadata,
             body: length,
+            partial: _,
         } => create(request, total, metadata, length, body).await,
+        TusAction::Final {
+            concat, metadata, ..
+        } => finish(request, concat, metadata).await,
         TusAction::Append {
             offset,
             total,
@@ -144,6 +156,22 @@ fn settled(
     }
 }
 
+/// The session's status once settled: a whole upload whose bytes all
+/// arrived is committed (see [`settle_status`]); a part is left as it is.
+async fn settle(request: &TusRequest, status: SessionStatus) -> Result<SessionStatus, Error> {
+    if request.part {
+        return Ok(status);
+    }
+    settle_status(
+        &request.config,
+        &request.session,
+        status,
+        None,
+        &request.checks,
+    )
+    .await
+}
+
 /// `HEAD`: the offset. A session whose bytes all arrived but which is not
 /// committed yet (a crash fell between) is committed now: the completion.
 async fn head(request: TusRequest) -> Result<Outcome, Error> {
@@ -172,10 +200,16 @@ async fn head(request: TusRequest) -> Result<Outcome, Error> {
         }
         SessionStatus::Completed(_) => {}
     }
-    let status = settle_status(config, &request.session, status, None, &request.checks).await?;
+    if request.part {
+        extra.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
+    }
+    let status = settle(&request, status).await?;
     if let SessionStatus::Completed(completion) = &status {
         let size = file_of(&request.session, completion)?.filesize;
         set(&mut extra, UPLOAD_LENGTH, size);
+        if let Some(concat) = concat_of(completion) {
+            set(&mut extra, UPLOAD_CONCAT, concat);
+        }
     }
     settled(&request, status, StatusCode::OK, extra)
 }
@@ -229,7 +263,58 @@ where
         }
         (status, _) => status,
     };
-    let status = settle_status(&config, &request.session, status, None, &request.checks).await?;
+    let status = settle(&request, status).await?;
+    settled(&request, status, StatusCode::CREATED, extra)
+}
+
+/// `POST` with `Upload-Concat: final;…`: the parts' bytes, in order, become
+/// the upload's (no larger than the URL allows), then the upload completes
+/// as any other: the inner service sees it once, and `Location` is the
+/// upload's own URL. A final upload already complete (a retry, or a racing
+/// final that won) answers as completed, whatever became of its parts.
+async fn finish(
+    request: TusRequest,
+    concat: String,
+    metadata: Option<String>,
+) -> Result<Outcome, Error> {
+    let config = Arc::clone(&request.config);
+    let storage = &config.storage;
+    let session = &request.session;
+    let mut extra = HeaderMap::new();
+    set(&mut extra, header::LOCATION, &request.location);
+    let status = storage.status(session).await.map_err(storage_error)?;
+    if let SessionStatus::Completed(_) = status {
+        return settled(&request, status, StatusCode::CREATED, extra);
+    }
+    let mut total = 0u64;
+    for part in &request.parts {
+        match storage.status(part).await.map_err(storage_error)? {
+            SessionStatus::InProgress {
+                total: Some(length),
+                ..
+            } => total = total.saturating_add(length),
+            // Its length is not known yet: it cannot be complete.
+            _ => return Err(Error::ConcatPartIncomplete),
+        }
+    }
+    if total > request.max_size {
+        return Err(Error::TooLarge);
+    }
+    let mut options = ConcatOptions::new(config.max_ranges);
+    options.metadata = metadata;
+    let status = match storage.concat(session, &request.parts, &options).await {
+        // A racing final may have completed the upload meanwhile.
+        Err(StorageError::PartIncomplete) => {
+            match storage.status(session).await.map_err(storage_error)? {
+                status @ SessionStatus::Completed(_) => status,
+                SessionStatus::InProgress { .. } => return Err(Error::ConcatPartIncomplete),
+            }
+        }
+        other => other.map_err(storage_error)?,
+    };
+    let mut checks = request.checks.clone();
+    checks.concat = Some(concat);
+    let status = settle_status(&config, session, status, None, &checks).await?;
     settled(&request, status, StatusCode::CREATED, extra)
 }
 
@@ -253,6 +338,9 @@ where
         .await
         .map_err(storage_error)?;
     let total = match &status {
+        SessionStatus::Completed(completion) if concat_of(completion).is_some() => {
+            return Err(Error::UploadFinal);
+        }
         SessionStatus::Completed(_) => {
             // Nothing is stored; the answer is the final offset.
             return settled(&request, status, StatusCode::NO_CONTENT, HeaderMap::new());
@@ -289,7 +377,7 @@ where
             .map_err(storage_error)?,
         _ => store(&request, body, offset, total, length, checksum).await?,
     };
-    let status = settle_status(&config, &request.session, status, None, &request.checks).await?;
+    let status = settle(&request, status).await?;
     settled(&request, status, StatusCode::NO_CONTENT, HeaderMap::new())
 }
 

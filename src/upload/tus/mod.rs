@@ -8,7 +8,7 @@ mod flows;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::headers::number::number;
-use crate::headers::{UploadChecksum, UploadMetadata};
+use crate::headers::{UploadChecksum, UploadConcat, UploadMetadata};
 use crate::Error;
 
 pub(crate) use flows::{run, TusRequest};
@@ -18,7 +18,7 @@ pub(crate) const VERSION: &str = "1.0.0";
 
 /// The extensions advertised by `OPTIONS`.
 pub(crate) const EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination";
+    "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation";
 
 /// The `Content-Type` of tus bodies.
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
@@ -35,7 +35,7 @@ pub(crate) const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("uplo
 pub(crate) const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
 pub(crate) const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
 const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
-const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
+pub(crate) const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
 const METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
 
 /// What a tus request asks for.
@@ -52,6 +52,17 @@ pub(crate) enum TusAction {
         /// The body's length if it has one that may hold bytes: `Some(None)`
         /// for a body of unknown length.
         body: Option<Option<u64>>,
+        /// `Upload-Concat: partial`: a new part of the upload, not the upload.
+        partial: bool,
+    },
+    /// `POST` with `Upload-Concat: final;…`: the upload made of these parts.
+    Final {
+        /// The parts' URLs, in order, as sent.
+        parts: Vec<String>,
+        /// The header's value, normalised (`final;` and the URLs).
+        concat: String,
+        /// `Upload-Metadata` as sent, when it holds a pair.
+        metadata: Option<String>,
     },
     /// `HEAD`: the upload's offset.
     Head,
@@ -73,7 +84,7 @@ impl TusAction {
     pub(crate) fn method(&self) -> Method {
         match self {
             TusAction::Options => Method::OPTIONS,
-            TusAction::Create { .. } => Method::POST,
+            TusAction::Create { .. } | TusAction::Final { .. } => Method::POST,
             TusAction::Head => Method::HEAD,
             TusAction::Append { .. } => Method::PATCH,
             TusAction::Terminate => Method::DELETE,
@@ -127,6 +138,18 @@ fn number_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, 
         .transpose()
 }
 
+/// `Upload-Metadata`, normalised, when it holds a pair.
+fn metadata_header(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    Ok(match single(headers, &UPLOAD_METADATA)? {
+        None => None,
+        Some(value) => {
+            let parsed =
+                UploadMetadata::parse(value.as_bytes()).map_err(|_| Error::HeaderInvalid)?;
+            (!parsed.is_empty()).then(|| parsed.to_string())
+        }
+    })
+}
+
 fn is_offset_stream(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
@@ -152,15 +175,33 @@ pub(crate) fn classify(
         Some(version) if version.as_bytes() == VERSION.as_bytes() => {}
         _ => return Err(Error::VersionUnsupported),
     }
-    if headers.contains_key(UPLOAD_CONCAT) {
-        // Concatenation is not offered (`Tus-Extension` does not list it).
-        return Err(Error::HeaderInvalid);
-    }
     let body = (has_body && body_len != Some(0)).then_some(body_len);
     match method {
         Method::HEAD => Ok(TusAction::Head),
         Method::DELETE => Ok(TusAction::Terminate),
         Method::POST => {
+            // Only a creation says what it creates; appends may repeat it.
+            let concat = single(headers, &UPLOAD_CONCAT)?
+                .map(|value| {
+                    UploadConcat::parse(value.as_bytes()).map_err(|_| Error::HeaderInvalid)
+                })
+                .transpose()?;
+            let metadata = metadata_header(headers)?;
+            if let Some(UploadConcat::Final(parts)) = concat {
+                // The final upload's length is its parts' sum, and its bytes theirs.
+                if headers.contains_key(UPLOAD_LENGTH)
+                    || headers.contains_key(UPLOAD_DEFER_LENGTH)
+                    || body.is_some()
+                {
+                    return Err(Error::HeaderInvalid);
+                }
+                let concat = format!("final;{}", parts.join(" "));
+                return Ok(TusAction::Final {
+                    parts,
+                    concat,
+                    metadata,
+                });
+            }
             let total = number_header(headers, &UPLOAD_LENGTH)?;
             let deferred = match single(headers, &UPLOAD_DEFER_LENGTH)? {
                 None => false,
@@ -173,14 +214,6 @@ pub(crate) fn classify(
             if total.is_some_and(|total| total > max_size) {
                 return Err(Error::TooLarge);
             }
-            let metadata = match single(headers, &UPLOAD_METADATA)? {
-                None => None,
-                Some(value) => {
-                    let parsed = UploadMetadata::parse(value.as_bytes())
-                        .map_err(|_| Error::HeaderInvalid)?;
-                    (!parsed.is_empty()).then(|| parsed.to_string())
-                }
-            };
             if body.is_some() && !is_offset_stream(headers) {
                 return Err(Error::ContentTypeInvalid);
             }
@@ -193,6 +226,7 @@ pub(crate) fn classify(
                 total,
                 metadata,
                 body,
+                partial: concat.is_some(),
             })
         }
         Method::PATCH => {
@@ -257,7 +291,8 @@ mod tests {
             Ok(TusAction::Create {
                 total: Some(10),
                 metadata: None,
-                body: None
+                body: None,
+                partial: false
             })
         );
         assert_eq!(
@@ -269,7 +304,8 @@ mod tests {
             Ok(TusAction::Create {
                 total: None,
                 metadata: None,
-                body: None
+                body: None,
+                partial: false
             })
         );
         for bad in [
@@ -289,8 +325,14 @@ mod tests {
             &[
                 ("tus-resumable", "1.0.0"),
                 ("upload-length", "1"),
-                ("upload-concat", "partial"),
+                ("upload-concat", "whole"),
             ],
+            &[
+                ("tus-resumable", "1.0.0"),
+                ("upload-length", "1"),
+                ("upload-concat", "final;/a?part=1"),
+            ],
+            &[("tus-resumable", "1.0.0"), ("upload-concat", "final;")],
         ] {
             assert_eq!(post(bad), Err(Error::HeaderInvalid), "{bad:?}");
         }
@@ -301,6 +343,64 @@ mod tests {
         assert_eq!(
             post(&[("tus-resumable", "0.2.2"), ("upload-length", "1")]),
             Err(Error::VersionUnsupported)
+        );
+    }
+
+    #[test]
+    fn concatenation_creates_parts_and_finals() {
+        let post = |pairs: &[(&'static str, &'static str)]| {
+            classify(&Method::POST, &headers(pairs), Some(0), false, MAX)
+        };
+        assert_eq!(
+            post(&[
+                ("tus-resumable", "1.0.0"),
+                ("upload-length", "10"),
+                ("upload-concat", "partial")
+            ]),
+            Ok(TusAction::Create {
+                total: Some(10),
+                metadata: None,
+                body: None,
+                partial: true
+            })
+        );
+        assert_eq!(
+            post(&[
+                ("tus-resumable", "1.0.0"),
+                ("upload-concat", "final;http://h/a?x=1  /b?y=2"),
+                ("upload-metadata", "filename YS5iaW4=")
+            ]),
+            Ok(TusAction::Final {
+                parts: vec!["http://h/a?x=1".into(), "/b?y=2".into()],
+                concat: "final;http://h/a?x=1 /b?y=2".into(),
+                metadata: Some("filename YS5iaW4=".into()),
+            })
+        );
+        // A final upload has no length of its own, nor a body.
+        assert_eq!(
+            classify(
+                &Method::POST,
+                &headers(&[
+                    ("tus-resumable", "1.0.0"),
+                    ("upload-concat", "final;/a"),
+                    ("content-type", "application/offset+octet-stream")
+                ]),
+                Some(3),
+                true,
+                MAX
+            ),
+            Err(Error::HeaderInvalid)
+        );
+        // Appends and offsets may repeat the header; it changes nothing.
+        assert_eq!(
+            classify(
+                &Method::HEAD,
+                &headers(&[("tus-resumable", "1.0.0"), ("upload-concat", "partial")]),
+                None,
+                false,
+                MAX
+            ),
+            Ok(TusAction::Head)
         );
     }
 
@@ -321,7 +421,8 @@ mod tests {
             Ok(TusAction::Create {
                 total: Some(10),
                 metadata: None,
-                body: Some(Some(4))
+                body: Some(Some(4)),
+                partial: false
             })
         );
         assert_eq!(
