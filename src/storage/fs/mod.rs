@@ -63,6 +63,7 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// {root}/.uploads/{session id}/meta       the session URL's expiry, `{secs}.{nanos}`
 /// {root}/.uploads/{session id}/data       the file being assembled (sparse)
 /// {root}/.uploads/{session id}/journal   the ranges stored, one checksummed entry per chunk
+/// {root}/.uploads/{session id}/journal.tmp  the journal compacted, while it is written
 /// {root}/.uploads/{session id}/repr       the kept `Repr-Digest`, once a chunk announced one
 /// {root}/.uploads/{session id}/writing/   one marker per chunk writer in flight
 /// {root}/.uploads/{session id}/lock       locked (flock) while the journal changes
@@ -93,6 +94,20 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 ///   before [`Storage::write_chunk`] returns. A chunk answered `202` survives the
 ///   process being killed. A chunk whose body fails counts for nothing.
 /// - **Journal entries are checksummed**, so a torn entry left by a crash is ignored.
+/// - **A session costs what its distinct ranges cost**, not what its chunks
+///   did: once the journal holds more than `2 × ranges + 64` entries, the chunk
+///   that appended the last one rewrites it as one entry per distinct range
+///   (so at most [`ChunkOptions::max_ranges`] of them). Each request replays
+///   the journal, so its memory is bounded the same way: 100,000 one-byte
+///   chunks sent in order leave a journal of at most 66 entries. The rewrite
+///   is crash-safe (written aside to `journal.tmp`, `fsync`ed, renamed over
+///   the journal, folder `fsync`ed: either file replays to the same ranges,
+///   and a leftover `journal.tmp` is ignored, then overwritten) and happens
+///   under the session lock, which every append takes, always appending to
+///   the file then at `journal`; writers streaming batches notice the new
+///   file by its inode and read it whole. Compaction drops the digests of
+///   chunks whose range merged with others: an exact resend of such a chunk
+///   is compared byte by byte with the data file instead of by its digest.
 /// - **Stored bytes are never overwritten; a conflicting chunk is refused**
 ///   ([`StorageError::RangeConflict`]), across tasks and processes:
 ///   - *An identical resend* (the `first`/`last` of a recorded entry) is only
