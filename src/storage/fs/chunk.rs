@@ -20,6 +20,7 @@ use super::journal::{
 use super::lock::{lock_session, retry_removed, ExclusiveData};
 use super::paths::{check_destination, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
+use super::quota::{Quota, Reservation};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{forget_repr, read_repr, write_repr};
 use super::session::{completed, ensure_meta, ensure_session_dir};
@@ -92,14 +93,25 @@ enum Admission {
     Admitted(ChunkFiles),
 }
 
-/// First step of a chunk: under the session lock, check the chunk and open the
-/// session's files.
+/// How many bytes of `[first, last]` are in `ranges`.
+fn stored_within(ranges: &ByteRanges, first: u64, last: u64) -> u64 {
+    ranges
+        .as_slice()
+        .iter()
+        .filter(|r| r[0] <= last && first <= r[1])
+        .map(|r| r[1].min(last) - r[0].max(first) + 1)
+        .sum()
+}
+
+/// First step of a chunk: under the session lock, check the chunk, reserve
+/// the bytes it would add against the quota, and open the session's files.
 fn admit_chunk(
     root: &Path,
     dir: PathBuf,
     session: &Session,
     range: ChunkRange,
     options: &ChunkOptions,
+    reservation: &mut Reservation,
 ) -> Result<Admission, StorageError> {
     ensure_session_dir(&dir)?;
     let _lock = lock_session(&dir)?;
@@ -110,6 +122,13 @@ fn admit_chunk(
     let mut journal = session_state(&dir)?;
     journal.state.repr_digest = read_repr(&dir)?;
     journal.state.admit(range, options)?;
+    // Refused before anything is created or read: the bytes the chunk would
+    // add to the session must fit in the quota.
+    let adds = (range.last - range.first + 1)
+        - stored_within(&journal.state.ranges, range.first, range.last);
+    if adds > reservation.bytes() {
+        reservation.grow(adds - reservation.bytes())?;
+    }
 
     let mut created = ensure_meta(&dir, session.expires())?;
     let mut open = |name: &str| {
@@ -349,7 +368,43 @@ fn record_chunk(
 }
 
 /// Writes one chunk; see [`Storage::write_chunk`](crate::storage::Storage::write_chunk).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_chunk(
+    root: Arc<Path>,
+    buffers: Arc<BufferBudget>,
+    quota: Option<Arc<Quota>>,
+    dir: PathBuf,
+    session: Session,
+    range: ChunkRange,
+    options: Arc<ChunkOptions>,
+    body: ByteStream,
+) -> Result<SessionStatus, StorageError> {
+    let id = session.id().to_owned();
+    // Released when the chunk ends; what it stored is then counted with the
+    // session's bytes.
+    let reservation = Reservation::new(quota.clone());
+    let result = stream_chunk(
+        root,
+        buffers,
+        dir,
+        session,
+        range,
+        options,
+        body,
+        reservation,
+    )
+    .await;
+    if let (Ok(status), Some(quota)) = (&result, &quota) {
+        match status {
+            SessionStatus::InProgress { ranges, .. } => quota.set_session(&id, ranges.received()),
+            _ => quota.forget_session(&id),
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_chunk(
     root: Arc<Path>,
     buffers: Arc<BufferBudget>,
     dir: PathBuf,
@@ -357,6 +412,7 @@ pub(super) async fn write_chunk(
     range: ChunkRange,
     options: Arc<ChunkOptions>,
     mut body: ByteStream,
+    mut reservation: Reservation,
 ) -> Result<SessionStatus, StorageError> {
     storage_segments(session.path())?;
     if range.first > range.last {
@@ -372,10 +428,21 @@ pub(super) async fn write_chunk(
             // Before the session folder exists: a path the file could never
             // take leaves no session behind.
             check_destination(&root, session.path())?;
-            retry_removed(|| admit_chunk(&root, dir.clone(), &session, range, &options))
+            let admission = retry_removed(|| {
+                admit_chunk(
+                    &root,
+                    dir.clone(),
+                    &session,
+                    range,
+                    &options,
+                    &mut reservation,
+                )
+            })?;
+            Ok((admission, reservation))
         })
         .await?
     };
+    let (admission, _reservation) = admission;
     let files = match admission {
         Admission::Completed(record) => return Ok(completed(record, false)),
         Admission::Admitted(files) => Arc::new(files),
@@ -480,7 +547,14 @@ mod tests {
         let first = digest("sha-256=:LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=:");
         let range = chunk(0, 9, Some(10));
         let options = ChunkOptions::new(10).repr_digest(first);
-        let admission = admit_chunk(storage.root(), dir.clone(), &session, range, &options);
+        let admission = admit_chunk(
+            storage.root(),
+            dir.clone(),
+            &session,
+            range,
+            &options,
+            &mut Reservation::new(None),
+        );
         let Ok(Admission::Admitted(files)) = admission else {
             panic!("not admitted");
         };

@@ -20,6 +20,7 @@ mod paths;
 mod pipeline;
 mod purge;
 mod put;
+mod quota;
 mod record;
 mod repr;
 mod session;
@@ -39,6 +40,8 @@ use bytes::Bytes;
 use self::error::{other, FsError};
 use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
+use self::quota::{Quota, Reservation};
+use self::record::record_exists;
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
     CompleteOptions, FileMeta, FileRead, MakeRecord, PurgeReport, Session, SessionStatus, Storage,
@@ -201,6 +204,7 @@ pub struct FsStorage {
     root: Arc<Path>,
     grace: Duration,
     buffers: Arc<BufferBudget>,
+    quota: Option<Arc<Quota>>,
 }
 
 impl FsStorage {
@@ -220,7 +224,55 @@ impl FsStorage {
             root: Arc::from(root),
             grace: Duration::from_secs(3600),
             buffers: Arc::new(BufferBudget::new(DEFAULT_BUFFER_BUDGET)),
+            quota: None,
         })
+    }
+
+    /// The most bytes unfinished uploads may hold on disk together (no limit
+    /// by default): simple uploads' temporary files while they stream, and
+    /// the bytes sessions stored, until they complete or are discarded or
+    /// cleaned up. An upload that would pass it fails with
+    /// [`StorageError::Full`] (the layer answers `507 storage_full`), and
+    /// nothing already stored is lost:
+    ///
+    /// - a chunk is refused before its body is read when the bytes it would
+    ///   add to its session do not fit (bytes the session stored already
+    ///   cost nothing again); the session keeps its ranges, and the chunk
+    ///   can be sent again once others made room;
+    /// - a simple upload is refused before its body is read when its
+    ///   declared length (`Content-Length`, see [`Storage::put_with_length`])
+    ///   does not fit, and midway, its temporary file removed, when a body of
+    ///   unknown length passes the quota.
+    ///
+    /// What a request reserved is released when it ends, however it ends.
+    /// The sessions already in the folder are counted when this is called
+    /// (their journals are read), so a restart does not forget them.
+    ///
+    /// The count is per process (and shared by this value's clones): several
+    /// processes on one folder each count their own uploads in flight, the
+    /// sessions they saw when this was called and those they wrote to since;
+    /// give each a share of the disk.
+    pub fn max_pending(mut self, bytes: u64) -> Self {
+        self.quota = Some(Arc::new(Quota::new(&self.root, bytes)));
+        self
+    }
+
+    /// Bytes held by unfinished uploads as counted for
+    /// [`FsStorage::max_pending`]; 0 without a quota.
+    pub fn pending(&self) -> u64 {
+        self.quota.as_ref().map_or(0, |quota| quota.used())
+    }
+
+    /// Notes what a session's status says of its stored bytes.
+    fn count(&self, session: &Session, status: &SessionStatus) {
+        let Some(quota) = &self.quota else { return };
+        match status {
+            SessionStatus::InProgress { ranges, .. } if !ranges.is_empty() => {
+                quota.set_session(session.id(), ranges.received());
+            }
+            SessionStatus::InProgress { .. } => {}
+            _ => quota.forget_session(session.id()),
+        }
     }
 
     /// How many body bytes all uploads of this backend together may gather in
@@ -268,18 +320,22 @@ impl Storage for FsStorage {
         let session = session.clone();
         let root = Arc::clone(&self.root);
         let buffers = Arc::clone(&self.buffers);
+        let quota = self.quota.clone();
         let dir = self.session_dir(&session);
         Box::pin(async move {
-            chunk::write_chunk(root, buffers, dir?, session, range, options, body).await
+            chunk::write_chunk(root, buffers, quota, dir?, session, range, options, body).await
         })
     }
 
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let root = Arc::clone(&self.root);
         let dir = self.session_dir(session);
+        let session = session.clone();
         Box::pin(async move {
             let dir = dir?;
-            blocking(move || session::session_status(&root, &dir)).await
+            let status = blocking(move || session::session_status(&root, &dir)).await?;
+            self.count(&session, &status);
+            Ok(status)
         })
     }
 
@@ -296,18 +352,35 @@ impl Storage for FsStorage {
         Box::pin(async move {
             let dir = dir?;
             storage_segments(session.path())?;
-            blocking(move || {
+            let counted = session.clone();
+            let result = blocking(move || {
                 complete::complete_session(&root, &dir, &session, &options, make_record)
             })
-            .await
+            .await;
+            match &result {
+                Ok(status) => self.count(&counted, status),
+                // A refused commit removes the session.
+                Err(StorageError::CommitRefused) => {
+                    if let Some(quota) = &self.quota {
+                        quota.forget_session(counted.id());
+                    }
+                }
+                Err(_) => {}
+            }
+            result
         })
     }
 
     fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
         let dir = self.session_dir(session);
+        let id = session.id().to_owned();
         Box::pin(async move {
             let dir = dir?;
-            blocking(move || session::discard_session(&dir)).await
+            blocking(move || session::discard_session(&dir)).await?;
+            if let Some(quota) = &self.quota {
+                quota.forget_session(&id);
+            }
+            Ok(())
         })
     }
 
@@ -316,10 +389,27 @@ impl Storage for FsStorage {
         path: &UploadPath,
         body: ByteStream,
     ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
+        self.put_with_length(path, None, body)
+    }
+
+    fn put_with_length(
+        &self,
+        path: &UploadPath,
+        length: Option<u64>,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
         let root = Arc::clone(&self.root);
         let buffers = Arc::clone(&self.buffers);
+        let reservation = Reservation::new(self.quota.clone());
         let path = path.clone();
-        Box::pin(put::put_file(root, buffers, path, body))
+        Box::pin(put::put_file(
+            root,
+            buffers,
+            reservation,
+            path,
+            length,
+            body,
+        ))
     }
 
     fn read(
@@ -344,7 +434,22 @@ impl Storage for FsStorage {
     fn purge_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<PurgeReport, StorageError>> {
         let root = Arc::clone(&self.root);
         let cutoff = now.checked_sub(self.grace).unwrap_or(UNIX_EPOCH);
-        Box::pin(async move { blocking(move || purge::purge(&root, cutoff)).await })
+        let quota = self.quota.clone();
+        Box::pin(async move {
+            blocking(move || {
+                let report = purge::purge(&root, cutoff)?;
+                if let Some(quota) = quota {
+                    // Sessions removed, or completed by another process.
+                    let hidden = root.join(HIDDEN);
+                    quota.retain_sessions(|id| {
+                        let dir = hidden.join(id);
+                        dir.is_dir() && !record_exists(&dir).unwrap_or(false)
+                    });
+                }
+                Ok(report)
+            })
+            .await
+        })
     }
 }
 
