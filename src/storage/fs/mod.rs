@@ -161,6 +161,9 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// - **Entity tags** derive from the file's size, modification time and inode, so
 ///   the tag given at completion is the one [`Storage::head`] reports later.
 /// - A full disk (or quota) is [`StorageError::Full`], with nothing half committed.
+/// - **Unfinished uploads can be given a quota** ([`FsStorage::max_pending`]):
+///   past it, uploads are [`StorageError::Full`] (refused before their body is
+///   read when its length is known), and nothing acknowledged is lost.
 /// - **Memory stays bounded**: bodies are written in batches of up to 256 KiB
 ///   (simple uploads) or 1 MiB (chunks), the next gathered while the last is
 ///   written; all uploads together gather at most [`FsStorage::buffer_budget`]
