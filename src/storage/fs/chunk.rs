@@ -368,6 +368,10 @@ fn record_chunk(
 }
 
 /// Writes one chunk; see [`Storage::write_chunk`](crate::storage::Storage::write_chunk).
+///
+/// The bytes the chunk would add to its session are reserved against the
+/// quota at admission and released when the chunk ends, once what it stored
+/// is counted with the session's bytes.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_chunk(
     root: Arc<Path>,
@@ -377,43 +381,10 @@ pub(super) async fn write_chunk(
     session: Session,
     range: ChunkRange,
     options: Arc<ChunkOptions>,
-    body: ByteStream,
+    mut body: ByteStream,
 ) -> Result<SessionStatus, StorageError> {
     let id = session.id().to_owned();
-    // Released when the chunk ends; what it stored is then counted with the
-    // session's bytes.
-    let reservation = Reservation::new(quota.clone());
-    let result = stream_chunk(
-        root,
-        buffers,
-        dir,
-        session,
-        range,
-        options,
-        body,
-        reservation,
-    )
-    .await;
-    if let (Ok(status), Some(quota)) = (&result, &quota) {
-        match status {
-            SessionStatus::InProgress { ranges, .. } => quota.set_session(&id, ranges.received()),
-            _ => quota.forget_session(&id),
-        }
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn stream_chunk(
-    root: Arc<Path>,
-    buffers: Arc<BufferBudget>,
-    dir: PathBuf,
-    session: Session,
-    range: ChunkRange,
-    options: Arc<ChunkOptions>,
-    mut body: ByteStream,
-    mut reservation: Reservation,
-) -> Result<SessionStatus, StorageError> {
+    let mut reservation = Reservation::new(quota.clone());
     storage_segments(session.path())?;
     if range.first > range.last {
         return Err(StorageError::RangeNotSatisfiable);
@@ -444,7 +415,12 @@ async fn stream_chunk(
     };
     let (admission, _reservation) = admission;
     let files = match admission {
-        Admission::Completed(record) => return Ok(completed(record, false)),
+        Admission::Completed(record) => {
+            if let Some(quota) = &quota {
+                quota.forget_session(&id);
+            }
+            return Ok(completed(record, false));
+        }
         Admission::Admitted(files) => Arc::new(files),
     };
 
@@ -500,13 +476,20 @@ async fn stream_chunk(
         )));
     }
     let blocks = hasher.finish();
-    blocking(move || {
+    let result = blocking(move || {
         if open && files.plan == Plan::Stream {
             files.data.sync_data().map_err(write_error)?;
         }
         record_chunk(&root, &files, range, &options, &blocks)
     })
-    .await
+    .await;
+    if let (Ok(status), Some(quota)) = (&result, &quota) {
+        match status {
+            SessionStatus::InProgress { ranges, .. } => quota.set_session(&id, ranges.received()),
+            _ => quota.forget_session(&id),
+        }
+    }
+    result
 }
 
 #[cfg(test)]
