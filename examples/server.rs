@@ -99,7 +99,15 @@ struct Args {
     /// descriptors, new connections wait in the kernel's queue until one closes.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Bytes that unfinished uploads (sessions and simple uploads in flight)
+    /// may hold in `--dir` together; past it, uploads are refused with 507
+    /// `storage_full`, and what was acknowledged stays. Counted per process.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PENDING, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending: u64,
 }
+
+/// Default of `--max-pending`: 8 GiB.
+const DEFAULT_MAX_PENDING: u64 = 8 << 30;
 
 /// The connection limits the flags set.
 #[derive(Debug, Clone, Copy)]
@@ -152,8 +160,9 @@ fn storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
             tower_signed_upload::storage::ObjectStoreStorage::new(Arc::new(store), &args.s3_prefix);
         return Ok(Arc::new(storage));
     }
-    let storage =
-        FsStorage::new(&args.dir).map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?;
+    let storage = FsStorage::new(&args.dir)
+        .map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?
+        .max_pending(args.max_pending);
     Ok(Arc::new(storage))
 }
 

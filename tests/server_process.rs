@@ -1028,6 +1028,58 @@ async fn max_size_flag_limits_simple_and_resumable_uploads() {
     assert!(entries(&dir.path().join(".uploads/tmp")).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_flag_refuses_uploads_past_the_quota_and_counts_sessions_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = Launch::new(dir.path()).arg("--max-pending").arg("1000");
+    let mut server = launch.start();
+    let http = client();
+    let session = signed(&server, KEY, "quota/session.bin", SignedMethod::Put);
+    let first = send(
+        &http,
+        put(
+            &session,
+            &[("content-range", "bytes 0-599/2000")],
+            bytes(600, 1),
+        ),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let simple = signed(&server, KEY, "quota/simple.bin", SignedMethod::Put);
+    let over = send(&http, put(&simple, &[], bytes(500, 2))).await;
+    assert_eq!(
+        (over.status.as_u16(), over.code()),
+        (507, "storage_full".into())
+    );
+    let fits = send(&http, put(&simple, &[], bytes(400, 2))).await;
+    assert_eq!(fits.status, 201, "{:?}", fits.body);
+    assert!(entries(&dir.path().join(".uploads/tmp")).is_empty());
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some(), "exits");
+    drop(server);
+
+    // A new process on the folder counts the session's 600 bytes.
+    let server = launch.start();
+    let simple = signed(&server, KEY, "quota/again.bin", SignedMethod::Put);
+    let over = send(&http, put(&simple, &[], bytes(401, 3))).await;
+    assert_eq!(
+        (over.status.as_u16(), over.code()),
+        (507, "storage_full".into())
+    );
+    let fits = send(&http, put(&simple, &[], bytes(400, 3))).await;
+    assert_eq!(fits.status, 201, "{:?}", fits.body);
+
+    // `--help` names the flag and its default of 8 GiB.
+    let (status, stdout, _) = Launch::new(dir.path())
+        .arg("--help")
+        .run_to_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(
+        stdout.contains("--max-pending") && stdout.contains("8589934592"),
+        "{stdout}"
+    );
+}
+
 /// Waits at most `within` for the server to close `stream`, writing one byte
 /// of `trickle` (if any) every 300 ms meanwhile; returns how long it took, or
 /// `None` if the connection was still open. Answers the server writes first

@@ -63,9 +63,17 @@ struct SessionEntry {
 }
 
 /// A session's stored bytes: pieces keyed by their offset, never overlapping,
-/// covering exactly the session's stored ranges.
+/// covering exactly the session's stored ranges. Adjacent pieces are joined
+/// while the result is at most [`JOIN_LEN`] bytes, so that many small chunks
+/// cost what their bytes and distinct ranges cost, not one map entry each.
 #[derive(Debug, Default)]
 struct Pieces(BTreeMap<u64, Bytes>);
+
+/// The largest piece that small adjacent pieces are joined into (a copy).
+/// Two adjacent pieces hold more than this together unless one was stored
+/// after the other grew past it; so a session of `n` distinct ranges holding
+/// `b` bytes keeps at most about `n + 2b / JOIN_LEN` pieces.
+const JOIN_LEN: usize = 4096;
 
 impl Pieces {
     /// The stored pieces that overlap `[start, stop)`, with their offsets.
@@ -116,7 +124,48 @@ impl Pieces {
                 Bytes::copy_from_slice(slice)
             };
             self.0.insert(from, part);
+            self.join(from);
         }
+    }
+
+    /// Joins the piece at `at` with the pieces that end where it starts and
+    /// start where it ends, while each join stays within [`JOIN_LEN`].
+    fn join(&mut self, at: u64) {
+        let mut at = at;
+        let before = self.0.range(..at).next_back().map(|(k, v)| (*k, v.len()));
+        if let Some((left, len)) = before {
+            if left + len as u64 == at {
+                at = self.join_pair(left, at).unwrap_or(at);
+            }
+        }
+        let Some(len) = self.0.get(&at).map(Bytes::len) else {
+            return;
+        };
+        let next = at + len as u64;
+        if self.0.contains_key(&next) {
+            self.join_pair(at, next);
+        }
+    }
+
+    /// Joins the adjacent pieces at `left` and `right` if together they hold
+    /// at most [`JOIN_LEN`] bytes; returns the offset of the joined piece.
+    fn join_pair(&mut self, left: u64, right: u64) -> Option<u64> {
+        let (first, second) = (self.0.get(&left)?, self.0.get(&right)?);
+        if first.len() + second.len() > JOIN_LEN {
+            return None;
+        }
+        let mut joined = BytesMut::with_capacity(first.len() + second.len());
+        joined.extend_from_slice(first);
+        joined.extend_from_slice(second);
+        self.0.remove(&right);
+        self.0.insert(left, joined.freeze());
+        Some(left)
+    }
+
+    /// How many pieces are kept.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.0.len()
     }
 
     /// Bytes held.
@@ -518,6 +567,49 @@ impl Storage for MemoryStorage {
 mod tests {
     use super::*;
     use crate::storage::conformance::{body, chunk, complete_default, live_session};
+
+    #[tokio::test]
+    async fn many_small_chunks_cost_their_bytes_and_ranges() {
+        const TOTAL: u64 = 20_000;
+        let storage = MemoryStorage::new();
+        let session = live_session(3, "many.bin");
+        let options = ChunkOptions::new(10);
+        // One byte at a time, in order, but byte 100 last: two ranges.
+        for offset in (0..TOTAL).filter(|offset| *offset != 100) {
+            let byte = [b'a' + (offset % 26) as u8];
+            storage
+                .write_chunk(
+                    &session,
+                    chunk(offset, offset, Some(TOTAL)),
+                    &options,
+                    body(&[&byte]),
+                )
+                .await
+                .expect("chunk");
+        }
+        let pieces = {
+            let inner = storage.lock();
+            inner
+                .sessions
+                .values()
+                .map(|entry| entry.data.count())
+                .sum::<usize>()
+        };
+        assert!(
+            pieces <= 2 + 2 * TOTAL as usize / JOIN_LEN + 1,
+            "{pieces} pieces"
+        );
+        assert_eq!(storage.session_bytes(), TOTAL as usize - 1);
+        storage
+            .write_chunk(&session, chunk(100, 100, None), &options, body(&[b"w"]))
+            .await
+            .expect("chunk");
+        complete_default(&storage, &session).await;
+        let expected: Vec<u8> = (0..TOTAL)
+            .map(|offset| b'a' + (offset % 26) as u8)
+            .collect();
+        assert_eq!(storage.file("many.bin").as_deref(), Some(&expected[..]));
+    }
 
     #[tokio::test]
     async fn a_byte_at_a_high_offset_holds_one_byte() {

@@ -188,6 +188,20 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         body: ByteStream,
     ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>>;
 
+    /// [`Storage::put`], told the body's length when the request declared it
+    /// (`Content-Length`), so that a backend with a quota of bytes in flight
+    /// may refuse the upload ([`StorageError::Full`]) before reading its body.
+    /// The layer calls this one; by default it ignores the length.
+    fn put_with_length(
+        &self,
+        path: &UploadPath,
+        length: Option<u64>,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
+        let _ = length;
+        self.put(path, body)
+    }
+
     /// Reads a stored file, whole or one inclusive byte range of it.
     ///
     /// The range must lie within the file (the caller checks it against
@@ -258,6 +272,15 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
         body: ByteStream,
     ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
         (**self).put(path, body)
+    }
+
+    fn put_with_length(
+        &self,
+        path: &UploadPath,
+        length: Option<u64>,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
+        (**self).put_with_length(path, length, body)
     }
 
     fn read(

@@ -49,10 +49,12 @@ where
             .collect(),
         (!wanted.is_empty()).then(|| (wanted, Arc::clone(&digests))),
     );
+    // The declared length (`Content-Length`), for a storage quota.
+    let length = body.size_hint().exact();
     let stream = UploadStream::new(body, Expect::AtMost(max), config.timers()).inspect(inspect);
     let (meta, head) = config
         .storage
-        .put(&path, Box::pin(stream))
+        .put_with_length(&path, length, Box::pin(stream))
         .await
         .map_err(storage_error)?;
     let mut file = UploadedFile::describe(

@@ -20,6 +20,8 @@ mod fs_full;
 #[cfg(all(feature = "fs", unix))]
 mod fs_paths;
 #[cfg(all(feature = "fs", unix))]
+mod fs_quota;
+#[cfg(all(feature = "fs", unix))]
 mod fs_sessions;
 #[cfg(all(feature = "fs", unix))]
 mod fuzz_regressions;

@@ -14,11 +14,14 @@ use futures_util::StreamExt;
 use super::blocking;
 use super::blocks::{chunk_digest, verify_blocks, BlockHasher};
 use super::error::{is_not_found, other, write_error, FsError};
-use super::journal::{append_entry, read_journal, session_state, Entry, Journal};
+use super::journal::{
+    append_entry, compact, open_journal, read_journal, session_state, Entry, Journal,
+};
 use super::lock::{lock_session, retry_removed, ExclusiveData};
 use super::open::apply_opened;
 use super::paths::{check_destination, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
+use super::quota::{Quota, Reservation};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{forget_repr, read_repr, write_repr};
 use super::session::{completed, ensure_meta, ensure_session_dir};
@@ -55,10 +58,8 @@ struct ChunkFiles {
     /// The writers' lock: shared while writing a batch, exclusive while a
     /// chunk is recorded or the session commits.
     data_lock: File,
-    /// The session's journal, opened with the data file.
-    journal: File,
     /// The journal as this writer last read it; refreshed before each batch.
-    known: Mutex<Journal>,
+    known: Mutex<Known>,
     /// The ranges of writers in flight at admission that meet the chunk's range.
     met: Vec<[u64; 2]>,
     /// Registered when the chunk may write bytes; removed when this is dropped,
@@ -66,19 +67,52 @@ struct ChunkFiles {
     marker: Option<Marker>,
 }
 
+/// The journal file a writer reads, and what it read of it. Compaction
+/// replaces the file at [`JOURNAL`]; the writer then reads the new one whole.
+struct Known {
+    file: File,
+    journal: Journal,
+}
+
+impl Known {
+    /// Reads what was appended since the last read, or the whole journal if
+    /// compaction replaced it since.
+    fn refresh(&mut self, dir: &Path) -> Result<(), StorageError> {
+        if !same_file(&self.file, &dir.join(JOURNAL))? {
+            // Gone: the session was removed; the chunk fails when recorded.
+            if let Some(file) = open_journal(dir)? {
+                self.journal = read_journal(&file).map_err(write_error)?;
+                self.file = file;
+            }
+        }
+        self.journal.refresh(&self.file).map_err(write_error)
+    }
+}
+
 enum Admission {
     Completed(StoredRecord),
     Admitted(ChunkFiles),
 }
 
-/// First step of a chunk: under the session lock, check the chunk and open the
-/// session's files.
+/// How many bytes of `[first, last]` are in `ranges`.
+fn stored_within(ranges: &ByteRanges, first: u64, last: u64) -> u64 {
+    ranges
+        .as_slice()
+        .iter()
+        .filter(|r| r[0] <= last && first <= r[1])
+        .map(|r| r[1].min(last) - r[0].max(first) + 1)
+        .sum()
+}
+
+/// First step of a chunk: under the session lock, check the chunk, reserve
+/// the bytes it would add against the quota, and open the session's files.
 fn admit_chunk(
     root: &Path,
     dir: PathBuf,
     session: &Session,
     range: ChunkRange,
     options: &ChunkOptions,
+    reservation: &mut Reservation,
 ) -> Result<Admission, StorageError> {
     ensure_session_dir(&dir)?;
     let _lock = lock_session(&dir)?;
@@ -90,6 +124,13 @@ fn admit_chunk(
     journal.state.repr_digest = read_repr(&dir)?;
     apply_opened(&dir, &mut journal.state)?;
     journal.state.admit(range, options)?;
+    // Refused before anything is created or read: the bytes the chunk would
+    // add to the session must fit in the quota.
+    let adds = (range.last - range.first + 1)
+        - stored_within(&journal.state.ranges, range.first, range.last);
+    if adds > reservation.bytes() {
+        reservation.grow(adds - reservation.bytes())?;
+    }
 
     let mut created = ensure_meta(&dir, session.expires())?;
     let mut open = |name: &str| {
@@ -118,8 +159,10 @@ fn admit_chunk(
         plan,
         data,
         data_lock,
-        journal: journal_file,
-        known: Mutex::new(journal),
+        known: Mutex::new(Known {
+            file: journal_file,
+            journal,
+        }),
         met,
         marker,
     }))
@@ -189,10 +232,10 @@ fn write_batch(files: &ChunkFiles, offset: u64, pieces: &[Bytes]) -> Result<bool
             .known
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.refresh(&files.journal).map_err(write_error)?;
+        known.refresh(&files.dir)?;
         let mut at = offset;
         for piece in pieces {
-            store_piece(&files.data, at, piece, &known.state.ranges)?;
+            store_piece(&files.data, at, piece, &known.journal.state.ranges)?;
             at += piece.len() as u64;
         }
         Ok(true)
@@ -227,12 +270,16 @@ fn record_chunk(
         return Ok(completed(record, false));
     }
     // A session discarded since the admission (perhaps started afresh) is
-    // none of this chunk's business any more.
-    if !same_file(&files.journal, &dir.join(JOURNAL))? {
+    // none of this chunk's business any more. The data file tells: only a
+    // commit (which leaves a record) or a removal ever replaces it, whereas
+    // compaction replaces the journal.
+    if !same_file(&files.data, &dir.join(DATA))? {
         return Err(other(FsError::SessionRemoved));
     }
-    let journal = read_journal(&files.journal).map_err(write_error)?;
-    let mut state = journal.state;
+    // Opened under the session lock: the file every append goes to.
+    let journal_file = open_journal(dir)?.ok_or_else(|| other(FsError::SessionRemoved))?;
+    let mut journal = read_journal(&journal_file).map_err(write_error)?;
+    let mut state = journal.state.clone();
     state.repr_digest = read_repr(dir)?;
     apply_opened(dir, &mut state)?;
     state.admit(range, options)?;
@@ -292,7 +339,7 @@ fn record_chunk(
             range,
             digest: Some(digest),
         };
-        if let Err(error) = append_entry(&files.journal, journal.len, entry) {
+        if let Err(error) = append_entry(&journal_file, journal.len, entry) {
             if kept_now {
                 // The chunk counts for nothing, and neither does its digest.
                 // Should this removal fail too, the digest stays as after a
@@ -308,22 +355,39 @@ fn record_chunk(
         // already are: should a crash lose the entry, the chunk was never
         // answered, and its bytes on disk are what any writer compared with.
         drop(exclusive);
-        files.journal.sync_data().map_err(write_error)?;
+        journal_file.sync_data().map_err(write_error)?;
         state.record(range);
+        journal.push(entry);
+        if journal.needs_compaction() {
+            // The chunk is recorded durably already, and an interrupted
+            // compaction leaves the journal as it was: a failure here only
+            // postpones compaction to the next chunk.
+            if let Err(error) = compact(dir, &journal) {
+                tracing::warn!(%error, "compacting a session journal failed");
+            }
+        }
     }
     Ok(SessionStatus::in_progress(state))
 }
 
 /// Writes one chunk; see [`Storage::write_chunk`](crate::storage::Storage::write_chunk).
+///
+/// The bytes the chunk would add to its session are reserved against the
+/// quota at admission and released when the chunk ends, once what it stored
+/// is counted with the session's bytes.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_chunk(
     root: Arc<Path>,
     buffers: Arc<BufferBudget>,
+    quota: Option<Arc<Quota>>,
     dir: PathBuf,
     session: Session,
     range: ChunkRange,
     options: Arc<ChunkOptions>,
     mut body: ByteStream,
 ) -> Result<SessionStatus, StorageError> {
+    let id = session.id().to_owned();
+    let mut reservation = Reservation::new(quota.clone());
     storage_segments(session.path())?;
     if range.first > range.last {
         return Err(StorageError::RangeNotSatisfiable);
@@ -338,12 +402,28 @@ pub(super) async fn write_chunk(
             // Before the session folder exists: a path the file could never
             // take leaves no session behind.
             check_destination(&root, session.path())?;
-            retry_removed(|| admit_chunk(&root, dir.clone(), &session, range, &options))
+            let admission = retry_removed(|| {
+                admit_chunk(
+                    &root,
+                    dir.clone(),
+                    &session,
+                    range,
+                    &options,
+                    &mut reservation,
+                )
+            })?;
+            Ok((admission, reservation))
         })
         .await?
     };
+    let (admission, _reservation) = admission;
     let files = match admission {
-        Admission::Completed(record) => return Ok(completed(record, false)),
+        Admission::Completed(record) => {
+            if let Some(quota) = &quota {
+                quota.forget_session(&id);
+            }
+            return Ok(completed(record, false));
+        }
         Admission::Admitted(files) => Arc::new(files),
     };
 
@@ -399,13 +479,20 @@ pub(super) async fn write_chunk(
         )));
     }
     let blocks = hasher.finish();
-    blocking(move || {
+    let result = blocking(move || {
         if open && files.plan == Plan::Stream {
             files.data.sync_data().map_err(write_error)?;
         }
         record_chunk(&root, &files, range, &options, &blocks)
     })
-    .await
+    .await;
+    if let (Ok(status), Some(quota)) = (&result, &quota) {
+        match status {
+            SessionStatus::InProgress { ranges, .. } => quota.set_session(&id, ranges.received()),
+            _ => quota.forget_session(&id),
+        }
+    }
+    result
 }
 
 #[cfg(test)]
@@ -446,22 +533,29 @@ mod tests {
         let first = digest("sha-256=:LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=:");
         let range = chunk(0, 9, Some(10));
         let options = ChunkOptions::new(10).repr_digest(first);
-        let admission = admit_chunk(storage.root(), dir.clone(), &session, range, &options);
-        let Ok(Admission::Admitted(mut files)) = admission else {
+        let admission = admit_chunk(
+            storage.root(),
+            dir.clone(),
+            &session,
+            range,
+            &options,
+            &mut Reservation::new(None),
+        );
+        let Ok(Admission::Admitted(files)) = admission else {
             panic!("not admitted");
         };
-        // The journal, opened read-only: the entry cannot be appended.
-        files.journal = File::open(dir.join(JOURNAL)).expect("journal");
+        // The journal becomes a device where every write fails (no space):
+        // the entry cannot be appended.
+        fs::remove_file(dir.join(JOURNAL)).expect("remove journal");
+        std::os::unix::fs::symlink("/dev/full", dir.join(JOURNAL)).expect("link");
         files.data.write_all_at(b"0123456789", 0).expect("data");
         let mut hasher = BlockHasher::new(0);
         hasher.update(b"0123456789");
         let result = record_chunk(storage.root(), &files, range, &options, &hasher.finish());
-        assert!(
-            matches!(result, Err(StorageError::Other { backend: "fs", .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(StorageError::Full)), "{result:?}");
         drop(files);
         assert_eq!(read_repr(&dir).expect("readable"), None);
+        fs::remove_file(dir.join(JOURNAL)).expect("remove link");
 
         // The failed chunk counts for nothing: another digest is welcome.
         let other = digest("sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:");

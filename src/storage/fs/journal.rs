@@ -1,15 +1,17 @@
 //! A session's journal: one checksummed entry per recorded chunk, replayed into
-//! the session's state.
+//! the session's state, and compacted to one entry per distinct range once
+//! entries outnumber ranges.
 
-use std::fs::{File, OpenOptions};
-use std::io;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::error::{is_not_found, write_error};
-use super::paths::JOURNAL;
+use super::paths::{sync_dir, JOURNAL, JOURNAL_TMP};
 use crate::storage::SessionState;
 use crate::storage::{ChunkRange, StorageError};
 
@@ -23,6 +25,11 @@ const FLAG_TOTAL: u64 = 1;
 
 /// Flag bit: the entry carries the chunk's digest.
 const FLAG_DIGEST: u64 = 2;
+
+/// Entries a journal may hold beyond twice its distinct ranges before it is
+/// compacted: the journal, and what each request replays of it, stay within
+/// `(2 × ranges + SLACK + 1)` entries, however many chunks were sent.
+const SLACK: u64 = 64;
 
 pub(super) fn checksum(bytes: &[u8]) -> [u8; 8] {
     let digest = Sha256::digest(bytes);
@@ -126,6 +133,45 @@ impl Journal {
         Ok(())
     }
 
+    /// Counts an entry this process appended at the end of the journal.
+    pub(super) fn push(&mut self, entry: Entry) {
+        self.state.record(entry.range);
+        self.entries.push(entry);
+        self.len += ENTRY_LEN as u64;
+    }
+
+    /// Whether the journal holds enough entries beyond its distinct ranges to
+    /// be rewritten (see [`compact`]). Entries skipped as torn count too.
+    pub(super) fn needs_compaction(&self) -> bool {
+        let ranges = self.state.ranges.len() as u64;
+        self.len / ENTRY_LEN as u64 > 2 * ranges + SLACK
+    }
+
+    /// One entry per distinct range, each naming the session's total if it
+    /// has one. A range keeps a digest when one entry recorded exactly its
+    /// bytes with one; the other digests are dropped (an exact resend of such
+    /// a chunk is then compared byte by byte with the data file).
+    fn compacted(&self) -> Vec<Entry> {
+        let digests: HashMap<[u64; 2], u128> = self
+            .entries
+            .iter()
+            .filter_map(|entry| Some(([entry.range.first, entry.range.last], entry.digest?)))
+            .collect();
+        self.state
+            .ranges
+            .as_slice()
+            .iter()
+            .map(|&[first, last]| Entry {
+                range: ChunkRange {
+                    first,
+                    last,
+                    total: self.state.total,
+                },
+                digest: digests.get(&[first, last]).copied(),
+            })
+            .collect()
+    }
+
     /// The entry recorded for exactly `range`'s bytes with their digest.
     pub(super) fn digest_of(&self, range: ChunkRange) -> Option<u128> {
         self.entries
@@ -141,8 +187,6 @@ pub(super) fn read_journal(journal: &File) -> io::Result<Journal> {
     Ok(replayed)
 }
 
-/// Appends one entry at `at` (the end of the whole entries, dropping a torn tail)
-/// and makes it durable.
 /// Writes `entry` at `at` (dropping a torn tail first). Not synced: the caller
 /// syncs the journal before it answers.
 pub(super) fn append_entry(journal: &File, at: u64, entry: Entry) -> io::Result<()> {
@@ -152,7 +196,33 @@ pub(super) fn append_entry(journal: &File, at: u64, entry: Entry) -> io::Result<
     journal.write_all_at(&encode_entry(entry), at)
 }
 
-fn open_journal(dir: &Path) -> Result<Option<File>, StorageError> {
+/// Rewrites the session's journal as `journal` compacted: one entry per
+/// distinct range. Call it holding the session lock, with `journal` read
+/// under that lock from the file now at [`JOURNAL`] (appends happen under
+/// the same lock, always to the file at that path, so none is lost).
+///
+/// Crash-safe: the new journal is written aside ([`JOURNAL_TMP`], truncating
+/// a leftover of an interrupted compaction), `fsync`ed, renamed over the old
+/// one, and the folder `fsync`ed. Either file holds the same ranges, so a
+/// crash at any point leaves a journal that replays to the same state.
+/// Writers streaming a batch notice the new file by its inode and read it.
+pub(super) fn compact(dir: &Path, journal: &Journal) -> io::Result<()> {
+    let entries = journal.compacted();
+    let mut bytes = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for entry in entries {
+        bytes.extend_from_slice(&encode_entry(entry));
+    }
+    let temp = dir.join(JOURNAL_TMP);
+    let mut file = File::create(&temp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, dir.join(JOURNAL))?;
+    sync_dir(dir)
+}
+
+/// The session's journal file, if it has one.
+pub(super) fn open_journal(dir: &Path) -> Result<Option<File>, StorageError> {
     match OpenOptions::new()
         .read(true)
         .write(true)

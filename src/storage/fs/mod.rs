@@ -21,6 +21,7 @@ mod paths;
 mod pipeline;
 mod purge;
 mod put;
+mod quota;
 mod record;
 mod repr;
 mod session;
@@ -42,6 +43,8 @@ use self::error::{other, FsError};
 use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
 use super::concat::{concat_by_copy, read_failed};
+use self::quota::{Quota, Reservation};
+use self::record::record_exists;
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
     CompleteOptions, ConcatOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport,
@@ -66,6 +69,7 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// {root}/.uploads/{session id}/meta       the session URL's expiry, `{secs}.{nanos}`
 /// {root}/.uploads/{session id}/data       the file being assembled (sparse)
 /// {root}/.uploads/{session id}/journal   the ranges stored, one checksummed entry per chunk
+/// {root}/.uploads/{session id}/journal.tmp  the journal compacted, while it is written
 /// {root}/.uploads/{session id}/repr       the kept `Repr-Digest`, once a chunk announced one
 /// {root}/.uploads/{session id}/writing/   one marker per chunk writer in flight
 /// {root}/.uploads/{session id}/lock       locked (flock) while the journal changes
@@ -96,6 +100,20 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 ///   before [`Storage::write_chunk`] returns. A chunk answered `202` survives the
 ///   process being killed. A chunk whose body fails counts for nothing.
 /// - **Journal entries are checksummed**, so a torn entry left by a crash is ignored.
+/// - **A session costs what its distinct ranges cost**, not what its chunks
+///   did: once the journal holds more than `2 × ranges + 64` entries, the chunk
+///   that appended the last one rewrites it as one entry per distinct range
+///   (so at most [`ChunkOptions::max_ranges`] of them). Each request replays
+///   the journal, so its memory is bounded the same way: 100,000 one-byte
+///   chunks sent in order leave a journal of at most 66 entries. The rewrite
+///   is crash-safe (written aside to `journal.tmp`, `fsync`ed, renamed over
+///   the journal, folder `fsync`ed: either file replays to the same ranges,
+///   and a leftover `journal.tmp` is ignored, then overwritten) and happens
+///   under the session lock, which every append takes, always appending to
+///   the file then at `journal`; writers streaming batches notice the new
+///   file by its inode and read it whole. Compaction drops the digests of
+///   chunks whose range merged with others: an exact resend of such a chunk
+///   is compared byte by byte with the data file instead of by its digest.
 /// - **Stored bytes are never overwritten; a conflicting chunk is refused**
 ///   ([`StorageError::RangeConflict`]), across tasks and processes:
 ///   - *An identical resend* (the `first`/`last` of a recorded entry) is only
@@ -146,6 +164,9 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// - **Entity tags** derive from the file's size, modification time and inode, so
 ///   the tag given at completion is the one [`Storage::head`] reports later.
 /// - A full disk (or quota) is [`StorageError::Full`], with nothing half committed.
+/// - **Unfinished uploads can be given a quota** ([`FsStorage::max_pending`]):
+///   past it, uploads are [`StorageError::Full`] (refused before their body is
+///   read when its length is known), and nothing acknowledged is lost.
 /// - **Memory stays bounded**: bodies are written in batches of up to 256 KiB
 ///   (simple uploads) or 1 MiB (chunks), the next gathered while the last is
 ///   written; all uploads together gather at most [`FsStorage::buffer_budget`]
@@ -189,6 +210,7 @@ pub struct FsStorage {
     root: Arc<Path>,
     grace: Duration,
     buffers: Arc<BufferBudget>,
+    quota: Option<Arc<Quota>>,
 }
 
 impl FsStorage {
@@ -208,7 +230,55 @@ impl FsStorage {
             root: Arc::from(root),
             grace: Duration::from_secs(3600),
             buffers: Arc::new(BufferBudget::new(DEFAULT_BUFFER_BUDGET)),
+            quota: None,
         })
+    }
+
+    /// The most bytes unfinished uploads may hold on disk together (no limit
+    /// by default): simple uploads' temporary files while they stream, and
+    /// the bytes sessions stored, until they complete or are discarded or
+    /// cleaned up. An upload that would pass it fails with
+    /// [`StorageError::Full`] (the layer answers `507 storage_full`), and
+    /// nothing already stored is lost:
+    ///
+    /// - a chunk is refused before its body is read when the bytes it would
+    ///   add to its session do not fit (bytes the session stored already
+    ///   cost nothing again); the session keeps its ranges, and the chunk
+    ///   can be sent again once others made room;
+    /// - a simple upload is refused before its body is read when its
+    ///   declared length (`Content-Length`, see [`Storage::put_with_length`])
+    ///   does not fit, and midway, its temporary file removed, when a body of
+    ///   unknown length passes the quota.
+    ///
+    /// What a request reserved is released when it ends, however it ends.
+    /// The sessions already in the folder are counted when this is called
+    /// (their journals are read), so a restart does not forget them.
+    ///
+    /// The count is per process (and shared by this value's clones): several
+    /// processes on one folder each count their own uploads in flight, the
+    /// sessions they saw when this was called and those they wrote to since;
+    /// give each a share of the disk.
+    pub fn max_pending(mut self, bytes: u64) -> Self {
+        self.quota = Some(Arc::new(Quota::new(&self.root, bytes)));
+        self
+    }
+
+    /// Bytes held by unfinished uploads as counted for
+    /// [`FsStorage::max_pending`]; 0 without a quota.
+    pub fn pending(&self) -> u64 {
+        self.quota.as_ref().map_or(0, |quota| quota.used())
+    }
+
+    /// Notes what a session's status says of its stored bytes.
+    fn count(&self, session: &Session, status: &SessionStatus) {
+        let Some(quota) = &self.quota else { return };
+        match status {
+            SessionStatus::InProgress { ranges, .. } if !ranges.is_empty() => {
+                quota.set_session(session.id(), ranges.received());
+            }
+            SessionStatus::InProgress { .. } => {}
+            _ => quota.forget_session(session.id()),
+        }
     }
 
     /// How many body bytes all uploads of this backend together may gather in
@@ -256,9 +326,10 @@ impl Storage for FsStorage {
         let session = session.clone();
         let root = Arc::clone(&self.root);
         let buffers = Arc::clone(&self.buffers);
+        let quota = self.quota.clone();
         let dir = self.session_dir(&session);
         Box::pin(async move {
-            chunk::write_chunk(root, buffers, dir?, session, range, options, body).await
+            chunk::write_chunk(root, buffers, quota, dir?, session, range, options, body).await
         })
     }
 
@@ -307,9 +378,12 @@ impl Storage for FsStorage {
     fn status(&self, session: &Session) -> BoxFuture<'_, Result<SessionStatus, StorageError>> {
         let root = Arc::clone(&self.root);
         let dir = self.session_dir(session);
+        let session = session.clone();
         Box::pin(async move {
             let dir = dir?;
-            blocking(move || session::session_status(&root, &dir)).await
+            let status = blocking(move || session::session_status(&root, &dir)).await?;
+            self.count(&session, &status);
+            Ok(status)
         })
     }
 
@@ -326,18 +400,35 @@ impl Storage for FsStorage {
         Box::pin(async move {
             let dir = dir?;
             storage_segments(session.path())?;
-            blocking(move || {
+            let counted = session.clone();
+            let result = blocking(move || {
                 complete::complete_session(&root, &dir, &session, &options, make_record)
             })
-            .await
+            .await;
+            match &result {
+                Ok(status) => self.count(&counted, status),
+                // A refused commit removes the session.
+                Err(StorageError::CommitRefused) => {
+                    if let Some(quota) = &self.quota {
+                        quota.forget_session(counted.id());
+                    }
+                }
+                Err(_) => {}
+            }
+            result
         })
     }
 
     fn discard(&self, session: &Session) -> BoxFuture<'_, Result<(), StorageError>> {
         let dir = self.session_dir(session);
+        let id = session.id().to_owned();
         Box::pin(async move {
             let dir = dir?;
-            blocking(move || session::discard_session(&dir)).await
+            blocking(move || session::discard_session(&dir)).await?;
+            if let Some(quota) = &self.quota {
+                quota.forget_session(&id);
+            }
+            Ok(())
         })
     }
 
@@ -346,10 +437,27 @@ impl Storage for FsStorage {
         path: &UploadPath,
         body: ByteStream,
     ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
+        self.put_with_length(path, None, body)
+    }
+
+    fn put_with_length(
+        &self,
+        path: &UploadPath,
+        length: Option<u64>,
+        body: ByteStream,
+    ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
         let root = Arc::clone(&self.root);
         let buffers = Arc::clone(&self.buffers);
+        let reservation = Reservation::new(self.quota.clone());
         let path = path.clone();
-        Box::pin(put::put_file(root, buffers, path, body))
+        Box::pin(put::put_file(
+            root,
+            buffers,
+            reservation,
+            path,
+            length,
+            body,
+        ))
     }
 
     fn read(
@@ -374,7 +482,22 @@ impl Storage for FsStorage {
     fn purge_expired(&self, now: SystemTime) -> BoxFuture<'_, Result<PurgeReport, StorageError>> {
         let root = Arc::clone(&self.root);
         let cutoff = now.checked_sub(self.grace).unwrap_or(UNIX_EPOCH);
-        Box::pin(async move { blocking(move || purge::purge(&root, cutoff)).await })
+        let quota = self.quota.clone();
+        Box::pin(async move {
+            blocking(move || {
+                let report = purge::purge(&root, cutoff)?;
+                if let Some(quota) = quota {
+                    // Sessions removed, or completed by another process.
+                    let hidden = root.join(HIDDEN);
+                    quota.retain_sessions(|id| {
+                        let dir = hidden.join(id);
+                        dir.is_dir() && !record_exists(&dir).unwrap_or(false)
+                    });
+                }
+                Ok(report)
+            })
+            .await
+        })
     }
 }
 

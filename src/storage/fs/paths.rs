@@ -23,6 +23,8 @@ pub(super) const LOCK: &str = "lock";
 pub(super) const DATA_LOCK: &str = "data.lock";
 pub(super) const DATA: &str = "data";
 pub(super) const JOURNAL: &str = "journal";
+/// A compacted journal while it is written, before it replaces [`JOURNAL`].
+pub(super) const JOURNAL_TMP: &str = "journal.tmp";
 pub(super) const RECORD: &str = "record";
 pub(super) const RECORD_TMP: &str = "record.tmp";
 pub(super) const META: &str = "meta";

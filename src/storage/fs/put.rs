@@ -14,6 +14,7 @@ use super::error::{other, write_error, FsError};
 use super::file::{file_meta, read_head};
 use super::paths::{check_destination, prepare_destination, random_name, sync_dir, HIDDEN, TMP};
 use super::pipeline::{Batch, BufferBudget, Pipeline};
+use super::quota::Reservation;
 use crate::storage::{storage_segments, ByteStream, FileMeta, StorageError};
 use crate::UploadPath;
 
@@ -103,13 +104,19 @@ fn write_pieces(file: &File, offset: u64, pieces: &[Bytes]) -> Result<(), Storag
 }
 
 /// Stores a simple upload; see [`Storage::put`](crate::storage::Storage::put).
+/// Its bytes are reserved against the quota: the declared `length` before
+/// anything is read, and whatever the body brings beyond it as it streams;
+/// the reservation is released when the upload ends, however it ends.
 pub(super) async fn put_file(
     root: Arc<Path>,
     buffers: Arc<BufferBudget>,
+    mut reservation: Reservation,
     path: UploadPath,
+    length: Option<u64>,
     mut body: ByteStream,
 ) -> Result<(FileMeta, Bytes), StorageError> {
     storage_segments(&path)?;
+    reservation.grow(length.unwrap_or(0))?;
     let temp = Arc::new(Temp {
         path: root.join(HIDDEN).join(TMP).join(temp_name()),
         state: Mutex::new(TempState::Pending),
@@ -130,6 +137,7 @@ pub(super) async fn put_file(
     };
 
     let mut written = 0u64;
+    let mut received = 0u64;
     let mut batch = Batch::new(Arc::clone(&buffers));
     let mut pipeline = Pipeline::new(Arc::clone(&file));
     loop {
@@ -145,6 +153,14 @@ pub(super) async fn put_file(
                     return Err(StorageError::Body(error));
                 }
             };
+            received = received.saturating_add(piece.len() as u64);
+            if received > reservation.bytes() {
+                // Past the quota midway: the guard removes what was written.
+                if let Err(error) = reservation.grow(received - reservation.bytes()) {
+                    let _ = pipeline.finish().await;
+                    return Err(error);
+                }
+            }
             batch.push(piece);
         }
         if !batch.is_empty() && (end || batch.is_full(PUT_BATCH)) {
@@ -176,5 +192,6 @@ pub(super) async fn put_file(
     })
     .await?;
     drop(guard);
+    drop(reservation);
     Ok((meta, head))
 }

@@ -2,6 +2,7 @@
 //! helpers they share.
 
 mod chunk;
+mod compaction;
 mod complete;
 mod journal;
 mod paths;
