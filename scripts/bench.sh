@@ -5,6 +5,19 @@
 # run, systems interleaved run by run. Writes the table into BENCHMARKS.md and draws
 # BENCHMARKS.svg (throughput against chunk size and parallelism).
 #
+# The tus scenarios drive every tus server with one client, tus-js-client in Node
+# (benches/peers/tus-client.mjs): our server through a signed URL from its
+# `POST /upload-url` (durable: FsStorage syncs before it answers), rustus and the Node
+# tus server through their /files endpoint (neither syncs before answering):
+#   tus-one   the whole file in one PATCH (tus-js-client's default)
+#   tus-seq   PATCHes of 16 MiB, one at a time (chunkSize)
+#   tus-par4  4 parts in parallel (parallelUploads: 4, each part one PATCH), then the
+#             final upload (concatenation). A server whose OPTIONS does not offer
+#             `concatenation` is not run here and the report says so; the Node tus
+#             server's one-PATCH upload runs beside it for reference.
+# tus-one and tus-seq also time `dd conv=fsync` and plain `dd` of the same file in the
+# same rounds: the cost of the flush our server makes and the others skip.
+#
 # Usage
 #   scripts/bench.sh            everything: installs, builds, runs, report, chart
 #   scripts/bench.sh install    installs, builds and test data only
@@ -15,7 +28,9 @@
 #   RUNS=5           timed runs per figure, after 1 warm-up that is not counted
 #   SWEEP_RUNS=3     runs per point of the chunk size x parallelism sweep
 #   SCENARIOS="..."  subset of: limits simple-new simple-replace chunk-seq chunk-par4 complete
-#                    many sweep verify
+#                    many tus-one tus-seq tus-par4 sweep verify
+#   BIG_MIB=N        size of the big file in MiB (default 1024, QUICK=1: 256); any other
+#                    size makes a diagnostic run, which never writes BENCHMARKS.md
 #   BENCH_DIR=/tmp/tsu-bench   everything generated (installs, data, stores, results) goes here
 #   QUIET_MAX=10 QUIET_PCT=10  before each run, wait up to QUIET_MAX s for the machine to be
 #                    less than QUIET_PCT % busy
@@ -23,6 +38,7 @@
 #                    0.25 s + 10% of the machine's CPU during it
 #   CLIENT_TIMEOUT=300  seconds, bound on any one client command
 #   RUSTUS_BUILD_TIMEOUT=1200  seconds allowed for `cargo install rustus`
+#   RUSTUS=0         neither build nor run rustus (its entries read "not measured")
 #   NO_WRITE=1       do not touch BENCHMARKS.md / BENCHMARKS.svg (results stay under BENCH_DIR)
 #
 # Only a full run (not QUICK=1, every scenario) writes BENCHMARKS.md and BENCHMARKS.svg; the
@@ -48,21 +64,24 @@ PEERS=$REPO/benches/peers
 W=${BENCH_DIR:-/tmp/tsu-bench}
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  RUNS=${RUNS:-2}; SWEEP_RUNS=${SWEEP_RUNS:-1}; BIG_MIB=256; MANY_COUNT=${MANY_COUNT:-400}
-  SIGN_ITER=200000
+  RUNS=${RUNS:-2}; SWEEP_RUNS=${SWEEP_RUNS:-1}; BIG_MIB=${BIG_MIB:-256}; MANY_COUNT=${MANY_COUNT:-400}
+  SIGN_ITER=200000; MODE=QUICK
 else
-  RUNS=${RUNS:-5}; SWEEP_RUNS=${SWEEP_RUNS:-3}; BIG_MIB=1024; MANY_COUNT=${MANY_COUNT:-1000}
-  SIGN_ITER=1000000
+  RUNS=${RUNS:-5}; SWEEP_RUNS=${SWEEP_RUNS:-3}; BIG_MIB=${BIG_MIB:-1024}; MANY_COUNT=${MANY_COUNT:-1000}
+  SIGN_ITER=1000000; MODE=full
 fi
+[[ $BIG_MIB =~ ^[1-9][0-9]*$ ]] || { echo "BIG_MIB must be a whole number of MiB" >&2; exit 2; }
+[ "$MODE" = full ] && [ "$BIG_MIB" != 1024 ] && MODE=diagnostic
 SMALL_MIB=64
 CHUNK=$((16 * 1024 * 1024))
 MANY_CONC=200
 MANY_SIZE=$((1024 * 1024))
-ALL_SCENARIOS="limits simple-new simple-replace chunk-seq chunk-par4 complete many sweep verify"
+ALL_SCENARIOS="limits simple-new simple-replace chunk-seq chunk-par4 complete many tus-one tus-seq tus-par4 sweep verify"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-300}
 TUS_SERVER_VER=2.4.5
 TUS_FILE_STORE_VER=2.1.1
+TUS_JS_VER=4.3.1
 RUSTUS_VER=0.5.10
 KEY=bench-key-$(date +%s)-$$
 # ports, 127.0.0.1 only
@@ -96,16 +115,19 @@ install_node_pkgs() {
   node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' ||
     die "node $(node -v) is too old for @tus/server $TUS_SERVER_VER (needs >= 20.19)"
   mkdir -p "$W/node"
-  local have_s have_f
+  local have_s have_f have_c
   have_s=$(node -p "require('$W/node/node_modules/@tus/server/package.json').version" 2>/dev/null)
   have_f=$(node -p "require('$W/node/node_modules/@tus/file-store/package.json').version" 2>/dev/null)
-  [ "$have_s" = "$TUS_SERVER_VER" ] && [ "$have_f" = "$TUS_FILE_STORE_VER" ] && return 0
-  log "npm install @tus/server@$TUS_SERVER_VER @tus/file-store@$TUS_FILE_STORE_VER into $W/node"
+  have_c=$(node -p "require('$W/node/node_modules/tus-js-client/package.json').version" 2>/dev/null)
+  [ "$have_s" = "$TUS_SERVER_VER" ] && [ "$have_f" = "$TUS_FILE_STORE_VER" ] && [ "$have_c" = "$TUS_JS_VER" ] && return 0
+  log "npm install @tus/server@$TUS_SERVER_VER @tus/file-store@$TUS_FILE_STORE_VER tus-js-client@$TUS_JS_VER into $W/node"
   [ -f "$W/node/package.json" ] || echo '{"name":"bench-peers","private":true}' > "$W/node/package.json"
-  (cd "$W/node" && npm install --no-audit --no-fund "@tus/server@$TUS_SERVER_VER" "@tus/file-store@$TUS_FILE_STORE_VER" >&2)
+  (cd "$W/node" && npm install --no-audit --no-fund --save-exact "@tus/server@$TUS_SERVER_VER" \
+    "@tus/file-store@$TUS_FILE_STORE_VER" "tus-js-client@$TUS_JS_VER" >&2)
 }
 
 HAVE_RUSTUS=0
+CUR_SCN=          # the scenario running (some servers are configured for it)
 install_rustus() {
   [ -x "$W/rustus/bin/rustus" ] && { HAVE_RUSTUS=1; return 0; }
   [ -e "$W/rustus/BUILD_FAILED" ] && { log "rustus: an earlier build failed ($W/rustus/BUILD_FAILED); skipping it"; return 0; }
@@ -154,7 +176,7 @@ install_all() {
   [ "$(id -u)" = 0 ] || die "run as root (apt installs, chown of the nginx store)"
   install_apt || die "apt install failed"
   install_node_pkgs || die "npm install failed"
-  install_rustus
+  if [ "${RUSTUS:-1}" = 0 ]; then log "RUSTUS=0: rustus is neither built nor run"; else install_rustus; fi
   build_all
   make_data
 }
@@ -199,9 +221,13 @@ start_server() {
       pid=$! port=$P_TUS ;;
     rustus)
       rm -rf "$W/store/rustus"; mkdir -p "$W/store/rustus"
-      # rustus takes each PATCH body whole (default limit 256 KiB): raise it for 16 MiB chunks
+      # rustus takes each PATCH body whole, in memory (default limit 256 KiB): raise the
+      # limit to the largest PATCH of the scenario (16 MiB chunks; the whole file, or a
+      # quarter of it, in the tus scenarios with one PATCH per upload)
+      local body=$CHUNK
+      case $CUR_SCN in tus-one|tus-par4) body=$((BIG_MIB * 1048576)) ;; esac
       "$W/rustus/bin/rustus" --host 127.0.0.1 --port "$P_RUSTUS" --data-dir "$W/store/rustus" \
-        --info-dir "$W/store/rustus" --max-body-size "$CHUNK" > "$W/run/rustus.out" 2>&1 &
+        --info-dir "$W/store/rustus" --max-body-size "$body" > "$W/run/rustus.out" 2>&1 &
       pid=$! port=$P_RUSTUS ;;
     sink)
       "$W/bin/sink" "127.0.0.1:$P_SINK" > "$W/run/sink.out" 2>&1 &
@@ -282,11 +308,28 @@ server_of() {
   case $1 in
     ours*) echo ours ;;
     rustus*) echo rustus ;;
+    tus-node*) echo tus-node ;;
     *) echo "$1" ;;
   esac
 }
 
 signed() { node "$PEERS/sign-url.mjs" "http://127.0.0.1:$P_OURS" "$1" "$KEY" put; }
+
+# a signed upload URL for PATH from the example server's own `POST /upload-url`
+minted() {
+  curl -fsS --max-time 10 -H 'content-type: application/json' \
+    -d "{\"folder\":\"${1%/*}\",\"filename\":\"${1##*/}\"}" "http://127.0.0.1:$P_OURS/upload-url" |
+    node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).signedUrl))'
+}
+
+# the tus endpoint of ENTRY's server for PATH (our server: a URL minted for that path)
+tus_endpoint() {
+  case $(server_of "$1") in
+    ours) minted "$2" ;;
+    rustus) echo "http://127.0.0.1:$P_RUSTUS/files" ;;
+    tus-node) echo "http://127.0.0.1:$P_TUS/files" ;;
+  esac
+}
 
 # the client command for ENTRY in SCENARIO, round R: sets CMD, STORED (the file the run
 # stores, tus:DIR for a tus server, empty when it stores none) and SOURCE (what it sends)
@@ -324,8 +367,20 @@ client_cmd() {
       local c=${e#ours-c}; c=${c%-p*}; local par=${e##*-p}
       CMD=(node "$PEERS/upload-client.mjs" range "http://127.0.0.1:$P_OURS" "$file" --path "$p" --key "$KEY" --chunk $((c * 1048576)) --parallel "$par")
       STORED=$W/store/ours/$p ;;
-    limits:dd-fsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M conv=fsync status=none); STORED=$W/store/dd.out ;;
-    limits:dd-nofsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M status=none); STORED=$W/store/dd.out ;;
+    tus-*:ours|tus-*:rustus|tus-*:tus-node*)
+      # one client, tus-js-client, for every tus server
+      local targs=()
+      case $scn:$e in
+        tus-seq:*) targs=(--chunk "$CHUNK") ;;
+        tus-par4:tus-node-one) ;;   # reference: the Node tus server takes no parts
+        tus-par4:*) targs=(--parallel 4) ;;
+      esac
+      CMD=(env "PEERS_NODE_DIR=$W/node" node "$PEERS/tus-client.mjs" "$(tus_endpoint "$e" "$p")" "$file"
+        --deadline-s "$CLIENT_TIMEOUT" "${targs[@]}")
+      STORED=tus:$W/store/$(server_of "$e")
+      [ "$(server_of "$e")" = ours ] && STORED=$W/store/ours/$p ;;
+    limits:dd-fsync|tus-*:dd-fsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M conv=fsync status=none); STORED=$W/store/dd.out ;;
+    limits:dd-nofsync|tus-*:dd-nofsync) CMD=(dd if="$file" of="$W/store/dd.out" bs=1M status=none); STORED=$W/store/dd.out ;;
     limits:tcp-raw) CMD=(socat -u -b 1048576 "OPEN:$file" "TCP:127.0.0.1:$P_SOCAT") ;;
     *) die "no client for $e in $scn" ;;
   esac
@@ -432,25 +487,61 @@ entries_for() {
     chunk-par4) r=(ours ours-put rustus rustus-seq tus-node sink) ;;
     complete) r=(ours-small ours) ;;
     many) r=(ours baseline nginx) ;;
+    tus-one|tus-seq) r=(ours rustus tus-node dd-fsync dd-nofsync) ;;
+    tus-par4) r=(ours rustus tus-node tus-node-one) ;;
     sweep) local c p; for p in 1 2 4; do for c in 4 8 16 32; do r+=("ours-c$c-p$p"); done; done ;;
   esac
-  local e out=()
-  for e in "${r[@]}"; do
-    [ "$(server_of "$e")" = rustus ] && [ "$HAVE_RUSTUS" != 1 ] && continue
-    out+=("$e")
-  done
-  echo "${out[@]}"
+  echo "${r[@]}"
+}
+
+# An entry that cannot run is left out of its scenario, with the reason in support.tsv
+# (scenario, entry, skipped|unsupported, why), which the report shows in its place.
+not_run() { # SCENARIO ENTRY KIND WHY
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$RES/support.tsv"
+  log "  $2 left out of $1 ($3): $4"
+}
+
+# the tus extensions a server offers (its OPTIONS answer), for ENTRY's server
+tus_extensions() { # ENTRY
+  local url
+  url=$(tus_endpoint "$1" bench/probe.bin) || return 1
+  curl -sS --max-time 10 -o /dev/null -D - -X OPTIONS -H 'Tus-Resumable: 1.0.0' "$url" |
+    tr -d '\r' | awk 'tolower($1) == "tus-extension:" {print $2}'
 }
 
 scenario() { # SCENARIO ROUNDS_FIRST ROUNDS_LAST
-  local scn=$1 first=$2 last=$3 e r srv entries
-  entries=$(entries_for "$scn")
+  local scn=$1 first=$2 last=$3 e r srv entries="" ext
+  CUR_SCN=$scn
+  for e in $(entries_for "$scn"); do
+    if [ "$(server_of "$e")" = rustus ] && [ "$HAVE_RUSTUS" != 1 ]; then
+      local why="no $W/rustus/bin/rustus"
+      [ -e "$W/rustus/BUILD_FAILED" ] && why="its build $(cat "$W/rustus/BUILD_FAILED")"
+      [ "${RUSTUS:-1}" = 0 ] && why="RUSTUS=0"
+      not_run "$scn" "$e" skipped "rustus is not installed ($why)"
+      continue
+    fi
+    entries+="$e "
+  done
   log "== $scn ($entries): rounds $first..$last (round 0 is a warm-up), interleaved"
   record_others "$scn"
   for e in $entries; do
     srv=$(server_of "$e")
     case $srv in dd-*|tcp-raw) [ "$srv" = tcp-raw ] && start_server socat ;; *) start_server "$srv" ;; esac
   done
+  if [ "$scn" = tus-par4 ]; then   # parts need the concatenation extension: ask each server
+    local keep=""
+    for e in $entries; do
+      if [ "$e" != tus-node-one ]; then
+        ext=$(tus_extensions "$e")
+        if [[ ",$ext," != *,concatenation,* ]]; then
+          not_run "$scn" "$e" unsupported "its OPTIONS offers no concatenation (Tus-Extension: ${ext:-none})"
+          continue
+        fi
+      fi
+      keep+="$e "
+    done
+    entries=$keep
+  fi
   for r in $(seq "$first" "$last"); do
     for e in $entries; do
       [ "$e" = tcp-raw ] && SPID[tcp-raw]=${SPID[socat]}
@@ -523,12 +614,13 @@ versions() {
     echo "cpu: $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo) (sha_ni: $(grep -qw sha_ni /proc/cpuinfo && echo yes || echo no))"
     echo "mem: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     echo "fs: $(df -T "$W" | awk 'NR==2{print $2" on "$1}') (stores and data under $W)"
-    echo "mode: $([ "$QUICK" = 1 ] && echo QUICK || echo full), $RUNS timed runs + 1 warm-up, sweep $SWEEP_RUNS runs, big file ${BIG_MIB} MiB"
+    echo "mode: $MODE, $RUNS timed runs + 1 warm-up, sweep $SWEEP_RUNS runs, big file ${BIG_MIB} MiB"
     echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')"
     echo "curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "node: $(node -v)"
     echo "@tus/server: $(node -p "require('$W/node/node_modules/@tus/server/package.json').version" 2>/dev/null)"
     echo "@tus/file-store: $(node -p "require('$W/node/node_modules/@tus/file-store/package.json').version" 2>/dev/null)"
+    echo "tus-js-client: $(node -p "require('$W/node/node_modules/tus-js-client/package.json').version" 2>/dev/null)"
     echo "rustus: $("$W/rustus/bin/rustus" --version 2>/dev/null | head -1)"
     echo "rustc: $(rustc --version)"
     echo "gnuplot: $(gnuplot --version 2>/dev/null)"
@@ -577,7 +669,7 @@ main() {
     case $scn in
       sweep) scenario sweep 1 "$SWEEP_RUNS" ;;
       verify) verify_scenario ;;
-      limits|simple-new|simple-replace|chunk-seq|chunk-par4|complete|many) scenario "$scn" 0 "$RUNS" ;;
+      limits|simple-new|simple-replace|chunk-seq|chunk-par4|complete|many|tus-one|tus-seq|tus-par4) scenario "$scn" 0 "$RUNS" ;;
       *) die "unknown scenario $scn" ;;
     esac
   done

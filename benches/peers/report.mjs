@@ -9,6 +9,7 @@
 // bytes rc other_cpu_s client_report), rss.tsv (scenario server peak_kib), verify.tsv (one
 // line per run: scenario entry round ok|MISMATCH|missing|failed|none), verify-ns.tsv
 // (criterion: name median lo hi), status.tsv (criterion / node-sign and their exit codes),
+// support.tsv (entries left out of a scenario: scenario entry skipped|unsupported why),
 // sign.txt (Node's signer), versions.txt.
 // Round 0 of a scenario is its warm-up and is left out of the figures. An entry is measured
 // only when every one of its runs, warm-up included, exited 0 and stored the bytes it sent
@@ -50,6 +51,14 @@ const LABEL = {
   'dd-nofsync': 'dd bs=1M (no fsync)',
   'tcp-raw': 'raw loopback TCP (socat)',
 };
+// in the tus scenarios every tus server gets the same client (tus-js-client)
+const TUS_LABEL = {
+  ours: 'example server (FsStorage, syncs before answering)',
+  rustus: 'rustus (does not sync)',
+  'tus-node': 'Node tus server (does not sync)',
+  'tus-node-one': 'Node tus server, one PATCH (reference: it takes no parts)',
+};
+const label = (scn, e) => (scn.startsWith('tus-') && TUS_LABEL[e]) || LABEL[e] || e;
 const SCENARIO = {
   limits: 'physical limits',
   'simple-new': 'simple PUT, new path',
@@ -58,6 +67,9 @@ const SCENARIO = {
   'chunk-par4': '16 MiB chunks, 4 in flight',
   complete: 'completion (16 MiB chunks, 4 in flight)',
   many: '200 concurrent 1 MiB PUTs',
+  'tus-one': 'tus (tus-js-client): one PATCH',
+  'tus-seq': 'tus (tus-js-client): 16 MiB PATCHes, one at a time',
+  'tus-par4': 'tus (tus-js-client): 4 parts in parallel, one PATCH each',
 };
 const ORDER = Object.keys(SCENARIO);
 
@@ -70,7 +82,10 @@ for (const [scenario, entry, round, wall, ccpu, scpu, bytes, rc, other, report] 
 }
 // each run's check of what it stored, and why an entry is not measured (null: it is)
 const stored = new Map(read('verify.tsv').map(([s, e, round, v]) => [`${s}\t${e}\t${round}`, v]));
+const support = new Map(read('support.tsv').map(([s, e, kind, why]) => [`${s}\t${e}`, { kind, why }]));
 function unmeasured(scn, e) {
+  const left = support.get(`${scn}\t${e}`);
+  if (left) return left.kind === 'unsupported' ? `not supported: ${left.why}` : `not run: ${left.why}`;
   const all = runs.filter((r) => r.scenario === scn && r.entry === e);
   if (!all.some((r) => r.round > 0 || scn === 'sweep')) return 'no timed run';
   const failed = all.filter((r) => !r.ok);
@@ -82,7 +97,7 @@ function unmeasured(scn, e) {
 const timed = (scn, e) => runs.filter((r) => r.scenario === scn && r.entry === e && r.ok && (r.round > 0 || scn === 'sweep'));
 const byRound = (scn, e) => new Map(timed(scn, e).map((r) => [r.round, r]));
 const rss = new Map(read('rss.tsv').map(([s, srv, kib]) => [`${s}\t${srv}`, num(kib)]));
-const serverOf = (e) => (e.startsWith('ours') ? 'ours' : e.startsWith('rustus') ? 'rustus' : e === 'tcp-raw' ? 'socat' : e);
+const serverOf = (e) => (e.startsWith('ours') ? 'ours' : e.startsWith('rustus') ? 'rustus' : e.startsWith('tus-node') ? 'tus-node' : e === 'tcp-raw' ? 'socat' : e);
 const completion = (r) => r.rep?.last?.after_body_ms;
 
 function stats(scn, e) {
@@ -104,6 +119,9 @@ function stats(scn, e) {
     completeAll: median(t.map((r) => r.rep?.last?.ms)),
     p50: median(t.map((r) => r.rep?.latency_ms?.p50)),
     p99: median(t.map((r) => r.rep?.latency_ms?.p99)),
+    // tus-client.mjs: the last request answered, from its start to its answer
+    lastTus: median(t.map((r) => (r.rep?.last?.method ? r.rep.last.ms : NaN))),
+    lastTusMethod: t.find((r) => r.rep?.last?.method)?.rep.last.method,
     bytes: t[0].bytes,
   };
 }
@@ -152,7 +170,7 @@ const mark = (ok) => (ok === undefined || ok === null || Number.isNaN(ok) ? '–
 const targets = [];
 const status = read('status.tsv');
 const statusOk = (what) => status.some(([w]) => w === what) && status.filter(([w]) => w === what).every(([, rc]) => rc === '0');
-const missingOf = (...pairs) => pairs.map(([scn, e]) => [scn, e, unmeasured(scn, e)]).filter(([, , why]) => why).map(([scn, e, why]) => `${LABEL[e] || e} in ${SCENARIO[scn] || scn}: ${why}`);
+const missingOf = (...pairs) => pairs.map(([scn, e]) => [scn, e, unmeasured(scn, e)]).filter(([, , why]) => why).map(([scn, e, why]) => `${label(scn, e)} in ${SCENARIO[scn] || scn}: ${why}`);
 const target = (label, missing, row) => targets.push(missing.length ? [label, `not measured (${missing.join('; ')})`, '', '**not measured**'] : [label, ...row()]);
 const vns = new Map(read('verify-ns.tsv').map(([n, m, lo, hi]) => [n, { m: num(m), lo: num(lo), hi: num(hi) }]));
 const signTxt = text('sign.txt');
@@ -201,7 +219,36 @@ target(`completing ${bigMiB ? `${f(bigMiB, 0)} MiB` : 'the big file'} ≤ 2× co
   const r = ratio('complete', 'ours', 'ours-small', (x, y) => completion(x) / completion(y));
   return [`last chunk answered ${f(cb.complete, 0)} vs ${f(cs.complete, 0)} ms after its last byte`, `${f(r.median)}×`, mark(r.median <= 2)];
 });
-for (const scn of ['simple-new', 'simple-replace', 'chunk-seq', 'chunk-par4', 'many']) {
+// tus: the same client against every tus server
+const wallDiff = (scn, a, b) => ratio(scn, a, b, (x, y) => x.wall - y.wall).median;
+const ddNote = (scn) => {
+  const miss = missingOf([scn, 'dd-fsync'], [scn, 'dd-nofsync']);
+  if (miss.length) return `dd not measured (${miss.join('; ')})`;
+  return `beside it, same bytes, same rounds: dd conv=fsync ${f(stats(scn, 'dd-fsync').wall)} s, dd ${f(stats(scn, 'dd-nofsync').wall)} s (the flush, dd conv=fsync − dd: ${f(wallDiff(scn, 'dd-fsync', 'dd-nofsync'))} s)`;
+};
+for (const scn of ['tus-one', 'tus-seq', 'tus-par4']) {
+  const st = (e) => stats(scn, e);
+  target(`${SCENARIO[scn]}: ≥ 2× the Node tus server`, missingOf([scn, 'ours'], [scn, 'tus-node']), () => {
+    const r = ratio(scn, 'ours', 'tus-node', thr);
+    return [`${f(st('ours').mbs, 0)} vs ${f(st('tus-node').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 2)];
+  });
+  if (scn === 'tus-par4') {
+    target(`${SCENARIO[scn]}: against the Node tus server's one PATCH in the same rounds (reference, no target)`, missingOf([scn, 'ours'], [scn, 'tus-node-one']), () => {
+      const r = ratio(scn, 'ours', 'tus-node-one', thr);
+      return [`${f(st('ours').mbs, 0)} vs ${f(st('tus-node-one').mbs, 0)} MB/s`, `${f(r.median)}×`, 'reference'];
+    });
+    target(`${SCENARIO[scn]}: ≥ 1.5× rustus`, missingOf([scn, 'ours'], [scn, 'rustus']), () => {
+      const r = ratio(scn, 'ours', 'rustus', thr);
+      return [`${f(st('ours').mbs, 0)} vs ${f(st('rustus').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 1.5)];
+    });
+  } else {
+    target(`${SCENARIO[scn]}: ≥ 1× rustus (on par)`, missingOf([scn, 'ours'], [scn, 'rustus']), () => {
+      const r = ratio(scn, 'ours', 'rustus', thr);
+      return [`${f(st('ours').mbs, 0)} vs ${f(st('rustus').mbs, 0)} MB/s (${f(st('ours').wall)} vs ${f(st('rustus').wall)} s; ours − rustus: ${f(wallDiff(scn, 'ours', 'rustus'))} s); ${ddNote(scn)}`, `${f(r.median)}×`, mark(r.median >= 1)];
+    });
+  }
+}
+for (const scn of ['simple-new', 'simple-replace', 'chunk-seq', 'chunk-par4', 'many', 'tus-one', 'tus-seq', 'tus-par4']) {
   const kib = rss.get(`${scn}\tours`);
   const missing = missingOf([scn, 'ours']);
   if (!missing.length && !Number.isFinite(kib)) missing.push('no peak RSS recorded');
@@ -231,17 +278,19 @@ const storedNote = (scn, e) => {
   return v.every((x) => x === 'none') ? '– (stores none)' : `identical, ${v.length} of ${v.length} runs`;
 };
 const entries = [];
-for (const r of runs) if (r.scenario !== 'sweep' && !entries.some(([s, e]) => s === r.scenario && e === r.entry)) entries.push([r.scenario, r.entry]);
+const listed = [...runs.map((r) => [r.scenario, r.entry]), ...[...support.keys()].map((k) => k.split('\t'))];
+for (const [scn, e] of listed) if (scn !== 'sweep' && !entries.some(([s, x]) => s === scn && x === e)) entries.push([scn, e]);
 entries.sort((a, b) => ORDER.indexOf(a[0]) - ORDER.indexOf(b[0]));
 for (const [scn, e] of entries) {
   const s = stats(scn, e);
-  if (!s) { out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | not measured: ${unmeasured(scn, e)} | | | | | | | | | | |`); continue; }
+  if (!s) { out.push(`| ${SCENARIO[scn] || scn} | ${label(scn, e)} | not measured: ${unmeasured(scn, e)} | | | | | | | | | | |`); continue; }
   const kib = rss.get(`${scn}\t${serverOf(e)}`);
   let more = '';
   if (Number.isFinite(s.complete)) more = `last chunk: ${f(s.completeAll, 0)} ms, ${f(s.complete, 0)} ms after its body`;
   if (Number.isFinite(s.p99)) more = `latency p50 ${f(s.p50, 0)} ms, p99 ${f(s.p99, 0)} ms`;
+  if (Number.isFinite(s.lastTus)) more = `last request (${s.lastTusMethod}): ${f(s.lastTus, 0)} ms`;
   const d = s.wall < 1 ? 3 : 2;
-  out.push(`| ${SCENARIO[scn] || scn} | ${LABEL[e] || e} | ${s.n} | ${f(s.wall, d)} | ${f(s.lo, d)}–${f(s.hi, d)} | ${f(s.mbs, 0)} | ${f(s.ccpu)} | ${f(s.scpu)} | ${f(s.scpuPerGiB)} | ${Number.isFinite(kib) ? f(kib / 1024, 1) : '–'} | ${f(s.other)} (${f(s.otherMax)}) | ${more} | ${storedNote(scn, e)} |`);
+  out.push(`| ${SCENARIO[scn] || scn} | ${label(scn, e)} | ${s.n} | ${f(s.wall, d)} | ${f(s.lo, d)}–${f(s.hi, d)} | ${f(s.mbs, 0)} | ${f(s.ccpu)} | ${f(s.scpu)} | ${f(s.scpuPerGiB)} | ${Number.isFinite(kib) ? f(kib / 1024, 1) : '–'} | ${f(s.other)} (${f(s.otherMax)}) | ${more} | ${storedNote(scn, e)} |`);
 }
 out.push('');
 
@@ -250,7 +299,7 @@ const more = [];
 const addRatio = (scn, a, b, what) => {
   if (!stats(scn, a) || !stats(scn, b)) return;
   const r = ratio(scn, a, b, thr);
-  more.push(`| ${SCENARIO[scn]} | ${LABEL[a] || a} ÷ ${LABEL[b] || b} | ${f(r.median)}× | ${r.all.map((x) => f(x)).join(' ')} | ${what || ''} |`);
+  more.push(`| ${SCENARIO[scn]} | ${label(scn, a)} ÷ ${label(scn, b)} | ${f(r.median)}× | ${r.all.map((x) => f(x)).join(' ')} | ${what || ''} |`);
 };
 addRatio('simple-new', 'ours', 'baseline');
 addRatio('simple-new', 'ours', 'nginx');
@@ -264,6 +313,12 @@ addRatio('chunk-seq', 'ours', 'sink', 'the client alone, no disk');
 addRatio('chunk-par4', 'ours', 'rustus');
 addRatio('chunk-par4', 'ours', 'rustus-seq');
 addRatio('chunk-par4', 'ours', 'sink', 'the client alone, no disk');
+for (const scn of ['tus-one', 'tus-seq', 'tus-par4']) {
+  addRatio(scn, 'ours', 'rustus');
+  addRatio(scn, 'ours', 'tus-node');
+  addRatio(scn, 'ours', 'tus-node-one');
+  addRatio(scn, 'ours', 'dd-fsync', 'dd conv=fsync of the same bytes');
+}
 addRatio('many', 'ours', 'baseline');
 addRatio('many', 'ours', 'nginx');
 if (more.length) {
