@@ -362,9 +362,7 @@ async fn shutdown_signal() {
 
 async fn run(args: Args) -> Result<(), String> {
     let keys = keys()?;
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let listener = listen(args.addr).map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let public_url = args
         .public_url
@@ -436,6 +434,26 @@ async fn run(args: Args) -> Result<(), String> {
         .serve(listener, app, shutdown_signal())
         .await;
     Ok(())
+}
+
+/// Connections the kernel completes and queues until the server accepts them
+/// (capped by the system's `net.core.somaxconn`). It is where connections wait
+/// past `--max-connections` and while the process is out of file descriptors;
+/// the usual 128 overflows under a burst of connects, and a connection that
+/// overflows it never reaches the server, though a client that has sent nothing
+/// yet sees it open.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The largest body the demo JSON routes read.

@@ -1299,6 +1299,71 @@ async fn max_connections_caps_open_connections_and_accepts_again_below_it() {
     assert_eq!(answer.status, 200);
 }
 
+/// Connections to `port` the kernel has completed on the listening side
+/// (ESTABLISHED in /proc/net/tcp and tcp6), accepted or still queued for
+/// `accept`; `None` where there is no `/proc` to tell.
+fn established_at(port: u16) -> Option<usize> {
+    let mut count = 0;
+    let mut found = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        found = true;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(1).and_then(|address| address.rsplit_once(':'));
+            let local_port = local.and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port) && fields.get(3) == Some(&"01") {
+                count += 1;
+            }
+        }
+    }
+    found.then_some(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_in_the_listen_queue_not_beyond_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--max-connections")
+        .arg("1")
+        .start();
+    let held = connect(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 400 connections past the cap at once: each must be completed and queued
+    // by the kernel, not dropped from a queue of the usual 128.
+    let addr = server.addr;
+    let waiting: Vec<_> = (0..400)
+        .map(|_| {
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+                    .await
+            })
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for connection in waiting {
+        if let Ok(Ok(stream)) = connection.await.unwrap() {
+            queued.push(stream);
+        }
+    }
+    let Some(_) = established_at(addr.port()) else {
+        println!("no /proc: the listen queue is not checked");
+        return;
+    };
+    let complete = eventually_async(Duration::from_secs(5), || {
+        established_at(addr.port()).is_some_and(|count| count > 400)
+    })
+    .await;
+    assert!(
+        complete,
+        "{} of 401 connections reached the server's side",
+        established_at(addr.port()).unwrap_or(0)
+    );
+    drop((held, queued));
+}
+
 /// CPU time (user + system, in clock ticks) the process has used so far;
 /// `None` where there is no `/proc` to tell.
 fn cpu_ticks(pid: u32) -> Option<u64> {
