@@ -51,12 +51,49 @@ pub(super) fn is_full(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::StorageFull || matches!(error.raw_os_error(), Some(28 | 122))
 }
 
-/// Maps an error of a write path: a missing file there is a failure, not a 404.
+/// Whether the process or the system is out of file descriptors (EMFILE 24,
+/// ENFILE 23): a shortage that passes, not a failure of the storage.
+pub(super) fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(23 | 24))
+}
+
+/// Maps an error of a write path: a missing file there is a failure, not a 404;
+/// running out of file descriptors is a passing shortage (`503`, retried by
+/// clients), not a storage failure.
 pub(super) fn write_error(error: io::Error) -> StorageError {
     if is_full(&error) {
         StorageError::Full
+    } else if is_out_of_descriptors(&error) {
+        StorageError::Unavailable {
+            backend: "fs",
+            source: Box::new(FsError::Io(error)),
+        }
     } else {
         other(FsError::Io(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_is_unavailable_and_a_full_disk_is_full() {
+        for errno in [23, 24] {
+            let mapped = write_error(io::Error::from_raw_os_error(errno));
+            assert!(
+                matches!(mapped, StorageError::Unavailable { .. }),
+                "errno {errno}: {mapped:?}"
+            );
+        }
+        assert!(matches!(
+            write_error(io::Error::from_raw_os_error(28)),
+            StorageError::Full
+        ));
+        assert!(matches!(
+            write_error(io::Error::from_raw_os_error(5)),
+            StorageError::Other { .. }
+        ));
     }
 }
 
