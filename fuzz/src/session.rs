@@ -1,13 +1,14 @@
-//! The `upload_session` target: arbitrary operations on one session (with
-//! digest headers, changed retries, and maybe a signed `type` and `max_size`),
-//! over `MemoryStorage` or `FsStorage` as the input picks, checked against the
-//! reference model in `tests/common/session_model.rs`.
+//! The `upload_session` target: arbitrary operations on one session (chunks
+//! and status queries with digest headers and changed retries, tus
+//! creations, offsets, appends and terminations, and maybe a signed `type`
+//! and `max_size`), over `MemoryStorage` or `FsStorage` as the input picks,
+//! checked against the reference model in `tests/common/session_model.rs`.
 
 use arbitrary::Arbitrary;
 
 use crate::session_model::{
-    self, Backend, Delivery, DigestValue, Digests, Op, Setup, Total, Types, MAX_FILE_LEN,
-    MAX_SIZE_BOUNDS,
+    self, Backend, Checksum, Delivery, DigestValue, Digests, Op, Setup, Total, TusBody, TusOffset,
+    Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
 };
 
 /// At most this many operations per input.
@@ -75,7 +76,11 @@ enum RawOp {
         digests: RawDigests,
     },
     /// A chunk of 1 to 3 bytes: many of them split the session into many ranges.
-    Small { first: u8, len: u8, total: RawTotal },
+    Small {
+        first: u8,
+        len: u8,
+        total: RawTotal,
+    },
     /// The rest of the file from `first`, named with the right total.
     Rest {
         first: u8,
@@ -95,6 +100,66 @@ enum RawOp {
         streamed: bool,
         digests: RawDigests,
     },
+    // tus requests, after the chunk ops so that older inputs keep their
+    // fields (their variant choice scales with the count, see arbitrary's
+    // derive, so an older input may now pick other operations).
+    /// `POST`: the length (`RawTotal::Unknown`: deferred), a body of the
+    /// file's first `body` bytes, the `Content-Type` right unless `untyped`.
+    TusCreate {
+        total: RawTotal,
+        body: u8,
+        delivery: RawTusBody,
+        untyped: bool,
+    },
+    TusHead,
+    /// `PATCH`: at the upload's offset, or at `offset - 1` when nonzero;
+    /// the rest of the file (`len` 0) or `len - 1` bytes.
+    TusAppend {
+        offset: u8,
+        len: u8,
+        delivery: RawTusBody,
+        total: RawTotal,
+        checksum: u8,
+        untyped: bool,
+    },
+    TusDelete,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum RawTusBody {
+    Full,
+    Streamed { pieces: u8 },
+    CutOff { after: u8, content_length: bool },
+}
+
+impl RawTusBody {
+    fn model(self) -> TusBody {
+        match self {
+            RawTusBody::Full => TusBody::Full,
+            RawTusBody::Streamed { pieces } => TusBody::Streamed {
+                pieces: pieces % 8 + 1,
+            },
+            RawTusBody::CutOff {
+                after,
+                content_length,
+            } => TusBody::CutOff {
+                after,
+                content_length,
+            },
+        }
+    }
+}
+
+/// Mostly no `Upload-Checksum`; else each kind.
+fn checksum(n: u8) -> Checksum {
+    match n % 16 {
+        0..=8 => Checksum::None,
+        9 => Checksum::Sha1,
+        10 => Checksum::Sha256,
+        11 => Checksum::Sha512,
+        12 | 13 => Checksum::Wrong,
+        _ => Checksum::Md5,
+    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -243,6 +308,40 @@ impl SessionInput {
                     streamed,
                     digests: digests.model(),
                 },
+                RawOp::TusCreate {
+                    total,
+                    body,
+                    delivery,
+                    untyped,
+                } => Op::TusCreate {
+                    total: total.model(),
+                    body: u64::from(body) % span,
+                    delivery: delivery.model(),
+                    content_type: !untyped,
+                },
+                RawOp::TusHead => Op::TusHead,
+                RawOp::TusAppend {
+                    offset,
+                    len,
+                    delivery,
+                    total,
+                    checksum: sum,
+                    untyped,
+                } => Op::TusAppend {
+                    offset: match offset {
+                        0 => TusOffset::Current,
+                        n => TusOffset::At(u64::from(n - 1) % span),
+                    },
+                    len: match len {
+                        0 => None,
+                        n => Some(u64::from(n - 1) % span),
+                    },
+                    delivery: delivery.model(),
+                    total: total.model(),
+                    checksum: checksum(sum),
+                    content_type: !untyped,
+                },
+                RawOp::TusDelete => Op::TusDelete,
             })
             .collect();
         (setup, ops)

@@ -10,8 +10,8 @@
 //! retries may change bytes, and the URL may sign a `type` and a `max_size`.
 
 use crate::session_model::{
-    check_on, check_setup, file_bytes, sniffed, Backend, Delivery, DigestValue, Digests, Model, Op,
-    Setup, Total, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
+    check_on, check_setup, file_bytes, sniffed, Backend, Checksum, Delivery, DigestValue, Digests,
+    Model, Op, Setup, Total, TusBody, TusOffset, Types, MAX_FILE_LEN, MAX_SIZE_BOUNDS,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -131,6 +131,80 @@ fn op(file_len: u64, max_size: u64) -> impl Strategy<Value = Op> {
     ]
 }
 
+fn tus_body() -> impl Strategy<Value = TusBody> {
+    prop_oneof![
+        5 => Just(TusBody::Full),
+        2 => (1u8..=4).prop_map(|pieces| TusBody::Streamed { pieces }),
+        1 => (0u8..64, any::<bool>())
+            .prop_map(|(after, content_length)| TusBody::CutOff { after, content_length }),
+    ]
+}
+
+fn checksum() -> impl Strategy<Value = Checksum> {
+    prop_oneof![
+        10 => Just(Checksum::None),
+        1 => Just(Checksum::Sha1),
+        1 => Just(Checksum::Sha256),
+        1 => Just(Checksum::Sha512),
+        2 => Just(Checksum::Wrong),
+        1 => Just(Checksum::Md5),
+    ]
+}
+
+/// A tus request: creations (right, other or deferred length, with or
+/// without a body), offsets, appends (at the upload's offset or another,
+/// the rest of the file or a part, with a deferred length, a checksum) and
+/// terminations.
+fn tus_op(file_len: u64, max_size: u64) -> impl Strategy<Value = Op> {
+    let create_total = prop_oneof![
+        6 => Just(Total::Right),
+        3 => Just(Total::Unknown),
+        1 => (0u64..112).prop_map(Total::Other),
+    ];
+    let append_total = prop_oneof![
+        8 => Just(Total::Unknown),
+        2 => Just(Total::Right),
+        1 => (0u64..112).prop_map(Total::Other),
+    ];
+    let body = prop_oneof![
+        3 => Just(0),
+        3 => 1..=file_len,
+        1 => 1..=max_size + 8,
+    ];
+    let offset = prop_oneof![
+        8 => Just(TusOffset::Current),
+        1 => (0..file_len + 4).prop_map(TusOffset::At),
+    ];
+    let len = prop_oneof![
+        4 => Just(None),
+        3 => (0..=file_len).prop_map(Some),
+        1 => (0..max_size + 8).prop_map(Some),
+    ];
+    let content_type = prop_oneof![12 => Just(true), 1 => Just(false)];
+    prop_oneof![
+        3 => (create_total, body, tus_body(), content_type.clone()).prop_map(
+            |(total, body, delivery, content_type)| Op::TusCreate {
+                total,
+                body,
+                delivery,
+                content_type,
+            }
+        ),
+        2 => Just(Op::TusHead),
+        6 => (offset, len, tus_body(), append_total, checksum(), content_type).prop_map(
+            |(offset, len, delivery, total, checksum, content_type)| Op::TusAppend {
+                offset,
+                len,
+                delivery,
+                total,
+                checksum,
+                content_type,
+            }
+        ),
+        1 => Just(Op::TusDelete),
+    ]
+}
+
 fn types() -> impl Strategy<Value = Option<Types>> {
     prop_oneof![
         8 => Just(None),
@@ -164,17 +238,29 @@ fn scenario() -> impl Strategy<Value = (Setup, Vec<Op>)> {
                 types,
                 signed_max_size,
             };
-            (
-                Just(setup),
-                proptest::collection::vec(op(file_len, max_size), 0..=20),
-            )
+            // Chunks alone, tus mostly, or both mixed on the one session.
+            let ops = prop_oneof![
+                2 => op(file_len, max_size).boxed(),
+                1 => prop_oneof![
+                    1 => op(file_len, max_size),
+                    4 => tus_op(file_len, max_size),
+                ]
+                .boxed(),
+                2 => prop_oneof![op(file_len, max_size), tus_op(file_len, max_size)].boxed(),
+            ];
+            (Just(setup), proptest::collection::vec(ops, 0..=20))
         })
 }
 
-/// `cases` cases; failures are kept beside this file, in
+/// `cases` cases (or `PROPTEST_CASES`); failures are kept beside this file, in
 /// `proptest_session.proptest-regressions` (proptest's default would be a
 /// `tests/proptest-regressions/` tree, since `tests/it` has a `main.rs`).
 fn config(cases: u32) -> ProptestConfig {
+    // `PROPTEST_CASES` still sets the number, for a longer run.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
@@ -242,14 +328,16 @@ fn out_of_order_chunks_complete_once_then_replay() {
 fn scenarios_reach_completion_and_refusals() {
     let mut runner = TestRunner::deterministic();
     let strategy = scenario();
-    let (mut completed, mut refused) = (0, 0);
+    let (mut completed, mut refused, mut by_tus) = (0, 0, 0);
     let mut codes = std::collections::BTreeSet::new();
     for _ in 0..500 {
         let (setup, ops) = strategy.new_tree(&mut runner).unwrap().current();
         let mut model = Model::new(setup);
         let mut any_refusal = false;
         for op in &ops {
+            let was_complete = model.completed.is_some();
             let expected = model.apply(op);
+            by_tus += usize::from(op.is_tus() && !was_complete && model.completed.is_some());
             any_refusal |= expected.status >= 400;
             codes.extend(expected.code);
         }
@@ -263,6 +351,16 @@ fn scenarios_reach_completion_and_refusals() {
         "digest_invalid",
         "type_not_allowed",
         "total_mismatch",
+        // tus's own.
+        "upload_not_found",
+        "offset_mismatch",
+        "upload_complete",
+        "checksum_mismatch",
+        "checksum_invalid",
+        "length_required",
+        "content_type_invalid",
+        "body_incomplete",
+        "too_large",
     ] {
         assert!(
             codes.contains(code),
@@ -274,6 +372,10 @@ fn scenarios_reach_completion_and_refusals() {
     assert!(
         completed >= 60,
         "only {completed} of 500 scenarios complete"
+    );
+    assert!(
+        by_tus >= 40,
+        "only {by_tus} of 500 scenarios complete by tus"
     );
     assert!(
         refused >= 100,
@@ -350,6 +452,104 @@ fn conflicts_and_a_wrong_whole_file_digest() {
     let mut model = Model::new(setup);
     let statuses: Vec<_> = ops.iter().map(|op| model.apply(op).status).collect();
     assert_eq!(statuses, [202, 202, 409, 409, 409, 308, 400, 400, 201, 200]);
+    for &backend in Backend::ALL {
+        check_on(backend, setup, &ops);
+    }
+}
+
+/// tus and chunks on one URL are one upload (docs/protocol.md#tus-100), step
+/// by step: a chunk opens the session for `HEAD`; a creation takes the
+/// length; wrong offsets, checksums and cut-off bodies store nothing; the
+/// streamed append that stores the last byte completes the file once; after
+/// that every request replays the final offset or the File.
+#[test]
+fn tus_and_chunks_make_one_upload() {
+    let append = |offset, len, delivery, checksum| Op::TusAppend {
+        offset,
+        len,
+        delivery,
+        total: Total::Unknown,
+        checksum,
+        content_type: true,
+    };
+    let create = |total, body| Op::TusCreate {
+        total,
+        body,
+        delivery: TusBody::Full,
+        content_type: true,
+    };
+    let streamed = TusBody::Streamed { pieces: 2 };
+    let cut_off = TusBody::CutOff {
+        after: 3,
+        content_length: false,
+    };
+    use TusOffset::{At, Current};
+    let ops = [
+        Op::TusHead,
+        append(Current, Some(5), TusBody::Full, Checksum::None),
+        Op::Chunk {
+            first: 10,
+            last: 14,
+            total: Total::Unknown,
+            delivery: Delivery::Full,
+            content_length: false,
+            digests: Digests::NONE,
+        },
+        Op::TusHead,
+        create(Total::Right, 4),
+        create(Total::Other(30), 0),
+        append(At(2), Some(3), TusBody::Full, Checksum::None),
+        append(Current, Some(6), TusBody::Full, Checksum::Wrong),
+        append(Current, Some(6), cut_off, Checksum::None),
+        append(Current, Some(6), TusBody::Full, Checksum::Sha1),
+        append(Current, Some(2), TusBody::Full, Checksum::Md5),
+        append(Current, None, streamed, Checksum::Sha256),
+        append(Current, None, streamed, Checksum::None),
+        Op::TusHead,
+        append(Current, Some(0), TusBody::Full, Checksum::None),
+        Op::Chunk {
+            first: 0,
+            last: 19,
+            total: Total::Right,
+            delivery: Delivery::Full,
+            content_length: false,
+            digests: Digests::NONE,
+        },
+        Op::TusDelete,
+        create(Total::Right, 0),
+    ];
+    let setup = Setup::plain(20, 64);
+    let mut model = Model::new(setup);
+    let answers: Vec<_> = ops
+        .iter()
+        .map(|op| {
+            let expected = model.apply(op);
+            (expected.status, expected.offset)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (404, None),
+            (404, None),
+            (202, None),
+            (200, Some(0)),
+            (201, Some(4)),
+            (409, None),
+            (409, Some(4)),
+            (460, None),
+            (400, None),
+            (204, Some(15)),
+            (400, None),
+            (411, None),
+            (201, Some(20)),
+            (200, Some(20)),
+            (204, Some(20)),
+            (200, None),
+            (409, None),
+            (201, Some(20)),
+        ]
+    );
     for &backend in Backend::ALL {
         check_on(backend, setup, &ops);
     }

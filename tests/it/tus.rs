@@ -590,7 +590,56 @@ async fn the_signed_type_holds_for_tus(storage: Store) {
     assert_eq!(server.calls(), 0);
 }
 
+/// A creation with `Upload-Defer-Length: 1` names no length to bound its
+/// body: the limit does, from `Content-Length`, before a byte is stored.
+async fn a_deferred_creation_body_past_the_limit_is_413(storage: Store) {
+    let server = StorageServer::start(storage, |layer| layer.max_size(1000)).await;
+    let url = server.put_url("t/deferred-large.bin", &UrlOptions::new());
+    let deferred = |body: Vec<u8>| {
+        tus(
+            Method::POST,
+            &url,
+            &[TUS, STREAM, ("upload-defer-length", "1")],
+            body,
+        )
+    };
+    let refused = send(&client(), deferred(bytes(1001, 9))).await;
+    assert_tus(&refused, 413);
+    assert_eq!(refused.code(), "too_large");
+    assert_tus(&head(&url).await, 404);
+
+    // The signed limit holds the same way.
+    let options = UrlOptions::new().max_size(300);
+    let signed = server.put_url("t/deferred-signed.bin", &options);
+    let refused = send(
+        &client(),
+        tus(
+            Method::POST,
+            &signed,
+            &[TUS, STREAM, ("upload-defer-length", "1")],
+            bytes(301, 9),
+        ),
+    )
+    .await;
+    assert_tus(&refused, 413);
+    assert_eq!(refused.code(), "too_large");
+
+    // Exactly the limit is allowed; the length declared later completes it.
+    let data = bytes(1000, 9);
+    let created = send(&client(), deferred(data.clone())).await;
+    assert_tus(&created, 201);
+    assert_eq!(offset(&created), 1000);
+    let done = patch(&url, 1000, &[], &[("upload-length", "1000")]).await;
+    assert_tus(&done, 201);
+    assert_eq!(
+        server.file("t/deferred-large.bin").await.as_deref(),
+        Some(&data[..])
+    );
+    assert_eq!(server.calls(), 1);
+}
+
 on_every_backend! {
+    a_deferred_creation_body_past_the_limit_is_413 => a_deferred_creation_body_past_the_limit_is_413,
     options_advertise_the_extensions => options_advertise_the_extensions,
     create_head_and_patch_complete_once => create_head_and_patch_complete_once,
     wrong_offsets_are_409_with_the_current_offset => wrong_offsets_are_409_with_the_current_offset,

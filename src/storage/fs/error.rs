@@ -73,6 +73,18 @@ pub(super) fn write_error(error: io::Error) -> StorageError {
     }
 }
 
+/// Maps an error of a read path, where a missing file is [`StorageError::NotFound`].
+pub(super) fn read_error(error: io::Error) -> StorageError {
+    match error.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StorageError::NotFound,
+        _ => write_error(error),
+    }
+}
+
+pub(super) fn is_not_found(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::NotFound
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,16 +107,4 @@ mod tests {
             StorageError::Other { .. }
         ));
     }
-}
-
-/// Maps an error of a read path, where a missing file is [`StorageError::NotFound`].
-pub(super) fn read_error(error: io::Error) -> StorageError {
-    match error.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StorageError::NotFound,
-        _ => write_error(error),
-    }
-}
-
-pub(super) fn is_not_found(error: &io::Error) -> bool {
-    error.kind() == io::ErrorKind::NotFound
 }

@@ -222,6 +222,10 @@ pub(crate) fn classify(
                     return Err(Error::RangeNotSatisfiable);
                 }
             }
+            // A deferred length bounds nothing: the limit does.
+            if body.flatten().is_some_and(|len| len > max_size) {
+                return Err(Error::TooLarge);
+            }
             Ok(TusAction::Create {
                 total,
                 metadata,
