@@ -17,7 +17,10 @@ use http_body_util::{BodyExt, Either, Full};
 use sha2::Digest as _;
 use tower::{Layer, ServiceExt};
 use tower_signed_upload::storage::MemoryStorage;
-use tower_signed_upload::{SignedUploadLayer, SigningKey, DEFAULT_MAX_LIFETIME, headers::ContentRange, services::RespondCreated};
+use tower_signed_upload::{
+    headers::ContentRange, services::RespondCreated, SignedUploadLayer, SigningKey,
+    DEFAULT_MAX_LIFETIME,
+};
 
 use crate::session_model::TestBody;
 use crate::{FixedClock, NOW};
@@ -196,9 +199,9 @@ impl ValueChoice {
             )
             .into_bytes(),
             ValueChoice::Number(n) => n.to_string().into_bytes(),
-            ValueChoice::TusVersion(current) => {
-                (if *current { "1.0.0" } else { "0.2.2" }).as_bytes().to_vec()
-            }
+            ValueChoice::TusVersion(current) => (if *current { "1.0.0" } else { "0.2.2" })
+                .as_bytes()
+                .to_vec(),
             ValueChoice::OffsetStream => b"application/offset+octet-stream".to_vec(),
             ValueChoice::Checksum { algorithm, right } => {
                 let of: &[u8] = if *right { body } else { b"other bytes" };
@@ -210,11 +213,10 @@ impl ValueChoice {
                 };
                 format!("{name} {}", STANDARD.encode(digest)).into_bytes()
             }
-            ValueChoice::MethodName(n) => {
-                ["PATCH", "DELETE", "HEAD", "POST", "OPTIONS", "GET"][usize::from(*n) % 6]
-                    .as_bytes()
-                    .to_vec()
-            }
+            ValueChoice::MethodName(n) => ["PATCH", "DELETE", "HEAD", "POST", "OPTIONS", "GET"]
+                [usize::from(*n) % 6]
+                .as_bytes()
+                .to_vec(),
         }
     }
 }
