@@ -42,9 +42,9 @@ use futures_util::TryStreamExt;
 use self::error::{other, FsError};
 use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
-use super::concat::{concat_by_copy, read_failed};
 use self::quota::{Quota, Reservation};
 use self::record::record_exists;
+use super::concat::{concat_by_copy, read_failed};
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
     CompleteOptions, ConcatOptions, FileMeta, FileRead, MakeRecord, OpenOptions, PurgeReport,

@@ -384,7 +384,8 @@ where
 /// Streams the body into the session from `offset`, piece by piece: each
 /// piece is one stored range, so a body cut off midway keeps its whole
 /// pieces. With a checksum the body is one piece, judged before it counts.
-async fn store<B>(
+/// The IETF draft's creations and appends store their bytes the same way.
+pub(crate) async fn store<B>(
     request: &TusRequest,
     body: B,
     offset: u64,
