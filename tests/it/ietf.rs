@@ -146,7 +146,9 @@ async fn empty_creation_then_appends_complete_once(storage: Store) {
         }
 
         let first = append(&url, interop, 0, false, &data[..65_536]).await;
-        assert_eq!(first.status.as_u16(), 204, "{first:?}");
+        // 201 in the drafts before -06, 204 after.
+        let progress = if interop >= 7 { 204 } else { 201 };
+        assert_eq!(first.status.as_u16(), progress, "{first:?}");
         assert_eq!(offset(&first), 65_536);
         assert!(!says_complete(&first, interop));
 
@@ -196,6 +198,31 @@ async fn a_creation_with_the_whole_file_completes(storage: Store) {
         assert!(says_complete(&answer, interop));
         assert_eq!(offset(&answer), 30_000);
         assert_eq!(server.file(&path).await, Some(data));
+    }
+    // Before version 7, an append that does not say otherwise completes the
+    // upload (draft -01's example, in version 3's words).
+    for interop in [3, 5, 6] {
+        let path = format!("d/unsaid{interop}.bin");
+        let url = server.put_url(&path, &UrlOptions::new());
+        assert_eq!(
+            create(&url, interop, None, false, b"abc")
+                .await
+                .status
+                .as_u16(),
+            201
+        );
+        let mut headers = vec![version(interop), ("upload-offset", "3")];
+        if interop >= 6 {
+            headers.push(PARTIAL);
+        }
+        let last = send(
+            &client(),
+            request(Method::PATCH, &url, &headers, Bytes::from_static(b"def")),
+        )
+        .await;
+        assert_eq!(last.status.as_u16(), 201, "{last:?}");
+        assert!(says_complete(&last, interop));
+        assert_eq!(server.file(&path).await, Some(b"abcdef".to_vec()));
     }
     // An empty file, complete at its creation.
     let url = server.put_url("d/empty.bin", &UrlOptions::new());
@@ -347,7 +374,20 @@ async fn refusals_of_malformed_requests(storage: Store) {
     )
     .await;
     assert_eq!(plain.status.as_u16(), 415, "{plain:?}");
-    assert_eq!(append(&url, 5, 0, false, b"abc").await.status.as_u16(), 204);
+    assert_eq!(append(&url, 5, 0, false, b"abc").await.status.as_u16(), 201);
+    // From version 7 an append says whether it completes the upload.
+    let unsaid = send(
+        &client(),
+        request(
+            Method::PATCH,
+            &url,
+            &[version(7), PARTIAL, ("upload-offset", "3")],
+            Bytes::from_static(b"def"),
+        ),
+    )
+    .await;
+    assert_eq!(unsaid.status.as_u16(), 400, "{unsaid:?}");
+    assert_eq!(offset(&offset_of(&url, 7).await), 3);
     // A get URL does not take draft requests.
     let get = server.url(
         "d/refused.bin",

@@ -324,7 +324,7 @@ impl Flow {
         } else {
             status
         };
-        self.settled(status, StatusCode::NO_CONTENT, HeaderMap::new())
-            .await
+        let progress = self.interop.append_progress();
+        self.settled(status, progress, HeaderMap::new()).await
     }
 }

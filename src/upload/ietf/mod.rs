@@ -40,10 +40,10 @@ const PROBLEM_INCONSISTENT_LENGTH: &str =
 ///
 /// | version | draft text | differs from the one before |
 /// |---|---|---|
-/// | 3 | -01 | `Upload-Incomplete` (`?1` while incomplete) |
+/// | 3 | -01 | `Upload-Incomplete` (`?1` while incomplete); an append without it completes the upload; an incomplete append is answered `201` |
 /// | 5 | -03 | `Upload-Complete` in its place |
 /// | 6 | -04, -05 | appends need `application/partial-upload`; `Upload-Limit` (its lifetime key `expires`); problem types for a wrong offset and a completed upload |
-/// | 7 | -06 to -08 | `Upload-Limit`'s `max-age`; the inconsistent length problem type |
+/// | 7 | -06 to -08 | `Upload-Limit`'s `max-age`; the inconsistent length problem type; appends must carry `Upload-Complete`, and an incomplete one is answered `204` |
 /// | 8 | -09 to -11 | `OPTIONS` carries `Accept-Patch` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Interop(u8);
@@ -97,6 +97,22 @@ impl Interop {
     /// An inconsistent length is a problem type.
     fn has_length_problem(self) -> bool {
         self.0 >= 7
+    }
+
+    /// An append must say whether it completes the upload; before version 7
+    /// one that does not say completes it.
+    fn append_says_completion(self) -> bool {
+        self.0 >= 7
+    }
+
+    /// The status of an append that leaves the upload incomplete: `201
+    /// (Created)` in the drafts before -06, `204 (No Content)` in their examples after.
+    fn append_progress(self) -> StatusCode {
+        if self.0 >= 7 {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::CREATED
+        }
     }
 
     /// `OPTIONS` carries `Accept-Patch`.
@@ -273,7 +289,11 @@ pub(crate) fn classify(
             if interop.requires_partial_upload() && !is_partial_upload(headers) {
                 return Err(Error::ContentTypeInvalid);
             }
-            let complete = complete.ok_or(Error::HeaderInvalid)?;
+            let complete = match complete {
+                Some(complete) => complete,
+                None if interop.append_says_completion() => return Err(Error::HeaderInvalid),
+                None => true,
+            };
             let offset = number_header(headers, &UPLOAD_OFFSET)?.ok_or(Error::HeaderInvalid)?;
             let total = indicated_total(headers, offset, complete, length, max_size)?;
             IetfAction::Append {
@@ -502,6 +522,35 @@ mod tests {
                 total: None,
                 length: Some(3)
             })
+        );
+        // Before version 7 an append that does not say completes the upload.
+        assert_eq!(
+            run(
+                Method::PATCH,
+                &[
+                    ("upload-draft-interop-version", "5"),
+                    ("upload-offset", "5")
+                ],
+                3
+            ),
+            Ok(IetfAction::Append {
+                offset: 5,
+                complete: true,
+                total: Some(8),
+                length: Some(3)
+            })
+        );
+        assert_eq!(
+            run(
+                Method::PATCH,
+                &[
+                    ("upload-draft-interop-version", "7"),
+                    ("content-type", "application/partial-upload"),
+                    ("upload-offset", "5")
+                ],
+                3
+            ),
+            Err(Error::HeaderInvalid)
         );
         assert_eq!(
             run(
