@@ -224,6 +224,29 @@ async fn a_creation_with_the_whole_file_completes(storage: Store) {
         assert!(says_complete(&last, interop));
         assert_eq!(server.file(&path).await, Some(b"abcdef".to_vec()));
     }
+    // A complete body of unknown length (chunked): its length is what arrived.
+    let url = server.put_url("d/chunked.bin", &UrlOptions::new());
+    let data = bytes(5_000_000, 5);
+    let mut raw = raw_head(
+        "PUT",
+        target(&url),
+        &[
+            version(7),
+            complete(7, true),
+            ("transfer-encoding", "chunked"),
+        ],
+    );
+    for piece in data.chunks(300_000) {
+        raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        raw.extend_from_slice(piece);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_exchange(server.addr, &raw, Duration::from_secs(10)).await;
+    assert_eq!(answer.status.as_u16(), 201, "{answer:?}");
+    assert!(says_complete(&answer, 7));
+    assert_eq!(offset(&answer), 5_000_000);
+    assert_eq!(server.file("d/chunked.bin").await, Some(data));
     // An empty file, complete at its creation.
     let url = server.put_url("d/empty.bin", &UrlOptions::new());
     let answer = create(&url, 6, None, true, b"").await;
@@ -327,6 +350,26 @@ async fn appending_to_a_completed_upload_is_refused(storage: Store) {
         }
         assert_eq!(server.file(&path).await, Some(data));
     }
+    // Drafts -10 and -11 (version 8): bytes for a completed upload are an
+    // inconsistent length; the empty completing append sent again is 410.
+    let url = server.put_url("d/done8.bin", &UrlOptions::new());
+    assert_eq!(
+        create(&url, 8, None, true, b"abc").await.status.as_u16(),
+        201
+    );
+    let json = problem(
+        &append(&url, 8, 3, false, b"x").await,
+        400,
+        "inconsistent-upload-length",
+    );
+    assert_eq!(json["code"], "upload_complete");
+    let json = problem(
+        &append(&url, 8, 3, true, b"").await,
+        410,
+        "completed-upload",
+    );
+    assert_eq!(json["code"], "upload_complete");
+    assert_eq!(server.file("d/done8.bin").await, Some(b"abc".to_vec()));
 }
 
 async fn lengths_past_the_limit_are_413(storage: Store) {

@@ -8,7 +8,10 @@ use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Body;
 
-use super::{offset_mismatch, IetfAction, Interop, UPLOAD_LENGTH, UPLOAD_LIMIT, UPLOAD_OFFSET};
+use super::{
+    completed_append, offset_mismatch, IetfAction, Interop, UPLOAD_LENGTH, UPLOAD_LIMIT,
+    UPLOAD_OFFSET,
+};
 use crate::error::storage_error;
 use crate::storage::{OpenOptions, SessionStatus};
 use crate::upload::complete::settle_status;
@@ -285,7 +288,13 @@ impl Flow {
         let session = &self.request.session;
         let status = storage.status(session).await.map_err(storage_error)?;
         let total = match &status {
-            SessionStatus::Completed(_) => return Err(Error::UploadComplete),
+            SessionStatus::Completed(_) => {
+                return Ok(Outcome::Respond(completed_append(
+                    &self.request.meta,
+                    self.interop,
+                    length == Some(0),
+                )));
+            }
             SessionStatus::InProgress { opened: false, .. } => return Err(Error::UploadNotFound),
             SessionStatus::InProgress { ranges, total, .. } => {
                 let current = offset_of(ranges);

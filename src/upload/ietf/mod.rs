@@ -44,7 +44,7 @@ const PROBLEM_INCONSISTENT_LENGTH: &str =
 /// | 5 | -03 | `Upload-Complete` in its place |
 /// | 6 | -04, -05 | appends need `application/partial-upload`; `Upload-Limit` (its lifetime key `expires`); problem types for a wrong offset and a completed upload |
 /// | 7 | -06 to -08 | `Upload-Limit`'s `max-age`; the inconsistent length problem type; appends must carry `Upload-Complete`, and an incomplete one is answered `204` |
-/// | 8 | -09 to -11 | `OPTIONS` carries `Accept-Patch` |
+/// | 8 | -09 to -11 | `OPTIONS` carries `Accept-Patch`; an append to a completed upload is an inconsistent length, or `410` when empty |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Interop(u8);
 
@@ -366,6 +366,32 @@ pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Res
             response
         }
         _ => envelope::error(meta, error),
+    }
+}
+
+/// The refusal of an append to a completed upload. Drafts -10 and -11
+/// (interop version 8) tell the two apart: bytes for a completed upload are
+/// an inconsistent length (`400`); an empty append, the completing request
+/// sent again, is `410 (Gone)` with the completed-upload problem type.
+/// Earlier versions: see [`error_response`].
+pub(crate) fn completed_append(meta: &Meta, interop: Interop, empty: bool) -> Response<Bytes> {
+    let error = Error::UploadComplete;
+    match (interop.0 >= 8, empty) {
+        (true, true) => problem(
+            StatusCode::GONE,
+            PROBLEM_COMPLETED,
+            "upload is already completed",
+            error,
+            &[],
+        ),
+        (true, false) => problem(
+            StatusCode::BAD_REQUEST,
+            PROBLEM_INCONSISTENT_LENGTH,
+            "inconsistent length values for upload",
+            error,
+            &[],
+        ),
+        (false, _) => error_response(meta, error, interop),
     }
 }
 
