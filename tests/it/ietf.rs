@@ -537,7 +537,39 @@ async fn a_cut_off_creation_keeps_its_whole_pieces(storage: Store) {
     assert!(says_complete(&last, 6));
 }
 
+/// The URL's signed `type` is judged on the first bytes, whichever request
+/// brings them.
+async fn the_signed_type_holds_for_the_draft(storage: Store) {
+    let server = StorageServer::start(storage, |layer| layer).await;
+    let options = UrlOptions::new().types("image/png").unwrap();
+    let url = server.put_url("d/typed.png", &options);
+    let text = bytes(20_000, 8);
+    assert_eq!(
+        create(&url, 6, Some(20_000), false, b"")
+            .await
+            .status
+            .as_u16(),
+        201
+    );
+    let refused = append(&url, 6, 0, true, &text).await;
+    assert_eq!(refused.status.as_u16(), 415, "{refused:?}");
+    assert_eq!(refused.code(), "type_not_allowed");
+    let whole = server.put_url("d/whole.png", &options);
+    let refused = create(&whole, 7, None, true, &text).await;
+    assert_eq!(refused.status.as_u16(), 415, "{refused:?}");
+    assert_eq!(server.file("d/typed.png").await, None);
+    assert_eq!(server.file("d/whole.png").await, None);
+    assert_eq!(server.calls(), 0);
+    let png = png_image(40, 30);
+    let length = png.len();
+    let kept = server.put_url("d/kept.png", &options);
+    let answer = create(&kept, 8, Some(length), true, &png).await;
+    assert_eq!(answer.status.as_u16(), 201, "{answer:?}");
+    assert_eq!(server.file("d/kept.png").await, Some(png));
+}
+
 on_every_backend! {
+    the_signed_type_holds_for_the_draft => the_signed_type_holds_for_the_draft,
     empty_creation_then_appends_complete_once => empty_creation_then_appends_complete_once,
     a_creation_with_the_whole_file_completes => a_creation_with_the_whole_file_completes,
     wrong_offsets_are_409_with_the_offset => wrong_offsets_are_409_with_the_offset,
