@@ -51,6 +51,7 @@ where
     }
 }
 
+/// A draft request being run: its interop version decides the answers.
 struct Flow {
     interop: Interop,
     request: TusRequest,

@@ -28,7 +28,8 @@ use crate::upload::stream::{Expect, UploadStream};
 use crate::upload::Outcome;
 use crate::Error;
 
-/// What a tus request needs besides its action.
+/// What a tus request needs besides its action; an IETF draft request needs
+/// the same (it is never a part, and lists no parts).
 pub(crate) struct TusRequest {
     pub(crate) config: Arc<Config>,
     pub(crate) session: Session,
