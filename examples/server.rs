@@ -258,7 +258,7 @@ async fn page() -> impl IntoResponse {
 
 /// The headers every answer to an allowed origin exposes.
 const EXPOSED_HEADERS: &str = "etag,location,range,upload-offset,upload-length,upload-expires,\
-upload-limit,upload-complete,tus-resumable,tus-version,tus-extension,tus-max-size,\
+upload-limit,upload-complete,upload-incomplete,tus-resumable,tus-version,tus-extension,tus-max-size,\
 tus-checksum-algorithm";
 
 /// The server's own origin and the `--allow-origin` ones.

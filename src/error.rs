@@ -238,7 +238,9 @@ impl fmt::Display for Error {
             Error::ChecksumInvalid => {
                 "the checksum header does not parse or names an unsupported algorithm"
             }
-            Error::ContentTypeInvalid => "the Content-Type must be application/offset+octet-stream",
+            Error::ContentTypeInvalid => {
+                "the Content-Type must be application/offset+octet-stream (tus) or application/partial-upload (the IETF draft)"
+            }
             Error::LengthRequired => "this request must state its length",
             Error::HeaderInvalid => "a protocol header is missing or malformed",
             Error::PartUrlRestricted => {

@@ -90,9 +90,11 @@
 //! | `PUT` with `Content-Range: bytes */T` and no body | `308` with what is stored, or `200` with the File once complete |
 //! | any chunk or status query after completion | `200` with the same File; your service is not called again |
 //! | `GET`/`HEAD` with a `get` URL | your service, with the [`UploadPath`] in the extensions |
+//! | [tus 1.0.0](protocol#tus) or the [IETF resumable-upload draft](protocol#ietf-resumable-uploads) on a `put` URL | the protocol's answers; the completing request reaches your service as a `PUT`, with [`UploadVia`] saying how it came |
 //! | anything refused | the status and stable code of [`Error`], in the JSON envelope |
 //!
-//! Every answer the crate writes is the envelope
+//! Every answer the crate writes (but the draft's problem types, which are
+//! `application/problem+json`) is the envelope
 //! `{"meta":{…},"data":…,"error":null|{"code","message"},"links":{"self":…}}`.
 //! The completing answer carries `ETag` and `Location` unless your service sets
 //! its own.

@@ -3,7 +3,9 @@
 //! docs/protocol.md#status-codes allows for the input. Signed queries may carry the
 //! policy parameters of section 6 (`max_size`, `type`, `kid`), and requests
 //! digest headers with right or wrong values. Requests may speak tus
-//! (docs/protocol.md#tus): its headers, with right or wrong checksums.
+//! (docs/protocol.md#tus): its headers, with right or wrong checksums; or the
+//! IETF resumable uploads draft (docs/protocol.md#ietf-resumable-uploads): its
+//! interop versions, completion flags and media type.
 
 use std::collections::BTreeSet;
 
@@ -129,6 +131,9 @@ enum NameChoice {
     UploadChecksum,
     UploadConcat,
     MethodOverride,
+    InteropVersion,
+    UploadComplete,
+    UploadIncomplete,
     Other(String),
 }
 
@@ -161,6 +166,12 @@ enum ValueChoice {
     },
     /// A method name, for `X-HTTP-Method-Override`.
     MethodName(u8),
+    /// An `Upload-Draft-Interop-Version`: one the layer speaks, or not.
+    Interop(u8),
+    /// A structured-field boolean, `?1` or `?0`.
+    Flag(bool),
+    /// The draft's body type, `application/partial-upload`.
+    PartialUpload,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -217,6 +228,11 @@ impl ValueChoice {
                 [usize::from(*n) % 6]
                 .as_bytes()
                 .to_vec(),
+            ValueChoice::Interop(n) => ["3", "5", "6", "7", "8", "4", "x"][usize::from(*n) % 7]
+                .as_bytes()
+                .to_vec(),
+            ValueChoice::Flag(set) => (if *set { "?1" } else { "?0" }).as_bytes().to_vec(),
+            ValueChoice::PartialUpload => b"application/partial-upload".to_vec(),
         }
     }
 }
@@ -478,6 +494,9 @@ pub fn run(input: &RequestInput) {
             NameChoice::UploadChecksum => b"upload-checksum",
             NameChoice::UploadConcat => b"upload-concat",
             NameChoice::MethodOverride => b"x-http-method-override",
+            NameChoice::InteropVersion => b"upload-draft-interop-version",
+            NameChoice::UploadComplete => b"upload-complete",
+            NameChoice::UploadIncomplete => b"upload-incomplete",
             NameChoice::Other(name) => name.as_bytes(),
         };
         builder = builder.header(name, value.bytes(body_bytes));
@@ -512,8 +531,14 @@ pub fn run(input: &RequestInput) {
         return; // the builder refuses the method, target or a header
     };
     let tus = request.headers().contains_key("tus-resumable");
+    let ietf = !tus
+        && request
+            .headers()
+            .contains_key("upload-draft-interop-version");
     let allowed = if tus {
         tus_allowed(&path, signed)
+    } else if ietf {
+        ietf_allowed(&path, signed)
     } else if !matches!(method, Method::GET | Method::HEAD | Method::PUT) {
         BTreeSet::from([405])
     } else {
@@ -551,13 +576,12 @@ pub fn run(input: &RequestInput) {
             }
         }
     };
-    check(request, allowed, tus);
+    check(request, allowed, tus, ietf);
 }
 
-/// The statuses docs/protocol.md#tus allows for a tus request: the
-/// URL's verdict first (a tus request needs a `put` URL, whatever its method),
-/// then any of tus's answers and errors.
-fn tus_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
+/// The URL's verdict for a tus or draft request, which needs a `put` URL
+/// whatever its method: the statuses of its problems, none if it verifies.
+fn url_problems(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
     let Some(Signed {
         put,
         fresh,
@@ -576,6 +600,13 @@ fn tus_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
     if !query_invalid && (!fresh || !put || !kid_names_the_key) {
         problems.insert(403);
     }
+    problems
+}
+
+/// The statuses docs/protocol.md#tus allows for a tus request: the
+/// URL's verdict first, then any of tus's answers and errors.
+fn tus_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
+    let problems = url_problems(path, signed);
     if !problems.is_empty() {
         return problems;
     }
@@ -584,10 +615,28 @@ fn tus_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
     ])
 }
 
+/// The statuses docs/protocol.md#ietf-resumable-uploads allows for a draft
+/// request: the URL's verdict first, then any of the draft's answers and
+/// errors.
+fn ietf_allowed(path: &str, signed: Option<Signed>) -> BTreeSet<u16> {
+    let problems = url_problems(path, signed);
+    if !problems.is_empty() {
+        return problems;
+    }
+    BTreeSet::from([
+        200, 201, 204, 400, 404, 405, 408, 409, 410, 412, 413, 415, 416,
+    ])
+}
+
 /// Sends `request` through a fresh layer and checks its answer: a status in
 /// `allowed`, the same verdict as [`SignedUploadLayer::verify`], and the JSON
 /// envelope of docs/protocol.md#envelope-and-file-object (with `Allow` on a 405).
-fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>, tus: bool) {
+fn check(
+    request: Request<Either<Full<Bytes>, TestBody>>,
+    allowed: BTreeSet<u16>,
+    tus: bool,
+    ietf: bool,
+) {
     let layer = SignedUploadLayer::new(
         SigningKey::new(KEY)
             .and_then(|key| key.with_id(KEY_ID))
@@ -597,8 +646,8 @@ fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>
     .clock(FixedClock)
     .max_size(MAX_SIZE)
     .max_ranges(4);
-    // A tus request is verified as a `put`, whatever its method.
-    let verdict = if tus {
+    // A tus or draft request is verified as a `put`, whatever its method.
+    let verdict = if tus || ietf {
         layer.verify(&Method::PUT, request.uri())
     } else {
         layer.verify(request.method(), request.uri())
@@ -631,7 +680,7 @@ fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>
             "verify said {error:?} for {described}: {body:?}"
         ),
         Ok(_) => assert!(
-            ![401, 403].contains(&status) && (tus || status != 405),
+            ![401, 403].contains(&status) && (tus || ietf || status != 405),
             "verified, yet {status} for {described}: {body:?}"
         ),
     }
@@ -645,6 +694,36 @@ fn check(request: Request<Either<Full<Bytes>, TestBody>>, allowed: BTreeSet<u16>
             assert!(headers.contains_key("tus-version"), "{described}");
         }
         // tus's progress answers have no body; errors and completions do.
+        if status < 400 && body.is_empty() {
+            return;
+        }
+    }
+    if ietf {
+        assert!(
+            headers.get("tus-resumable").is_none(),
+            "a draft answer is not tus's: {described}"
+        );
+        let problem = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == "application/problem+json");
+        if problem {
+            // The draft's problem types (RFC 9457), with the envelope's code.
+            let json: serde_json::Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}) for {described}: {body:?}"));
+            assert_eq!(json["status"], status, "{described}: {body:?}");
+            assert!(
+                json["type"].as_str().is_some_and(
+                    |t| t.starts_with("https://iana.org/assignments/http-problem-types#")
+                ),
+                "{described}: {body:?}"
+            );
+            assert!(
+                json["code"].as_str().is_some_and(|c| !c.is_empty()),
+                "{described}: {body:?}"
+            );
+            return;
+        }
+        // The draft's progress answers have no body.
         if status < 400 && body.is_empty() {
             return;
         }

@@ -22,6 +22,8 @@ pub(crate) enum Action {
     Status { total: Option<u64> },
     /// A tus request.
     Tus(super::tus::TusAction),
+    /// A request of the IETF draft, at its interop version.
+    Ietf(super::ietf::Interop, super::ietf::IetfAction),
 }
 
 /// The signed method a request needs, or `405` for methods the layer does not serve.

@@ -12,9 +12,9 @@ use tower_service::Service;
 
 use super::body::{RequestBody, ResponseBody};
 use super::record::completion_headers;
-use super::tus;
 use super::via::{UploadProtocol, UploadVia};
 use super::Outcome;
+use super::{ietf, tus};
 use crate::envelope::{self, Meta};
 use crate::Error;
 
@@ -148,10 +148,21 @@ where
                                 status = error.status().as_u16(),
                                 "upload refused"
                             );
-                            let mut response = envelope::error(&pending.meta, error);
-                            if pending.protocol == UploadProtocol::Tus {
-                                tus::decorate_error(&mut response);
-                            }
+                            let mut response = match pending.protocol {
+                                UploadProtocol::IetfDraft { interop_version } => {
+                                    ietf::error_response(
+                                        &pending.meta,
+                                        error,
+                                        ietf::Interop::known(interop_version),
+                                    )
+                                }
+                                UploadProtocol::Tus => {
+                                    let mut response = envelope::error(&pending.meta, error);
+                                    tus::decorate_error(&mut response);
+                                    response
+                                }
+                                _ => envelope::error(&pending.meta, error),
+                            };
                             if pending.body {
                                 close_if_unread(&mut response, pending.parts.version);
                             }

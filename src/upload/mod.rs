@@ -14,6 +14,7 @@ mod chunk;
 mod complete;
 mod drain;
 mod future;
+mod ietf;
 mod inspect;
 mod layer;
 mod pieces;

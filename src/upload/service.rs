@@ -18,7 +18,7 @@ use super::layer::Config;
 use super::record::{part_session_id, session_id};
 use super::tus::TusAction;
 use super::via::UploadProtocol;
-use super::{chunk, simple, status, tus};
+use super::{chunk, ietf, simple, status, tus};
 use crate::envelope::{self, Meta, RequestId};
 use crate::file::public_url;
 use crate::random::random_hex;
@@ -106,6 +106,10 @@ where
                 let mut response = envelope::error(&meta, error);
                 if tus::is_tus(request.headers()) {
                     tus::decorate_error(&mut response);
+                } else if ietf::is_ietf(request.headers()) {
+                    if let Ok(interop) = ietf::Interop::of(request.headers()) {
+                        response = ietf::error_response(&meta, error, interop);
+                    }
                 }
                 if !request.body().is_end_stream() {
                     close_if_unread(&mut response, request.version());
@@ -203,6 +207,30 @@ where
                             ready,
                         )
                     }
+                    Action::Ietf(interop, action) => {
+                        let body = Drained::new(body, drains);
+                        let request = tus::TusRequest {
+                            config: Arc::clone(&config),
+                            session,
+                            meta: meta.clone(),
+                            checks,
+                            location,
+                            max_size,
+                            part: false,
+                            parts: Vec::new(),
+                        };
+                        let step = ietf::run(interop, action, request, body).instrument(span);
+                        ResponseFuture::store(
+                            step,
+                            parts,
+                            meta,
+                            has_body,
+                            UploadProtocol::IetfDraft {
+                                interop_version: interop.number(),
+                            },
+                            ready,
+                        )
+                    }
                     Action::Status { total } => {
                         let body = Drained::new(body, drains);
                         let step = status::status(
@@ -247,8 +275,9 @@ struct Plan {
 /// returns the error and, if the path was valid, the file's public URL.
 fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, Option<String>)> {
     let is_tus = tus::is_tus(request.headers());
-    // Every tus request works on the upload: it needs a `put` signature.
-    let wanted = if is_tus {
+    let is_ietf = !is_tus && ietf::is_ietf(request.headers());
+    // Every tus or draft request works on the upload: it needs a `put` signature.
+    let wanted = if is_tus || is_ietf {
         SignedMethod::Put
     } else {
         signed_method(request.method()).map_err(|error| (error, None))?
@@ -287,6 +316,18 @@ fn plan<B: Body>(config: &Config, request: &Request<B>) -> Result<Plan, (Error, 
             )
             .map_err(refuse)?,
         )
+    } else if is_ietf {
+        let declared = declared_length(request.headers()).map_err(refuse)?;
+        let has_body = !request.body().is_end_stream();
+        let (interop, action) = ietf::classify(
+            request.method(),
+            request.headers(),
+            declared.or(body_len),
+            has_body,
+            max_size,
+        )
+        .map_err(refuse)?;
+        Action::Ietf(interop, action)
     } else {
         classify(request.method(), request.headers(), body_len, max_size).map_err(refuse)?
     };

@@ -12,6 +12,12 @@ pub enum UploadProtocol {
     Chunks,
     /// tus 1.0.0.
     Tus,
+    /// The HTTP working group's resumable uploads
+    /// (draft-ietf-httpbis-resumable-upload), at this interop version.
+    IetfDraft {
+        /// The `Upload-Draft-Interop-Version` the client sent (3, 5, 6, 7 or 8).
+        interop_version: u8,
+    },
 }
 
 /// How a completed upload reached the layer: in the extensions of the request
@@ -27,6 +33,6 @@ pub struct UploadVia {
     /// The wire protocol.
     pub protocol: UploadProtocol,
     /// The method of the request that completed the upload (`PUT`, or tus's
-    /// `POST`, `PATCH`, `HEAD`).
+    /// and the draft's `POST`, `PATCH`, `HEAD`).
     pub method: Method,
 }

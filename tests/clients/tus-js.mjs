@@ -238,7 +238,19 @@ const CASES = {
     return { endpoint, url: up.url, data: d };
   },
 };
-const DEFAULT = ['whole', 'chunked', 'data-during-creation', 'override-patch', 'deferred-length', 'odd-name', 'empty', 'parallel-4'];
+// The IETF resumable upload draft: `protocol: 'ietf-draft-03'` sends interop
+// version 5, `'ietf-draft-05'` version 6 (with application/partial-upload).
+for (const proto of ['ietf-draft-03', 'ietf-draft-05']) {
+  CASES[proto] = async () => {
+    const d = bytes(200_000, 38);
+    const endpoint = await mint(`tusjs-${proto}.bin`);
+    const { up, log } = await upload(d, { endpoint, protocol: proto, chunkSize: CHUNK });
+    expect(methods(log) === 'POST PATCH PATCH PATCH PATCH', 'an empty creation, then one PATCH per chunk', log);
+    expect(log.at(-1).offset === String(d.length), 'the completing answer carries the final Upload-Offset', log);
+    return { endpoint, url: up.url, data: d };
+  };
+}
+const DEFAULT = ['whole', 'chunked', 'data-during-creation', 'override-patch', 'deferred-length', 'odd-name', 'empty', 'parallel-4', 'ietf-draft-03', 'ietf-draft-05'];
 
 const names = args.cases ? args.cases.split(',') : DEFAULT;
 let failed = 0;

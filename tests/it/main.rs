@@ -26,6 +26,7 @@ mod fs_sessions;
 #[cfg(all(feature = "fs", unix))]
 mod fuzz_regressions;
 mod hyper;
+mod ietf;
 mod inner;
 #[cfg(all(feature = "fs", unix))]
 mod integrity;

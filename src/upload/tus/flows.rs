@@ -28,7 +28,8 @@ use crate::upload::stream::{Expect, UploadStream};
 use crate::upload::Outcome;
 use crate::Error;
 
-/// What a tus request needs besides its action.
+/// What a tus request needs besides its action; an IETF draft request needs
+/// the same (it is never a part, and lists no parts).
 pub(crate) struct TusRequest {
     pub(crate) config: Arc<Config>,
     pub(crate) session: Session,
@@ -384,7 +385,8 @@ where
 /// Streams the body into the session from `offset`, piece by piece: each
 /// piece is one stored range, so a body cut off midway keeps its whole
 /// pieces. With a checksum the body is one piece, judged before it counts.
-async fn store<B>(
+/// The IETF draft's creations and appends store their bytes the same way.
+pub(crate) async fn store<B>(
     request: &TusRequest,
     body: B,
     offset: u64,

@@ -11,7 +11,7 @@ use crate::headers::number::number;
 use crate::headers::{UploadChecksum, UploadConcat, UploadMetadata};
 use crate::Error;
 
-pub(crate) use flows::{run, TusRequest};
+pub(crate) use flows::{run, store, TusRequest};
 
 /// The one tus version the layer speaks.
 pub(crate) const VERSION: &str = "1.0.0";
