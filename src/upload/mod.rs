@@ -13,6 +13,7 @@ mod body;
 mod chunk;
 mod complete;
 mod drain;
+mod fields;
 mod future;
 mod ietf;
 mod inspect;

@@ -15,6 +15,7 @@ use super::{
 use crate::error::storage_error;
 use crate::storage::{OpenOptions, SessionStatus};
 use crate::upload::complete::settle_status;
+use crate::upload::fields::{offset_of, set};
 use crate::upload::record::file_of;
 use crate::upload::tus::{store, TusRequest};
 use crate::upload::Outcome;
@@ -55,17 +56,6 @@ where
 struct Flow {
     interop: Interop,
     request: TusRequest,
-}
-
-fn set(headers: &mut HeaderMap, name: http::HeaderName, value: impl ToString) {
-    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
-        headers.insert(name, value);
-    }
-}
-
-/// The length of the stored prefix from byte 0.
-fn offset_of(ranges: &crate::storage::ByteRanges) -> u64 {
-    ranges.prefix_end().map_or(0, |last| last + 1)
 }
 
 impl Flow {

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 use crate::envelope::{self, Meta};
 use crate::headers::number::number;
+use crate::upload::fields::{number_header, single};
 use crate::Error;
 
 pub(crate) use flows::run;
@@ -194,22 +195,6 @@ pub(crate) enum IetfAction {
 /// `Upload-Draft-Interop-Version` (and no `Tus-Resumable`, which wins).
 pub(crate) fn is_ietf(headers: &HeaderMap) -> bool {
     headers.contains_key(UPLOAD_DRAFT_INTEROP_VERSION)
-}
-
-/// One header's value, if present; twice is `400 header_invalid`.
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a HeaderValue>, Error> {
-    let mut values = headers.get_all(name).iter();
-    let value = values.next();
-    if values.next().is_some() {
-        return Err(Error::HeaderInvalid);
-    }
-    Ok(value)
-}
-
-fn number_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Error> {
-    single(headers, name)?
-        .map(|value| number(value.as_bytes()).map_err(|_| Error::HeaderInvalid))
-        .transpose()
 }
 
 fn is_partial_upload(headers: &HeaderMap) -> bool {

@@ -20,6 +20,7 @@ use crate::storage::{
 };
 use crate::upload::action::Checks;
 use crate::upload::complete::settle_status;
+use crate::upload::fields::{offset_of, set};
 use crate::upload::inspect::{Inspect, SNIFF_LEN};
 use crate::upload::layer::Config;
 use crate::upload::pieces::{from_memory, Pieces, BUFFERED_PIECE, PIECE};
@@ -89,12 +90,6 @@ fn answer(status: StatusCode) -> Response<Bytes> {
     response
 }
 
-fn set(headers: &mut HeaderMap, name: http::HeaderName, value: impl ToString) {
-    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
-        headers.insert(name, value);
-    }
-}
-
 fn options(max_size: u64) -> Response<Bytes> {
     let mut response = answer(StatusCode::NO_CONTENT);
     let headers = response.headers_mut();
@@ -112,11 +107,6 @@ fn expires(headers: &mut HeaderMap, session: &Session) {
         UPLOAD_EXPIRES,
         httpdate::fmt_http_date(session.expires()),
     );
-}
-
-/// The length of the stored prefix from byte 0.
-fn offset_of(ranges: &crate::storage::ByteRanges) -> u64 {
-    ranges.prefix_end().map_or(0, |last| last + 1)
 }
 
 /// How a flow's session ended up, answered the tus way: progress with

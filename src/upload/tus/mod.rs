@@ -7,8 +7,8 @@ mod flows;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::headers::number::number;
 use crate::headers::{UploadChecksum, UploadConcat, UploadMetadata};
+use crate::upload::fields::{number_header, single};
 use crate::Error;
 
 pub(crate) use flows::{run, store, TusRequest};
@@ -120,22 +120,6 @@ fn effective_method(method: &Method, headers: &HeaderMap) -> Result<Method, Erro
         return Err(Error::HeaderInvalid);
     }
     Method::from_bytes(value.as_bytes()).map_err(|_| Error::HeaderInvalid)
-}
-
-/// One header's value, if present; twice is `400 header_invalid`.
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a HeaderValue>, Error> {
-    let mut values = headers.get_all(name).iter();
-    let value = values.next();
-    if values.next().is_some() {
-        return Err(Error::HeaderInvalid);
-    }
-    Ok(value)
-}
-
-fn number_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Error> {
-    single(headers, name)?
-        .map(|value| number(value.as_bytes()).map_err(|_| Error::HeaderInvalid))
-        .transpose()
 }
 
 /// `Upload-Metadata`, normalised, when it holds a pair.
