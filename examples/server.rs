@@ -104,6 +104,14 @@ struct Args {
     /// `storage_full`, and what was acknowledged stays. Counted per process.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PENDING, value_parser = clap::value_parser!(u64).range(1..))]
     max_pending: u64,
+    /// Bytes read from all connections at once, shared among them; a lone
+    /// upload reads in large pieces, many at once in smaller ones.
+    #[arg(long, value_name = "BYTES", default_value_t = tower_signed_upload::serve::DEFAULT_READ_BUDGET as u64, value_parser = clap::value_parser!(u64).range(65536..=(1 << 32)))]
+    read_budget: u64,
+    /// Body bytes all uploads to `--dir` may hold in memory while they are
+    /// written to disk.
+    #[arg(long, value_name = "BYTES", default_value_t = FsStorage::DEFAULT_BUFFER_BUDGET as u64, value_parser = clap::value_parser!(u64).range(65536..=(1 << 32)))]
+    buffer_budget: u64,
 }
 
 /// Default of `--max-pending`: 8 GiB.
@@ -117,6 +125,7 @@ struct Limits {
     write_timeout: Duration,
     ping_interval: Duration,
     max_connections: usize,
+    read_budget: usize,
 }
 
 impl Limits {
@@ -128,6 +137,7 @@ impl Limits {
             ping_interval: Duration::from_secs(args.ping_interval),
             // The parser caps the flag far below `usize::MAX`.
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            read_budget: usize::try_from(args.read_budget).unwrap_or(usize::MAX),
         }
     }
 
@@ -138,6 +148,7 @@ impl Limits {
             .write_timeout(self.write_timeout)
             .ping_interval(self.ping_interval)
             .max_connections(self.max_connections)
+            .read_budget(self.read_budget)
             .shutdown_grace(SHUTDOWN_GRACE)
     }
 }
@@ -162,7 +173,8 @@ fn storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
     }
     let storage = FsStorage::new(&args.dir)
         .map_err(|e| format!("cannot use {}: {e}", args.dir.display()))?
-        .max_pending(args.max_pending);
+        .max_pending(args.max_pending)
+        .buffer_budget(usize::try_from(args.buffer_budget).unwrap_or(usize::MAX));
     Ok(Arc::new(storage))
 }
 

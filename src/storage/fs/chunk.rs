@@ -25,6 +25,7 @@ use super::quota::{Quota, Reservation};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{forget_repr, read_repr, write_repr};
 use super::session::{completed, ensure_meta, ensure_session_dir};
+use super::threads::WriteThreads;
 use super::writers::{meets, register_writer, Marker};
 use crate::storage::ByteRanges;
 use crate::storage::{
@@ -379,6 +380,7 @@ fn record_chunk(
 pub(super) async fn write_chunk(
     root: Arc<Path>,
     buffers: Arc<BufferBudget>,
+    threads: Arc<WriteThreads>,
     quota: Option<Arc<Quota>>,
     dir: PathBuf,
     session: Session,
@@ -432,7 +434,10 @@ pub(super) async fn write_chunk(
     let mut written = 0u64;
     let mut batch = Batch::new(Arc::clone(&buffers));
     let mut open = true;
-    let mut pipeline = Pipeline::new(Arc::new(files.data.try_clone().map_err(write_error)?));
+    let mut pipeline = Pipeline::new(
+        Arc::new(files.data.try_clone().map_err(write_error)?),
+        threads,
+    );
     loop {
         let piece = body.next().await;
         let end = piece.is_none();
@@ -472,20 +477,19 @@ pub(super) async fn write_chunk(
             break;
         }
     }
-    open = pipeline.finish().await? && open;
+    // The bytes are durable before the chunk counts; a resend wrote none.
+    open = if files.plan == Plan::Stream && open {
+        pipeline.finish_synced(File::sync_data).await?
+    } else {
+        pipeline.finish().await? && open
+    };
     if open && received != expected {
         return Err(StorageError::Body(BodyError(
             crate::Error::ContentRangeMismatch,
         )));
     }
     let blocks = hasher.finish();
-    let result = blocking(move || {
-        if open && files.plan == Plan::Stream {
-            files.data.sync_data().map_err(write_error)?;
-        }
-        record_chunk(&root, &files, range, &options, &blocks)
-    })
-    .await;
+    let result = blocking(move || record_chunk(&root, &files, range, &options, &blocks)).await;
     if let (Ok(status), Some(quota)) = (&result, &quota) {
         match status {
             SessionStatus::InProgress { ranges, .. } => quota.set_session(&id, ranges.received()),

@@ -13,6 +13,8 @@ pub(super) enum FsError {
     SessionRemoved,
     Abandoned,
     Blocking(tokio::task::JoinError),
+    /// A write job ended without a result (it panicked).
+    WriteLost,
 }
 
 impl fmt::Display for FsError {
@@ -25,6 +27,7 @@ impl fmt::Display for FsError {
             }
             FsError::Abandoned => f.write_str("the upload was abandoned"),
             FsError::Blocking(error) => write!(f, "blocking task failed: {error}"),
+            FsError::WriteLost => f.write_str("a write ended without a result"),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! One concept per file: `paths` (the on-disk layout), `journal`, `record`
 //! (the completion record), `repr` (the kept `Repr-Digest`), `lock`, `writers`
 //! (in-flight writers' markers), `blocks` (chunk digests), `chunk`, `complete`,
-//! `put`, `pipeline` (the write pipeline and its buffer budget), `file` (stored
+//! `put`, `pipeline` (the write pipeline and its buffer budget), `threads` (the
+//! threads bodies are written on), `dirsync` (folder syncs shared by the renames
+//! they cover), `file` (stored
 //! files read back), `session` (the session folder and its statuses), `purge`
 //! (cleanup) and `error`. This file holds the type, its guarantees, and the
 //! [`Storage`] impl that hands each call to those parts.
@@ -12,6 +14,7 @@
 mod blocks;
 mod chunk;
 mod complete;
+mod dirsync;
 mod error;
 mod file;
 mod journal;
@@ -27,6 +30,7 @@ mod repr;
 mod session;
 #[cfg(test)]
 mod tests;
+mod threads;
 mod writers;
 
 use std::fs;
@@ -44,6 +48,7 @@ use self::paths::{open_existing, sync_dir, HIDDEN, TMP};
 use self::pipeline::BufferBudget;
 use self::quota::{Quota, Reservation};
 use self::record::record_exists;
+use self::threads::WriteThreads;
 use super::concat::{concat_by_copy, read_failed};
 use super::{
     check_session_id, storage_segments, BoxFuture, ByteStream, ChunkOptions, ChunkRange,
@@ -51,9 +56,6 @@ use super::{
     Session, SessionStatus, Storage, StorageError,
 };
 use crate::UploadPath;
-
-/// Default of [`FsStorage::buffer_budget`].
-const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 
 /// A backend that keeps files in a local folder, durably.
 ///
@@ -210,10 +212,14 @@ pub struct FsStorage {
     root: Arc<Path>,
     grace: Duration,
     buffers: Arc<BufferBudget>,
+    threads: Arc<WriteThreads>,
     quota: Option<Arc<Quota>>,
 }
 
 impl FsStorage {
+    /// Default of [`FsStorage::buffer_budget`]: 8 MiB.
+    pub const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
+
     /// A backend that stores files under `root`, creating it and its hidden
     /// `.uploads` folder if needed. Expired sessions are purged one hour after
     /// their URL expired.
@@ -229,7 +235,8 @@ impl FsStorage {
         Ok(FsStorage {
             root: Arc::from(root),
             grace: Duration::from_secs(3600),
-            buffers: Arc::new(BufferBudget::new(DEFAULT_BUFFER_BUDGET)),
+            buffers: Arc::new(BufferBudget::new(Self::DEFAULT_BUFFER_BUDGET)),
+            threads: Arc::new(WriteThreads::new()),
             quota: None,
         })
     }
@@ -326,10 +333,15 @@ impl Storage for FsStorage {
         let session = session.clone();
         let root = Arc::clone(&self.root);
         let buffers = Arc::clone(&self.buffers);
+        let threads = Arc::clone(&self.threads);
         let quota = self.quota.clone();
         let dir = self.session_dir(&session);
         Box::pin(async move {
-            chunk::write_chunk(root, buffers, quota, dir?, session, range, options, body).await
+            let dir = dir?;
+            chunk::write_chunk(
+                root, buffers, threads, quota, dir, session, range, options, body,
+            )
+            .await
         })
     }
 
@@ -448,11 +460,13 @@ impl Storage for FsStorage {
     ) -> BoxFuture<'_, Result<(FileMeta, Bytes), StorageError>> {
         let root = Arc::clone(&self.root);
         let buffers = Arc::clone(&self.buffers);
+        let threads = Arc::clone(&self.threads);
         let reservation = Reservation::new(self.quota.clone());
         let path = path.clone();
         Box::pin(put::put_file(
             root,
             buffers,
+            threads,
             reservation,
             path,
             length,

@@ -38,8 +38,10 @@ pub(super) const WRITING: &str = "writing";
 /// Prefix of a removed session folder's name under [`TMP`], while it is deleted.
 pub(super) const GONE: &str = "gone-";
 
+/// `fsync`s `dir` after a change in it; concurrent callers share syncs (see
+/// `dirsync`).
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    super::dirsync::sync_dir_shared(dir)
 }
 
 pub(super) fn open_create(path: &Path) -> io::Result<File> {

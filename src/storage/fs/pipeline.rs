@@ -2,13 +2,16 @@
 //! next one gathers, with early writeback, under the backend's buffer budget.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::error::{other, write_error, FsError};
+use super::threads::{JobLost, WriteThreads};
 use crate::storage::StorageError;
 
 /// Bytes gathered before one write while the [`BufferBudget`] is spent: small,
@@ -64,6 +67,10 @@ impl Batch {
         self.pieces.push(piece);
     }
 
+    pub(super) fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.pieces.is_empty()
     }
@@ -87,9 +94,9 @@ impl Drop for Batch {
     }
 }
 
-/// Writes a body's batches on blocking threads, one batch at a time, while the
-/// async side reads the next one, and starts writeback early: every
-/// [`WRITEBACK_EVERY`] bytes an `fdatasync` runs on another blocking thread
+/// Writes a body's batches on the backend's [`WriteThreads`], one batch at a
+/// time, while the async side reads the next one, and starts writeback early:
+/// every [`WRITEBACK_EVERY`] bytes an `fdatasync` runs on a blocking thread
 /// unless one still runs. At most two batches are held: one being written and
 /// one being gathered; while the backend's [`BufferBudget`] is spent, only the
 /// one being written.
@@ -100,17 +107,22 @@ impl Drop for Batch {
 /// reached the disk.
 pub(super) struct Pipeline {
     file: Arc<File>,
+    threads: Arc<WriteThreads>,
     /// How the file is synced: `File::sync_data`, or a failing one in tests.
     sync: fn(&File) -> io::Result<()>,
-    writing: Option<tokio::task::JoinHandle<Result<bool, StorageError>>>,
+    writing: Option<Writing>,
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     unsynced: u64,
 }
 
+/// The batch being written.
+type Writing = Pin<Box<dyn Future<Output = Result<Result<bool, StorageError>, JobLost>> + Send>>;
+
 impl Pipeline {
-    pub(super) fn new(file: Arc<File>) -> Self {
+    pub(super) fn new(file: Arc<File>, threads: Arc<WriteThreads>) -> Self {
         Pipeline {
             file,
+            threads,
             sync: File::sync_data,
             writing: None,
             syncing: None,
@@ -120,15 +132,19 @@ impl Pipeline {
 
     /// A pipeline whose early syncs call `sync` instead of `File::sync_data`.
     #[cfg(test)]
-    pub(super) fn with_sync(file: Arc<File>, sync: fn(&File) -> io::Result<()>) -> Self {
+    pub(super) fn with_sync(
+        file: Arc<File>,
+        threads: Arc<WriteThreads>,
+        sync: fn(&File) -> io::Result<()>,
+    ) -> Self {
         Pipeline {
             sync,
-            ..Pipeline::new(file)
+            ..Pipeline::new(file, threads)
         }
     }
 
     /// Waits for the batch being written, then starts `write` of `batch` on a
-    /// blocking thread (and, while the budget is spent, waits for it too).
+    /// write thread (and, while the budget is spent, waits for it too).
     /// Returns false when a write found the session closed.
     pub(super) async fn write<F>(&mut self, batch: Batch, write: F) -> Result<bool, StorageError>
     where
@@ -145,11 +161,11 @@ impl Pipeline {
         }
         let len = batch.len as u64;
         let budget = Arc::clone(&batch.budget);
-        self.writing = Some(tokio::task::spawn_blocking(move || {
+        self.writing = Some(Box::pin(self.threads.run(move || {
             let written = write(&batch.pieces);
             drop(batch);
             written
-        }));
+        })));
         self.unsynced += len;
         if self.unsynced >= WRITEBACK_EVERY && self.syncing.is_none() {
             let (file, sync) = (Arc::clone(&self.file), self.sync);
@@ -165,9 +181,7 @@ impl Pipeline {
     /// Waits for the batch being written; returns what its write returned.
     async fn wait(&mut self) -> Result<bool, StorageError> {
         match self.writing.take() {
-            Some(task) => task
-                .await
-                .map_err(|error| other(FsError::Blocking(error)))?,
+            Some(task) => task.await.map_err(|JobLost| other(FsError::WriteLost))?,
             None => Ok(true),
         }
     }
@@ -182,6 +196,37 @@ impl Pipeline {
                 .map_err(write_error),
             None => Ok(()),
         }
+    }
+
+    /// Waits for the last batch, then makes the file durable: the final sync
+    /// (`File::sync_data` or `File::sync_all`) starts at once, while an early one may still run (the two
+    /// overlap instead of queueing), and both are waited for, even when one
+    /// fails. Returns the first failure, else what the last write returned;
+    /// a write that found the session closed syncs nothing.
+    pub(super) async fn finish_synced(
+        mut self,
+        sync: fn(&File) -> io::Result<()>,
+    ) -> Result<bool, StorageError> {
+        let open = self.wait().await;
+        let last = match open {
+            Ok(true) => {
+                let file = Arc::clone(&self.file);
+                Some(tokio::task::spawn_blocking(move || sync(&file)))
+            }
+            _ => None,
+        };
+        let early = self.wait_sync().await;
+        let last = match last {
+            Some(task) => task
+                .await
+                .map_err(|error| other(FsError::Blocking(error)))?
+                .map_err(write_error),
+            None => Ok(()),
+        };
+        let open = open?;
+        early?;
+        last?;
+        Ok(open)
     }
 
     /// Waits for the last batch and the early writeback, both even when one

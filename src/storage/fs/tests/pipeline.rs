@@ -106,7 +106,11 @@ async fn a_failed_early_sync_fails_the_upload() {
 
     let file = Arc::new(tempfile::tempfile().expect("file"));
     let budget = Arc::new(BufferBudget::new(usize::MAX));
-    let mut pipeline = Pipeline::with_sync(Arc::clone(&file), sync_failing_once);
+    let mut pipeline = Pipeline::with_sync(
+        Arc::clone(&file),
+        Arc::new(crate::storage::fs::threads::WriteThreads::new()),
+        sync_failing_once,
+    );
     let piece = Bytes::from(vec![7u8; WRITEBACK_EVERY as usize]);
     let mut result = Ok(true);
     // Enough for an early sync after each batch: the first one fails, later
