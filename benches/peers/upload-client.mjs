@@ -18,7 +18,8 @@
 // size, so a run always ends. Prints one JSON line: {location|url, requests, bytes, seconds},
 // and for range uploads `last`: the request answered 201 (the one that completed the
 // file): `ms` from its start to its answer, `after_body_ms` from its last body byte
-// handed to the kernel to its answer (the completion latency).
+// handed to the kernel to its answer (the completion latency); and
+// `chunks_after_body_ms` {p50, p90}: the same latency for the other chunks (202).
 import http from 'node:http';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
@@ -128,6 +129,7 @@ async function range() {
   let next = 0;
   const statuses = {};
   let last = null;
+  const afterBody = [];
   async function worker() {
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, size));
     while (next < chunks.length) {
@@ -140,10 +142,14 @@ async function range() {
       must(r.status >= 200 && r.status < 300, `PUT bytes ${off}-${off + n - 1}`, r);
       statuses[r.status] = (statuses[r.status] || 0) + 1;
       if (r.status === 201) last = { ms: r.ms, after_body_ms: r.after_body_ms };
+      else afterBody.push(r.after_body_ms);
     }
   }
   await Promise.all(Array.from({ length: Math.max(PARALLEL, 1) }, worker));
-  return { url, statuses, last };
+  afterBody.sort((a, b) => a - b);
+  const pct = (p) => afterBody[Math.min(afterBody.length - 1, Math.ceil((p / 100) * afterBody.length) - 1)];
+  const chunks_after_body_ms = afterBody.length ? { p50: pct(50), p90: pct(90) } : null;
+  return { url, statuses, last, chunks_after_body_ms };
 }
 
 const t0 = process.hrtime.bigint();
