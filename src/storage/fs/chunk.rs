@@ -20,7 +20,7 @@ use super::journal::{
 use super::lock::{lock_session, retry_removed, ExclusiveData};
 use super::open::apply_opened;
 use super::paths::{check_destination, open_create, sync_dir, DATA, DATA_LOCK, JOURNAL};
-use super::pipeline::{Batch, BufferBudget, Pipeline};
+use super::pipeline::{Batch, BufferBudget, Pipeline, Synced};
 use super::quota::{Quota, Reservation};
 use super::record::{read_record, record_exists, roll_forward, StoredRecord};
 use super::repr::{forget_repr, read_repr, write_repr};
@@ -477,11 +477,13 @@ pub(super) async fn write_chunk(
             break;
         }
     }
-    // The bytes are durable before the chunk counts; a resend wrote none.
-    open = if files.plan == Plan::Stream && open {
-        pipeline.finish_synced(File::sync_data).await?
+    // The bytes are durable before the chunk counts (synced here or in the
+    // blocking call below); a resend wrote none.
+    let synced;
+    (open, synced) = if files.plan == Plan::Stream && open {
+        pipeline.finish_overlapped(File::sync_data).await?
     } else {
-        pipeline.finish().await? && open
+        (pipeline.finish().await? && open, Synced::Yes)
     };
     if open && received != expected {
         return Err(StorageError::Body(BodyError(
@@ -489,7 +491,13 @@ pub(super) async fn write_chunk(
         )));
     }
     let blocks = hasher.finish();
-    let result = blocking(move || record_chunk(&root, &files, range, &options, &blocks)).await;
+    let result = blocking(move || {
+        if open && synced == Synced::No {
+            files.data.sync_data().map_err(write_error)?;
+        }
+        record_chunk(&root, &files, range, &options, &blocks)
+    })
+    .await;
     if let (Ok(status), Some(quota)) = (&result, &quota) {
         match status {
             SessionStatus::InProgress { ranges, .. } => quota.set_session(&id, ranges.received()),

@@ -44,6 +44,13 @@ impl BufferBudget {
     }
 }
 
+/// Whether a written file was synced already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Synced {
+    Yes,
+    No,
+}
+
 /// Pieces of a body gathered for one positional write; their bytes count
 /// against the backend's [`BufferBudget`] until the batch is dropped.
 pub(super) struct Batch {
@@ -198,22 +205,29 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the last batch, then makes the file durable: the final sync
-    /// (`File::sync_data` or `File::sync_all`) starts at once, while an early one may still run (the two
-    /// overlap instead of queueing), and both are waited for, even when one
-    /// fails. Returns the first failure, else what the last write returned;
-    /// a write that found the session closed syncs nothing.
-    pub(super) async fn finish_synced(
+    /// Waits for the last batch; if an early writeback still runs, starts the
+    /// final sync (`File::sync_data` or `File::sync_all`) at once beside it,
+    /// so the two overlap instead of queueing, and waits for both, even when
+    /// one fails. Returns the first failure, else what the last write
+    /// returned and whether the file was synced here: when no early
+    /// writeback ran, the caller syncs it in its next blocking call (one hop
+    /// fewer). A write that found the session closed syncs nothing.
+    pub(super) async fn finish_overlapped(
         mut self,
         sync: fn(&File) -> io::Result<()>,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<(bool, Synced), StorageError> {
         let open = self.wait().await;
         let last = match open {
-            Ok(true) => {
+            Ok(true) if self.syncing.is_some() => {
                 let file = Arc::clone(&self.file);
                 Some(tokio::task::spawn_blocking(move || sync(&file)))
             }
             _ => None,
+        };
+        let synced = if last.is_some() {
+            Synced::Yes
+        } else {
+            Synced::No
         };
         let early = self.wait_sync().await;
         let last = match last {
@@ -226,7 +240,7 @@ impl Pipeline {
         let open = open?;
         early?;
         last?;
-        Ok(open)
+        Ok((open, synced))
     }
 
     /// Waits for the last batch and the early writeback, both even when one

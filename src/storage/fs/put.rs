@@ -13,7 +13,7 @@ use super::blocking;
 use super::error::{other, write_error, FsError};
 use super::file::{file_meta, read_head};
 use super::paths::{check_destination, prepare_destination, random_name, sync_dir, HIDDEN, TMP};
-use super::pipeline::{Batch, BufferBudget, Pipeline};
+use super::pipeline::{Batch, BufferBudget, Pipeline, Synced};
 use super::quota::Reservation;
 use super::threads::WriteThreads;
 use crate::storage::{storage_segments, ByteStream, FileMeta, StorageError};
@@ -206,9 +206,9 @@ pub(super) async fn put_file(
             break;
         }
     }
-    pipeline.finish_synced(File::sync_all).await?;
+    let (_, synced) = pipeline.finish_overlapped(File::sync_all).await?;
 
-    let stored = blocking(move || commit(&root, &path, &temp, &file, Synced::Yes)).await?;
+    let stored = blocking(move || commit(&root, &path, &temp, &file, synced)).await?;
     drop(guard);
     drop(reservation);
     Ok(stored)
@@ -231,13 +231,6 @@ async fn next_piece(
         reservation.grow(*received - reservation.bytes())?;
     }
     Ok(Some(piece))
-}
-
-/// Whether the written temporary file was synced already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Synced {
-    Yes,
-    No,
 }
 
 /// Makes the written temporary file the file at `path`: synced (unless it
