@@ -18,6 +18,13 @@
 # tus-one and tus-seq also time `dd conv=fsync` and plain `dd` of the same file in the
 # same rounds: the cost of the flush our server makes and the others skip.
 #
+# Many uploads at once, with benches/peers/many-client.mjs (each URL signed for our
+# server; every answer must be 2xx, else the run fails), against the bare hyper baseline
+# and nginx:
+#   many      MANY_COUNT uploads of 1 MiB, 200 in flight
+#   small     SMALL_COUNT uploads of 16 KiB, 64 in flight (requests per second, latency,
+#             server CPU per request)
+#
 # Usage
 #   scripts/bench.sh            everything: installs, builds, runs, report, chart
 #   scripts/bench.sh install    installs, builds and test data only
@@ -25,10 +32,14 @@
 #
 # Environment (all optional)
 #   QUICK=1          smoke run: 256 MiB instead of 1 GiB, 2 timed runs, 1 sweep run, fewer requests
+#                    (MANY_COUNT 400, SMALL_COUNT 2000)
 #   RUNS=5           timed runs per figure, after 1 warm-up that is not counted
 #   SWEEP_RUNS=3     runs per point of the chunk size x parallelism sweep
 #   SCENARIOS="..."  subset of: limits simple-new simple-replace chunk-seq chunk-par4 complete
-#                    many tus-one tus-seq tus-par4 sweep verify
+#                    many small tus-one tus-seq tus-par4 sweep verify
+#   MANY_COUNT=1000  uploads per run of `many` (QUICK=1: 400)
+#   SMALL_COUNT=10000  uploads per run of `small` (QUICK=1: 2000); as with BIG_MIB, any other
+#                    count of either makes a diagnostic run
 #   BIG_MIB=N        size of the big file in MiB (default 1024, QUICK=1: 256); any other
 #                    size makes a diagnostic run, which never writes BENCHMARKS.md
 #   BENCH_DIR=/tmp/tsu-bench   everything generated (installs, data, stores, results) goes here
@@ -65,18 +76,22 @@ W=${BENCH_DIR:-/tmp/tsu-bench}
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
   RUNS=${RUNS:-2}; SWEEP_RUNS=${SWEEP_RUNS:-1}; BIG_MIB=${BIG_MIB:-256}; MANY_COUNT=${MANY_COUNT:-400}
-  SIGN_ITER=200000; MODE=QUICK
+  SMALL_COUNT=${SMALL_COUNT:-2000}; SIGN_ITER=200000; MODE=QUICK
 else
   RUNS=${RUNS:-5}; SWEEP_RUNS=${SWEEP_RUNS:-3}; BIG_MIB=${BIG_MIB:-1024}; MANY_COUNT=${MANY_COUNT:-1000}
-  SIGN_ITER=1000000; MODE=full
+  SMALL_COUNT=${SMALL_COUNT:-10000}; SIGN_ITER=1000000; MODE=full
 fi
 [[ $BIG_MIB =~ ^[1-9][0-9]*$ ]] || { echo "BIG_MIB must be a whole number of MiB" >&2; exit 2; }
-[ "$MODE" = full ] && [ "$BIG_MIB" != 1024 ] && MODE=diagnostic
+[[ $MANY_COUNT =~ ^[1-9][0-9]*$ ]] || { echo "MANY_COUNT must be a whole number" >&2; exit 2; }
+[[ $SMALL_COUNT =~ ^[1-9][0-9]*$ ]] || { echo "SMALL_COUNT must be a whole number" >&2; exit 2; }
+[ "$MODE" = full ] && { [ "$BIG_MIB" != 1024 ] || [ "$MANY_COUNT" != 1000 ] || [ "$SMALL_COUNT" != 10000 ]; } && MODE=diagnostic
 SMALL_MIB=64
 CHUNK=$((16 * 1024 * 1024))
 MANY_CONC=200
 MANY_SIZE=$((1024 * 1024))
-ALL_SCENARIOS="limits simple-new simple-replace chunk-seq chunk-par4 complete many tus-one tus-seq tus-par4 sweep verify"
+SMALL_CONC=64
+SMALL_SIZE=$((16 * 1024))
+ALL_SCENARIOS="limits simple-new simple-replace chunk-seq chunk-par4 complete many small tus-one tus-seq tus-par4 sweep verify"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-300}
 TUS_SERVER_VER=2.4.5
@@ -363,6 +378,9 @@ client_cmd() {
     many:ours) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_OURS" --count "$MANY_COUNT" --concurrency "$MANY_CONC" --size "$MANY_SIZE" --prefix "bench/many-r$r" --key "$KEY") ;;
     many:baseline) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_BASE" --count "$MANY_COUNT" --concurrency "$MANY_CONC" --size "$MANY_SIZE" --prefix "bench/many-r$r") ;;
     many:nginx) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_NGINX" --count "$MANY_COUNT" --concurrency "$MANY_CONC" --size "$MANY_SIZE" --prefix "bench/many-r$r") ;;
+    small:ours) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_OURS" --count "$SMALL_COUNT" --concurrency "$SMALL_CONC" --size "$SMALL_SIZE" --prefix "bench/small-r$r" --key "$KEY") ;;
+    small:baseline) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_BASE" --count "$SMALL_COUNT" --concurrency "$SMALL_CONC" --size "$SMALL_SIZE" --prefix "bench/small-r$r") ;;
+    small:nginx) CMD=(node "$PEERS/many-client.mjs" "http://127.0.0.1:$P_NGINX" --count "$SMALL_COUNT" --concurrency "$SMALL_CONC" --size "$SMALL_SIZE" --prefix "bench/small-r$r") ;;
     sweep:ours-c*)
       local c=${e#ours-c}; c=${c%-p*}; local par=${e##*-p}
       CMD=(node "$PEERS/upload-client.mjs" range "http://127.0.0.1:$P_OURS" "$file" --path "$p" --key "$KEY" --chunk $((c * 1048576)) --parallel "$par")
@@ -387,6 +405,7 @@ client_cmd() {
   BYTES=$(stat -c %s "$file")
   SOURCE=$file
   [ "$scn" = many ] && BYTES=$((MANY_COUNT * MANY_SIZE))
+  [ "$scn" = small ] && BYTES=$((SMALL_COUNT * SMALL_SIZE))
 }
 
 # remove what the previous run of ENTRY stored (not for replacements), then flush dirty
@@ -456,7 +475,8 @@ run_one() {
 #   ok        the stored file is the source
 #   MISMATCH  it differs          missing   nothing stored where it should be
 #   failed    the client exited non-zero, nothing to compare
-#   none      the entry stores no file (sink, raw socket; `many` checks every status instead)
+#   none      the entry stores no file (sink, raw socket; `many` and `small` check every
+#             status instead: many-client.mjs exits non-zero unless every answer is 2xx)
 check_stored() {
   local scn=$1 e=$2 round=$3 rc=$4 f=$STORED verdict id
   if [ -z "$f" ]; then
@@ -486,7 +506,7 @@ entries_for() {
     chunk-seq) r=(ours tus-node rustus sink) ;;
     chunk-par4) r=(ours ours-put rustus rustus-seq tus-node sink) ;;
     complete) r=(ours-small ours) ;;
-    many) r=(ours baseline nginx) ;;
+    many|small) r=(ours baseline nginx) ;;
     tus-one|tus-seq) r=(ours rustus tus-node dd-fsync dd-nofsync) ;;
     tus-par4) r=(ours rustus tus-node tus-node-one) ;;
     sweep) local c p; for p in 1 2 4; do for c in 4 8 16 32; do r+=("ours-c$c-p$p"); done; done ;;
@@ -614,7 +634,7 @@ versions() {
     echo "cpu: $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo) (sha_ni: $(grep -qw sha_ni /proc/cpuinfo && echo yes || echo no))"
     echo "mem: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     echo "fs: $(df -T "$W" | awk 'NR==2{print $2" on "$1}') (stores and data under $W)"
-    echo "mode: $MODE, $RUNS timed runs + 1 warm-up, sweep $SWEEP_RUNS runs, big file ${BIG_MIB} MiB"
+    echo "mode: $MODE, $RUNS timed runs + 1 warm-up, sweep $SWEEP_RUNS runs, big file ${BIG_MIB} MiB, many $MANY_COUNT x 1 MiB, small $SMALL_COUNT x 16 KiB"
     echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')"
     echo "curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "node: $(node -v)"
@@ -669,7 +689,7 @@ main() {
     case $scn in
       sweep) scenario sweep 1 "$SWEEP_RUNS" ;;
       verify) verify_scenario ;;
-      limits|simple-new|simple-replace|chunk-seq|chunk-par4|complete|many|tus-one|tus-seq|tus-par4) scenario "$scn" 0 "$RUNS" ;;
+      limits|simple-new|simple-replace|chunk-seq|chunk-par4|complete|many|small|tus-one|tus-seq|tus-par4) scenario "$scn" 0 "$RUNS" ;;
       *) die "unknown scenario $scn" ;;
     esac
   done

@@ -67,6 +67,7 @@ const SCENARIO = {
   'chunk-par4': '16 MiB chunks, 4 in flight',
   complete: 'completion (16 MiB chunks, 4 in flight)',
   many: '200 concurrent 1 MiB PUTs',
+  small: '16 KiB PUTs, 64 in flight',
   'tus-one': 'tus (tus-js-client): one PATCH',
   'tus-seq': 'tus (tus-js-client): 16 MiB PATCHes, one at a time',
   'tus-par4': 'tus (tus-js-client): 4 parts in parallel, one PATCH each',
@@ -99,6 +100,8 @@ const byRound = (scn, e) => new Map(timed(scn, e).map((r) => [r.round, r]));
 const rss = new Map(read('rss.tsv').map(([s, srv, kib]) => [`${s}\t${srv}`, num(kib)]));
 const serverOf = (e) => (e.startsWith('ours') ? 'ours' : e.startsWith('rustus') ? 'rustus' : e.startsWith('tus-node') ? 'tus-node' : e === 'tcp-raw' ? 'socat' : e);
 const completion = (r) => r.rep?.last?.after_body_ms;
+// many-client.mjs: how many requests a run made (many, small)
+const requestsOf = (r) => (Number.isFinite(r.rep?.requests) ? r.rep.requests : NaN);
 
 function stats(scn, e) {
   if (unmeasured(scn, e)) return null;
@@ -117,6 +120,11 @@ function stats(scn, e) {
     otherMax: Math.max(...t.map((r) => r.other).filter(Number.isFinite), 0),
     complete: median(t.map(completion)),
     completeAll: median(t.map((r) => r.rep?.last?.ms)),
+    // upload-client.mjs range: the other chunks' (202) latency after their last body byte
+    chunksAfter: median(t.map((r) => r.rep?.chunks_after_body_ms?.p50)),
+    // many-client.mjs: requests per second of wall time, server CPU ms per request
+    rps: requestsOf(t[0]) / wall,
+    scpuPerReq: median(t.map((r) => (r.scpu / requestsOf(r)) * 1000)),
     p50: median(t.map((r) => r.rep?.latency_ms?.p50)),
     p99: median(t.map((r) => r.rep?.latency_ms?.p99)),
     // tus-client.mjs: the last request answered, from its start to its answer
@@ -194,17 +202,22 @@ target('server CPU per GiB ≤ nginx\'s (simple PUT, new path)', missingOf(['sim
   const r = ratio('simple-new', 'ours', 'nginx', (x, y) => x.scpu / y.scpu);
   return [`${f(sn('ours').scpuPerGiB)} vs ${f(sn('nginx').scpuPerGiB)} s/GiB`, `${f(r.median)}×`, mark(r.median <= 1)];
 });
+const cs = (e) => stats('chunk-seq', e);
+target(`${SCENARIO['chunk-seq']}: ≥ 1.2× rustus`, missingOf(['chunk-seq', 'ours'], ['chunk-seq', 'rustus']), () => {
+  const r = ratio('chunk-seq', 'ours', 'rustus', thr);
+  return [`${f(cs('ours').mbs, 0)} vs ${f(cs('rustus').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 1.2)];
+});
 const cp = (e) => stats('chunk-par4', e);
-target('chunked (16 MiB, 4 in flight) ≥ 0.8× simple PUT', missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'ours-put']), () => {
+target(`${SCENARIO['chunk-par4']}: ≥ 0.8× our simple PUT (same rounds)`, missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'ours-put']), () => {
   const r = ratio('chunk-par4', 'ours', 'ours-put', thr);
   return [`${f(cp('ours').mbs, 0)} vs ${f(cp('ours-put').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 0.8)];
 });
-target('chunked ≥ 2× the Node tus server (its best: 1 in flight)', missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'tus-node']), () => {
+target(`${SCENARIO['chunk-par4']}: ≥ 2× the Node tus server (its best: 1 in flight)`, missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'tus-node']), () => {
   const r = ratio('chunk-par4', 'ours', 'tus-node', thr);
   return [`${f(cp('ours').mbs, 0)} vs ${f(cp('tus-node').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 2)];
 });
 // the faster of rustus's two ways, round by round: both ways must have been measured
-target('chunked ≥ 1.5× rustus (its faster way, round by round)', missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'rustus'], ['chunk-par4', 'rustus-seq']), () => {
+target(`${SCENARIO['chunk-par4']}: ≥ 1.5× rustus (its faster way, 4 parts or 1 in flight, round by round)`, missingOf(['chunk-par4', 'ours'], ['chunk-par4', 'rustus'], ['chunk-par4', 'rustus-seq']), () => {
   const best = new Map();
   for (const e of ['rustus', 'rustus-seq']) for (const [round, x] of byRound('chunk-par4', e)) if (!best.has(round) || x.wall < best.get(round).wall) best.set(round, x);
   const vals = [];
@@ -218,6 +231,36 @@ target(`completing ${bigMiB ? `${f(bigMiB, 0)} MiB` : 'the big file'} ≤ 2× co
   const cb = stats('complete', 'ours');
   const r = ratio('complete', 'ours', 'ours-small', (x, y) => completion(x) / completion(y));
   return [`last chunk answered ${f(cb.complete, 0)} vs ${f(cs.complete, 0)} ms after its last byte`, `${f(r.median)}×`, mark(r.median <= 2)];
+});
+// many uploads at once (many-client.mjs): against nginx in the same rounds
+const p99 = (r) => r.rep?.latency_ms?.p99;
+const mn = (e) => stats('many', e);
+const manyMissing = () => missingOf(['many', 'ours'], ['many', 'nginx']);
+target(`${SCENARIO.many}: throughput ≥ nginx's`, manyMissing(), () => {
+  const r = ratio('many', 'ours', 'nginx', thr);
+  return [`${f(mn('ours').mbs, 0)} vs ${f(mn('nginx').mbs, 0)} MB/s`, `${f(r.median)}×`, mark(r.median >= 1)];
+});
+target(`${SCENARIO.many}: p99 latency ≤ nginx's`, manyMissing(), () => {
+  const r = ratio('many', 'ours', 'nginx', (x, y) => p99(x) / p99(y));
+  return [`${f(mn('ours').p99, 0)} vs ${f(mn('nginx').p99, 0)} ms`, `${f(r.median)}×`, mark(r.median <= 1)];
+});
+target(`${SCENARIO.many}: server CPU per GiB ≤ nginx's`, manyMissing(), () => {
+  const r = ratio('many', 'ours', 'nginx', (x, y) => x.scpu / y.scpu);
+  return [`${f(mn('ours').scpuPerGiB)} vs ${f(mn('nginx').scpuPerGiB)} s/GiB`, `${f(r.median)}×`, mark(r.median <= 1)];
+});
+const sm = (e) => stats('small', e);
+const smallMissing = () => missingOf(['small', 'ours'], ['small', 'nginx']);
+target(`${SCENARIO.small}: requests per second ≥ nginx's`, smallMissing(), () => {
+  const r = ratio('small', 'ours', 'nginx', thr);
+  return [`${f(sm('ours').rps, 0)} vs ${f(sm('nginx').rps, 0)} requests/s`, `${f(r.median)}×`, mark(r.median >= 1)];
+});
+target(`${SCENARIO.small}: server CPU per request against nginx's (reference, no target)`, smallMissing(), () => {
+  const r = ratio('small', 'ours', 'nginx', (x, y) => x.scpu / y.scpu);
+  return [`${f(sm('ours').scpuPerReq, 3)} vs ${f(sm('nginx').scpuPerReq, 3)} ms/request`, `${f(r.median)}×`, 'reference'];
+});
+target(`${SCENARIO.small}: p99 latency against nginx's (reference, no target)`, smallMissing(), () => {
+  const r = ratio('small', 'ours', 'nginx', (x, y) => p99(x) / p99(y));
+  return [`${f(sm('ours').p99, 1)} vs ${f(sm('nginx').p99, 1)} ms`, `${f(r.median)}×`, 'reference'];
 });
 // tus: the same client against every tus server
 const wallDiff = (scn, a, b) => ratio(scn, a, b, (x, y) => x.wall - y.wall).median;
@@ -248,7 +291,7 @@ for (const scn of ['tus-one', 'tus-seq', 'tus-par4']) {
     });
   }
 }
-for (const scn of ['simple-new', 'simple-replace', 'chunk-seq', 'chunk-par4', 'many', 'tus-one', 'tus-seq', 'tus-par4']) {
+for (const scn of ['simple-new', 'simple-replace', 'chunk-seq', 'chunk-par4', 'many', 'small', 'tus-one', 'tus-seq', 'tus-par4']) {
   const kib = rss.get(`${scn}\tours`);
   const missing = missingOf([scn, 'ours']);
   if (!missing.length && !Number.isFinite(kib)) missing.push('no peak RSS recorded');
@@ -275,7 +318,8 @@ out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 // what the stored-bytes checks of a measured entry found: every run ok, or nothing stored
 const storedNote = (scn, e) => {
   const v = runs.filter((r) => r.scenario === scn && r.entry === e).map((r) => stored.get(`${scn}\t${e}\t${r.round}`));
-  return v.every((x) => x === 'none') ? '– (stores none)' : `identical, ${v.length} of ${v.length} runs`;
+  if (v.every((x) => x === 'none')) return ['many', 'small'].includes(scn) ? `every answer 2xx, ${v.length} of ${v.length} runs (bytes not compared)` : '– (stores none)';
+  return `identical, ${v.length} of ${v.length} runs`;
 };
 const entries = [];
 const listed = [...runs.map((r) => [r.scenario, r.entry]), ...[...support.keys()].map((k) => k.split('\t'))];
@@ -287,7 +331,9 @@ for (const [scn, e] of entries) {
   const kib = rss.get(`${scn}\t${serverOf(e)}`);
   let more = '';
   if (Number.isFinite(s.complete)) more = `last chunk: ${f(s.completeAll, 0)} ms, ${f(s.complete, 0)} ms after its body`;
+  if (['chunk-seq', 'chunk-par4'].includes(scn) && e === 'ours' && Number.isFinite(s.chunksAfter)) more += `; other chunks: p50 ${f(s.chunksAfter, 1)} ms after their body`;
   if (Number.isFinite(s.p99)) more = `latency p50 ${f(s.p50, 0)} ms, p99 ${f(s.p99, 0)} ms`;
+  if (scn === 'small' && Number.isFinite(s.p99)) more = `${f(s.rps, 0)} requests/s; latency p50 ${f(s.p50, 1)} ms, p99 ${f(s.p99, 1)} ms; server CPU ${f(s.scpuPerReq, 3)} ms/request`;
   if (Number.isFinite(s.lastTus)) more = `last request (${s.lastTusMethod}): ${f(s.lastTus, 0)} ms`;
   const d = s.wall < 1 ? 3 : 2;
   out.push(`| ${SCENARIO[scn] || scn} | ${label(scn, e)} | ${s.n} | ${f(s.wall, d)} | ${f(s.lo, d)}–${f(s.hi, d)} | ${f(s.mbs, 0)} | ${f(s.ccpu)} | ${f(s.scpu)} | ${f(s.scpuPerGiB)} | ${Number.isFinite(kib) ? f(kib / 1024, 1) : '–'} | ${f(s.other)} (${f(s.otherMax)}) | ${more} | ${storedNote(scn, e)} |`);
@@ -296,10 +342,11 @@ out.push('');
 
 // ---- more ratios
 const more = [];
-const addRatio = (scn, a, b, what) => {
+const others = [];
+const addRatio = (scn, a, b, what, value = thr, into = more, name = '') => {
   if (!stats(scn, a) || !stats(scn, b)) return;
-  const r = ratio(scn, a, b, thr);
-  more.push(`| ${SCENARIO[scn]} | ${label(scn, a)} ÷ ${label(scn, b)} | ${f(r.median)}× | ${r.all.map((x) => f(x)).join(' ')} | ${what || ''} |`);
+  const r = ratio(scn, a, b, value);
+  into.push(`| ${SCENARIO[scn]} |${name ? ` ${name}:` : ''} ${label(scn, a)} ÷ ${label(scn, b)} | ${f(r.median)}× | ${r.all.map((x) => f(x)).join(' ')} | ${what || ''} |`);
 };
 addRatio('simple-new', 'ours', 'baseline');
 addRatio('simple-new', 'ours', 'nginx');
@@ -321,12 +368,30 @@ for (const scn of ['tus-one', 'tus-seq', 'tus-par4']) {
 }
 addRatio('many', 'ours', 'baseline');
 addRatio('many', 'ours', 'nginx');
+addRatio('small', 'ours', 'baseline', 'requests per second');
+addRatio('small', 'ours', 'nginx', 'requests per second');
+for (const scn of ['many', 'small']) {
+  for (const b of ['baseline', 'nginx']) {
+    addRatio(scn, 'ours', b, 'lower is better', (x, y) => p99(x) / p99(y), others, 'p99 latency');
+    addRatio(scn, 'ours', b, 'lower is better', (x, y) => x.scpu / y.scpu, others, 'server CPU');
+  }
+}
 if (more.length) {
   out.push('### Throughput ratios, round by round');
   out.push('');
   out.push('| scenario | pair | median | each round | |');
   out.push('|---|---|---|---|---|');
   out.push(...more);
+  out.push('');
+}
+if (others.length) {
+  out.push('### Latency and CPU ratios, round by round');
+  out.push('');
+  out.push('Server CPU over the same number of requests and bytes: the ratio of CPU per request and per GiB.');
+  out.push('');
+  out.push('| scenario | pair | median | each round | |');
+  out.push('|---|---|---|---|---|');
+  out.push(...others);
   out.push('');
 }
 
