@@ -345,11 +345,7 @@ pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Res
             error,
             &[],
         ),
-        Error::TotalMismatch => {
-            let mut response = envelope::error(meta, error);
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            response
-        }
+        Error::TotalMismatch => envelope::error_with_status(meta, error, StatusCode::BAD_REQUEST),
         _ => envelope::error(meta, error),
     }
 }
