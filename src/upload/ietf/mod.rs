@@ -43,7 +43,7 @@ const PROBLEM_INCONSISTENT_LENGTH: &str =
 /// |---|---|---|
 /// | 3 | -01 | `Upload-Incomplete` (`?1` while incomplete); an append without it completes the upload; an incomplete append is answered `201` |
 /// | 5 | -03 | `Upload-Complete` in its place |
-/// | 6 | -04, -05 | appends need `application/partial-upload`; `Upload-Limit` (its lifetime key `expires`); problem types for a wrong offset and a completed upload |
+/// | 6 | -04, -05 | appends need `application/partial-upload`; `Upload-Limit` (its lifetime key `expires`); problem types for a wrong offset and a completed upload; a `HEAD` with `Upload-Length` is refused |
 /// | 7 | -06 to -08 | `Upload-Limit`'s `max-age`; the inconsistent length problem type; appends must carry `Upload-Complete`, and an incomplete one is answered `204` |
 /// | 8 | -09 to -11 | `OPTIONS` carries `Accept-Patch`; an append to a completed upload is an inconsistent length, or `410` when empty |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,13 @@ impl Interop {
 
     /// Answers carry `Upload-Limit` (and offsets `Upload-Length`).
     fn announces_limits(self) -> bool {
+        self.0 >= 6
+    }
+
+    /// A `HEAD` carrying `Upload-Length` is refused: draft -05 (version 6)
+    /// says so, as it does for `Upload-Offset` and `Upload-Complete`, which
+    /// every version refuses on a `HEAD`.
+    fn head_refuses_length(self) -> bool {
         self.0 >= 6
     }
 
@@ -255,6 +262,9 @@ pub(crate) fn classify(
                 return Err(Error::HeaderInvalid);
             }
             if *method == Method::HEAD {
+                if interop.head_refuses_length() && headers.contains_key(UPLOAD_LENGTH) {
+                    return Err(Error::HeaderInvalid);
+                }
                 IetfAction::Offset
             } else {
                 IetfAction::Cancel
@@ -583,6 +593,19 @@ mod tests {
             ),
             Err(Error::HeaderInvalid)
         );
+        // Upload-Length on a HEAD: refused from version 6 (draft -05).
+        for (version, refused) in [("3", false), ("5", false), ("6", true), ("8", true)] {
+            let pairs = [
+                ("upload-draft-interop-version", version),
+                ("upload-length", "10"),
+            ];
+            let expected = if refused {
+                Err(Error::HeaderInvalid)
+            } else {
+                Ok(IetfAction::Offset)
+            };
+            assert_eq!(run(Method::HEAD, &pairs, 0), expected, "{version}");
+        }
         assert_eq!(
             run(Method::GET, &[("upload-draft-interop-version", "8")], 0),
             Err(Error::MethodNotAllowed)

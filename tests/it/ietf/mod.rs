@@ -187,6 +187,12 @@ impl Draft {
             .map(|length| length.to_string())
     }
 
+    /// A `HEAD` carrying `Upload-Length` is `400`: draft -05 (version 6)
+    /// says so; the layer keeps the rule after.
+    fn head_refuses_length(self) -> bool {
+        self.0 >= 6
+    }
+
     /// `Accept-Patch` on `OPTIONS`, from version 8.
     fn accept_patch(self) -> Option<&'static str> {
         (self.0 >= 8).then_some("application/partial-upload")
