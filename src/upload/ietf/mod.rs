@@ -123,6 +123,11 @@ impl Interop {
         }
     }
 
+    /// Every refusal of an append carries `Upload-Complete: ?0`.
+    fn marks_refused_appends(self) -> bool {
+        self.0 >= 7
+    }
+
     /// `OPTIONS` carries `Accept-Patch`.
     fn accepts_patch(self) -> bool {
         self.0 >= 8
@@ -338,6 +343,12 @@ fn problem(
 /// version defines one, else the envelope. An inconsistent length is `400`,
 /// and so is an append to a completed upload from version 6.
 pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Response<Bytes> {
+    let mut response = refusal(meta, error, interop);
+    mark_refused_append(&mut response, meta, interop);
+    response
+}
+
+fn refusal(meta: &Meta, error: Error, interop: Interop) -> Response<Bytes> {
     match error {
         Error::UploadComplete if interop.has_offset_problems() && meta.method == Method::PATCH => {
             problem(
@@ -360,6 +371,18 @@ pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Res
     }
 }
 
+/// Drafts -06 to -09 (interop versions 7 and 8): every answer to an append
+/// that did not complete the upload, successful or not, carries
+/// `Upload-Complete: ?0` ("this response does not belong to the processing
+/// of the uploaded representation"); drafts -10 and -11 read a missing one
+/// the same way. Refusals of appends carry it from version 7.
+fn mark_refused_append(response: &mut Response<Bytes>, meta: &Meta, interop: Interop) {
+    if interop.marks_refused_appends() && meta.method == Method::PATCH {
+        let (name, value) = interop.completion_header(false);
+        response.headers_mut().insert(name, value);
+    }
+}
+
 /// The refusal of an append to a completed upload. Drafts -10 and -11
 /// (interop version 8) tell the two apart: bytes for a completed upload are
 /// an inconsistent length (`400`); an empty append, the completing request
@@ -367,7 +390,7 @@ pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Res
 /// Earlier versions: see [`error_response`].
 pub(crate) fn completed_append(meta: &Meta, interop: Interop, empty: bool) -> Response<Bytes> {
     let error = Error::UploadComplete;
-    match (interop.0 >= 8, empty) {
+    let mut response = match (interop.0 >= 8, empty) {
         (true, true) => problem(
             StatusCode::GONE,
             PROBLEM_COMPLETED,
@@ -382,8 +405,10 @@ pub(crate) fn completed_append(meta: &Meta, interop: Interop, empty: bool) -> Re
             error,
             &[],
         ),
-        (false, _) => error_response(meta, error, interop),
-    }
+        (false, _) => refusal(meta, error, interop),
+    };
+    mark_refused_append(&mut response, meta, interop);
+    response
 }
 
 /// The `409` of an append at the wrong offset, with the current one.

@@ -214,7 +214,8 @@ async fn cancellation_removes_an_unfinished_upload_only(storage: Store) {
         let deleted = delete(url.clone(), vec![]).await;
         assert_eq!(deleted.status.as_u16(), 204, "{deleted:?}");
         Refusal::envelope(404, "upload_not_found").check_head(&draft.head(&url).await);
-        Refusal::envelope(404, "upload_not_found").check(&draft.append(&url, 10, true, b"x").await);
+        Refusal::envelope(404, "upload_not_found")
+            .check_append(draft, &draft.append(&url, 10, true, b"x").await);
 
         let path = format!("d/v{}/kept.bin", draft.0);
         let done = server.put_url(&path, &UrlOptions::new());

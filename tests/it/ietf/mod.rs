@@ -87,6 +87,21 @@ impl Refusal {
 }
 
 impl Refusal {
+    /// Checks the refusal of an append (`PATCH`) of `draft`: from version 7
+    /// (drafts -06 to -09: "any response, successful or not") it says
+    /// `Upload-Complete: ?0`.
+    #[track_caller]
+    fn check_append(&self, draft: Draft, answer: &Answer) -> Value {
+        let json = self.check(answer);
+        if draft.0 >= 7 {
+            assert!(!draft.says_complete(answer), "{answer:?}");
+        } else {
+            assert_eq!(answer.header("upload-complete"), None, "{answer:?}");
+            assert_eq!(answer.header("upload-incomplete"), None, "{answer:?}");
+        }
+        json
+    }
+
     /// Checks the answer to a `HEAD`, which has no body: the status, and the
     /// media type of the body a `GET` would get.
     #[track_caller]

@@ -46,8 +46,8 @@ async fn inconsistent_lengths_are_400(storage: Store) {
         let created = draft.post(&url, Some(100), false, b"").await;
         assert_eq!(created.status.as_u16(), 201, "{created:?}");
         // Appends: past the length, completing short of it, another length.
-        refusal.check(&draft.append(&url, 0, false, &bytes(101, 1)).await);
-        refusal.check(&draft.append(&url, 0, true, &bytes(50, 1)).await);
+        refusal.check_append(draft, &draft.append(&url, 0, false, &bytes(101, 1)).await);
+        refusal.check_append(draft, &draft.append(&url, 0, true, &bytes(50, 1)).await);
         let other = draft
             .append_with(
                 &url,
@@ -56,7 +56,7 @@ async fn inconsistent_lengths_are_400(storage: Store) {
                 &bytes(10, 1),
             )
             .await;
-        refusal.check(&other);
+        refusal.check_append(draft, &other);
         assert_eq!(draft.offset(&url).await, 0);
 
         // No length known yet: one that the append's own bytes pass.
@@ -70,7 +70,7 @@ async fn inconsistent_lengths_are_400(storage: Store) {
                 &bytes(10, 1),
             )
             .await;
-        refusal.check(&short);
+        refusal.check_append(draft, &short);
         assert_eq!(draft.offset(&url).await, 10);
     }
 }
@@ -89,13 +89,13 @@ async fn appending_to_a_completed_upload_is_refused(storage: Store) {
         let calls = server.calls();
         draft
             .completed_append(false)
-            .check(&draft.append(&url, 20, false, b"x").await);
+            .check_append(draft, &draft.append(&url, 20, false, b"x").await);
         draft
             .completed_append(false)
-            .check(&draft.append(&url, 0, true, &data).await);
+            .check_append(draft, &draft.append(&url, 0, true, &data).await);
         draft
             .completed_append(true)
-            .check(&draft.append(&url, 20, true, b"").await);
+            .check_append(draft, &draft.append(&url, 20, true, b"").await);
         assert_eq!(server.file(&path).await, Some(data));
         assert_eq!(server.calls(), calls);
     }
@@ -128,7 +128,8 @@ async fn lengths_past_the_limit_are_413(storage: Store) {
             );
             // Appends: declared, and by the bytes.
             let declared = (max + 1).to_string();
-            too_large.check(
+            too_large.check_append(
+                draft,
                 &draft
                     .append_with(
                         &url,
@@ -138,8 +139,8 @@ async fn lengths_past_the_limit_are_413(storage: Store) {
                     )
                     .await,
             );
-            too_large.check(&draft.append(&url, 0, false, &over).await);
-            too_large.check(&draft.append(&url, 0, true, &over).await);
+            too_large.check_append(draft, &draft.append(&url, 0, false, &over).await);
+            too_large.check_append(draft, &draft.append(&url, 0, true, &over).await);
             assert_eq!(draft.offset(&url).await, 0);
             // The limit itself is allowed.
             let last = draft.append(&url, 0, true, &over[..max]).await;
@@ -216,7 +217,8 @@ async fn refusals_of_malformed_requests(storage: Store) {
         }
         Refusal::envelope(404, "upload_not_found").check_head(&draft.head(&url).await);
         // Appends to an upload never created.
-        Refusal::envelope(404, "upload_not_found").check(&draft.append(&url, 0, false, b"x").await);
+        Refusal::envelope(404, "upload_not_found")
+            .check_append(draft, &draft.append(&url, 0, false, b"x").await);
 
         draft.post(&url, None, false, b"abc").await;
         // Appends: no offset, a malformed or repeated one, a bad completion header.
@@ -244,7 +246,7 @@ async fn refusals_of_malformed_requests(storage: Store) {
                 400,
                 "{draft:?} {headers:?}: {answer:?}"
             );
-            invalid.check(&answer);
+            invalid.check_append(draft, &answer);
         }
         // The media type: required from version 6, not before.
         let untyped = draft
@@ -256,7 +258,7 @@ async fn refusals_of_malformed_requests(storage: Store) {
             )
             .await;
         if draft.append_type().is_some() {
-            Refusal::envelope(415, "content_type_invalid").check(&untyped);
+            Refusal::envelope(415, "content_type_invalid").check_append(draft, &untyped);
             let wrong = draft
                 .send(
                     Method::PATCH,
@@ -269,7 +271,7 @@ async fn refusals_of_malformed_requests(storage: Store) {
                     b"def",
                 )
                 .await;
-            Refusal::envelope(415, "content_type_invalid").check(&wrong);
+            Refusal::envelope(415, "content_type_invalid").check_append(draft, &wrong);
             assert_eq!(draft.offset(&url).await, 3);
         } else {
             draft.check_incomplete(&untyped, draft.progress(), 6, None);
@@ -300,7 +302,7 @@ async fn the_signed_type_holds_for_the_draft(storage: Store) {
         let url = server.put_url(&path("typed.png"), &options);
         let created = draft.post(&url, Some(20_000), false, b"").await;
         assert_eq!(created.status.as_u16(), 201, "{created:?}");
-        refused.check(&draft.append(&url, 0, true, &text).await);
+        refused.check_append(draft, &draft.append(&url, 0, true, &text).await);
         // The refusal discards the session: the URL starts afresh.
         Refusal::envelope(404, "upload_not_found").check_head(&draft.head(&url).await);
         let whole = server.put_url(&path("whole.png"), &options);
@@ -346,7 +348,7 @@ async fn urls_that_do_not_allow_the_upload_are_refused(storage: Store) {
             let refusal = Refusal::envelope(status, code);
             refusal.check(&draft.post(&url, None, true, b"abc").await);
             refusal.check(&draft.post(&url, Some(10), false, b"").await);
-            refusal.check(&draft.append(&url, 0, true, b"abc").await);
+            refusal.check_append(draft, &draft.append(&url, 0, true, b"abc").await);
             refusal.check_head(&draft.head(&url).await);
             refusal.check(&draft.send(Method::OPTIONS, &url, &[], b"").await);
             refusal.check(&draft.send(Method::DELETE, &url, &[], b"").await);
