@@ -134,14 +134,17 @@ echo "== example server at $base, Uppy's page at http://127.0.0.1:$page_port"
 echo "== tus-js-client"
 (cd "$clients" && timeout "$run_timeout" node tus-js.mjs --base "$base") | tee -a "$results" || rc=1
 
-echo "== tus-js-client: resume from the stored URL after kill -9 and a restart"
+echo "== tus-js-client: resume from the stored URLs after kill -9 and a restart (tus, ietf-draft-03, ietf-draft-05)"
 state="$work/tus-js-urls.json"
-(cd "$clients" && timeout "$run_timeout" node tus-js.mjs --base "$base" --cases restart-begin --state "$state") |
+restarts=("" -ietf-draft-03 -ietf-draft-05)
+begin_cases=$(printf 'restart-begin%s,' "${restarts[@]}")
+finish_cases=$(printf 'restart-finish%s,' "${restarts[@]}")
+(cd "$clients" && timeout "$run_timeout" node tus-js.mjs --base "$base" --cases "${begin_cases%,}" --state "$state") |
   tee -a "$results" || rc=1
 { kill -9 "$pid" && wait "$pid"; } 2>/dev/null || true
 pid=""
 # the client starts while the server is down and retries until it is back
-(cd "$clients" && timeout "$run_timeout" node tus-js.mjs --base "$base" --cases restart-finish --state "$state") \
+(cd "$clients" && timeout "$run_timeout" node tus-js.mjs --base "$base" --cases "${finish_cases%,}" --state "$state") \
   >"$work/finish.jsonl" &
 finisher=$!
 sleep 0.7

@@ -163,6 +163,15 @@ pub(crate) fn error(meta: &Meta, error: Error) -> Response<Bytes> {
     response
 }
 
+/// The envelope of `error` answered with `status` in place of the error's
+/// own (the IETF draft's inconsistent length is `400`, where the same code
+/// is `409` elsewhere): `meta.status` says the status sent.
+pub(crate) fn error_with_status(meta: &Meta, error: Error, status: StatusCode) -> Response<Bytes> {
+    let mut response = write::<()>(meta, status, None, Some(error));
+    response.extensions_mut().insert(error);
+    response
+}
+
 /// An answer with any serializable `data`.
 pub(crate) fn data<T: Serialize>(meta: &Meta, status: StatusCode, data: &T) -> Response<Bytes> {
     write(meta, status, Some(data), None)

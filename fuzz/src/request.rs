@@ -653,6 +653,29 @@ fn check(
         layer.verify(request.method(), request.uri())
     };
     let described = format!("{request:?}");
+    // The interop version a draft request names (once, one the layer
+    // speaks), and whether the answer must say the upload's state.
+    let interop = {
+        let mut values = request
+            .headers()
+            .get_all("upload-draft-interop-version")
+            .iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => match value.as_bytes() {
+                b"3" => Some(3),
+                b"5" => Some(5),
+                b"6" => Some(6),
+                b"7" => Some(7),
+                b"8" => Some(8),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let says_state = matches!(
+        *request.method(),
+        Method::HEAD | Method::POST | Method::PUT | Method::PATCH
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -703,6 +726,30 @@ fn check(
             headers.get("tus-resumable").is_none(),
             "a draft answer is not tus's: {described}"
         );
+        // Each version's words for the upload's state: `Upload-Incomplete`
+        // in version 3 (draft -01), `Upload-Complete` after; never the other.
+        if let Some(version) = interop {
+            let (own, other) = if version == 3 {
+                ("upload-incomplete", "upload-complete")
+            } else {
+                ("upload-complete", "upload-incomplete")
+            };
+            assert!(
+                !headers.contains_key(other),
+                "{other} in a version {version} answer: {described}"
+            );
+            if says_state && (200..300).contains(&status) {
+                let flag = headers.get(own).and_then(|v| v.to_str().ok());
+                assert!(
+                    matches!(flag, Some("?0" | "?1")),
+                    "{own} {flag:?} in a version {version} answer {status}: {described}"
+                );
+                assert!(
+                    headers.contains_key("upload-offset"),
+                    "no Upload-Offset in a version {version} answer {status}: {described}"
+                );
+            }
+        }
         let problem = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v == "application/problem+json");

@@ -12,7 +12,10 @@
 // `restart-begin` and `restart-finish` are the two halves of one upload around
 // a server restart (scripts/clients-test.sh kills the server in between): the
 // first stops after two chunks with its URL kept in a FileUrlStorage (--state),
-// the second finds it there and resumes, and must not create the upload again.
+// the second finds it there and resumes by HEAD, and must not create the upload
+// again. They speak tus; `restart-begin-ietf-draft-03` and the like do the
+// same in tus-js-client's IETF draft modes, each upload under its own
+// fingerprint in the same state file.
 import crypto from 'node:crypto';
 import { Readable } from 'node:stream';
 import * as tus from 'tus-js-client';
@@ -140,7 +143,15 @@ function restartStorage() {
   if (!args.state) throw new Error('--state FILE is needed by the restart cases');
   return new tus.FileUrlStorage(args.state);
 }
-const RESTART = { name: 'tusjs-restart.bin', size: 400_000, seed: 33 };
+// One upload around the restart per protocol: its file, fingerprint, and the
+// status a HEAD answers (tus 200, the draft's 204).
+const RESTARTS = {
+  'tus-v1': { suffix: '', name: 'tusjs-restart.bin', size: 400_000, seed: 33, head: 200 },
+  'ietf-draft-03': { suffix: '-ietf-draft-03', name: 'tusjs-restart-ietf-draft-03.bin', size: 400_000, seed: 40, head: 204 },
+  'ietf-draft-05': { suffix: '-ietf-draft-05', name: 'tusjs-restart-ietf-draft-05.bin', size: 400_000, seed: 41, head: 204 },
+};
+// FileUrlStorage finds fingerprints by prefix: none is another's prefix.
+const fingerprintOf = (protocol) => `tusjs-restart-${protocol}`;
 
 const CASES = {
   whole: async () => {
@@ -156,41 +167,6 @@ const CASES = {
     const { up, log } = await upload(d, { endpoint, chunkSize: CHUNK });
     expect(log.filter((e) => e.method === 'PATCH').length === Math.ceil(d.length / CHUNK), 'one PATCH per chunk', log);
     return { endpoint, url: up.url, data: d };
-  },
-  'restart-begin': async () => {
-    const d = bytes(RESTART.size, RESTART.seed);
-    const endpoint = await mint(RESTART.name);
-    const { up, log } = await upload(
-      d,
-      { endpoint, chunkSize: CHUNK, urlStorage: restartStorage(), fingerprint: async () => 'tusjs-restart' },
-      { stopAfterChunks: 2 },
-    );
-    expect(log.at(-1).offset === String(2 * CHUNK), 'two chunks acknowledged', log);
-    return { endpoint, url: up.url, data: d, partial: true };
-  },
-  'restart-finish': async () => {
-    const d = bytes(RESTART.size, RESTART.seed);
-    const storage = restartStorage();
-    const previous = await storage.findUploadsByFingerprint('tusjs-restart');
-    if (previous.length !== 1) throw new Error(`${previous.length} stored uploads for the fingerprint, not 1`);
-    const endpoint = previous[0].creationUrl || null;
-    const { up, log } = await upload(
-      d,
-      {
-        endpoint: endpoint || previous[0].uploadUrl,
-        chunkSize: CHUNK,
-        urlStorage: storage,
-        fingerprint: async () => 'tusjs-restart',
-        removeFingerprintOnSuccess: true,
-        // the server is down when this starts, back within a second or two
-        retryDelays: [0, 500, 1000, 2000, 4000],
-      },
-      { beforeStart: (u) => u.resumeFromPreviousUpload(previous[0]) },
-    );
-    const head = log.find((e) => e.method === 'HEAD' && e.status === 200);
-    expect(head && Number(head.offset) >= 2 * CHUNK, 'resumed at the stored offset by HEAD', log);
-    expect(!log.some((e) => e.method === 'POST'), 'no new creation', log);
-    return { endpoint: previous[0].uploadUrl, url: up.url, data: d, resumed_from: Number(head.offset) };
   },
   'data-during-creation': async () => {
     const d = bytes(200_000, 35);
@@ -249,8 +225,59 @@ for (const proto of ['ietf-draft-03', 'ietf-draft-05']) {
     expect(log.at(-1).offset === String(d.length), 'the completing answer carries the final Upload-Offset', log);
     return { endpoint, url: up.url, data: d };
   };
+  // no chunkSize: an empty creation, then the whole file in one append
+  CASES[`${proto}-whole`] = async () => {
+    const d = bytes(300_000, 42);
+    const endpoint = await mint(`tusjs-${proto}-whole.bin`);
+    const { up, log } = await upload(d, { endpoint, protocol: proto });
+    expect(methods(log) === 'POST PATCH', 'an empty creation, then one PATCH', log);
+    expect(log[0].status === 201 && log[0].offset === '0', 'the creation answered 201 at offset 0', log);
+    expect(log.at(-1).offset === String(d.length), 'the completing answer carries the final Upload-Offset', log);
+    return { endpoint, url: up.url, data: d };
+  };
 }
-const DEFAULT = ['whole', 'chunked', 'data-during-creation', 'override-patch', 'deferred-length', 'odd-name', 'empty', 'parallel-4', 'ietf-draft-03', 'ietf-draft-05'];
+for (const [protocol, restart] of Object.entries(RESTARTS)) {
+  const fingerprint = async () => fingerprintOf(protocol);
+  CASES[`restart-begin${restart.suffix}`] = async () => {
+    const d = bytes(restart.size, restart.seed);
+    const endpoint = await mint(restart.name);
+    const { up, log } = await upload(
+      d,
+      { endpoint, protocol, chunkSize: CHUNK, urlStorage: restartStorage(), fingerprint },
+      { stopAfterChunks: 2 },
+    );
+    expect(log.at(-1).offset === String(2 * CHUNK), 'two chunks acknowledged', log);
+    return { endpoint, url: up.url, data: d, partial: true };
+  };
+  CASES[`restart-finish${restart.suffix}`] = async () => {
+    const d = bytes(restart.size, restart.seed);
+    const storage = restartStorage();
+    const previous = await storage.findUploadsByFingerprint(fingerprintOf(protocol));
+    if (previous.length !== 1) throw new Error(`${previous.length} stored uploads for the fingerprint, not 1`);
+    const endpoint = previous[0].creationUrl || null;
+    const { up, log } = await upload(
+      d,
+      {
+        endpoint: endpoint || previous[0].uploadUrl,
+        protocol,
+        chunkSize: CHUNK,
+        urlStorage: storage,
+        fingerprint,
+        removeFingerprintOnSuccess: true,
+        // the server may be down when this starts, back within a second or two
+        retryDelays: [0, 500, 1000, 2000, 4000],
+      },
+      { beforeStart: (u) => u.resumeFromPreviousUpload(previous[0]) },
+    );
+    const head = log.find((e) => e.method === 'HEAD' && e.status !== null);
+    expect(head && head.status === restart.head, `the HEAD answered ${restart.head}`, log);
+    expect(Number(head.offset) >= 2 * CHUNK, 'resumed at the stored offset by HEAD', log);
+    expect(!log.some((e) => e.method === 'POST'), 'no new creation', log);
+    expect(log.at(-1).offset === String(d.length), 'the completing answer carries the final Upload-Offset', log);
+    return { endpoint: previous[0].uploadUrl, url: up.url, data: d, resumed_from: Number(head.offset) };
+  };
+}
+const DEFAULT = ['whole', 'chunked', 'data-during-creation', 'override-patch', 'deferred-length', 'odd-name', 'empty', 'parallel-4', 'ietf-draft-03', 'ietf-draft-05', 'ietf-draft-03-whole', 'ietf-draft-05-whole'];
 
 const names = args.cases ? args.cases.split(',') : DEFAULT;
 let failed = 0;

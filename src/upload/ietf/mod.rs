@@ -43,7 +43,7 @@ const PROBLEM_INCONSISTENT_LENGTH: &str =
 /// |---|---|---|
 /// | 3 | -01 | `Upload-Incomplete` (`?1` while incomplete); an append without it completes the upload; an incomplete append is answered `201` |
 /// | 5 | -03 | `Upload-Complete` in its place |
-/// | 6 | -04, -05 | appends need `application/partial-upload`; `Upload-Limit` (its lifetime key `expires`); problem types for a wrong offset and a completed upload |
+/// | 6 | -04, -05 | appends need `application/partial-upload`; `Upload-Limit` (its lifetime key `expires`); problem types for a wrong offset and a completed upload; a `HEAD` with `Upload-Length` is refused |
 /// | 7 | -06 to -08 | `Upload-Limit`'s `max-age`; the inconsistent length problem type; appends must carry `Upload-Complete`, and an incomplete one is answered `204` |
 /// | 8 | -09 to -11 | `OPTIONS` carries `Accept-Patch`; an append to a completed upload is an inconsistent length, or `410` when empty |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,13 @@ impl Interop {
         self.0 >= 6
     }
 
+    /// A `HEAD` carrying `Upload-Length` is refused: draft -05 (version 6)
+    /// says so, as it does for `Upload-Offset` and `Upload-Complete`, which
+    /// every version refuses on a `HEAD`.
+    fn head_refuses_length(self) -> bool {
+        self.0 >= 6
+    }
+
     /// A wrong offset and a completed upload are problem types.
     fn has_offset_problems(self) -> bool {
         self.0 >= 6
@@ -114,6 +121,11 @@ impl Interop {
         } else {
             StatusCode::CREATED
         }
+    }
+
+    /// Every refusal of an append carries `Upload-Complete: ?0`.
+    fn marks_refused_appends(self) -> bool {
+        self.0 >= 7
     }
 
     /// `OPTIONS` carries `Accept-Patch`.
@@ -255,6 +267,9 @@ pub(crate) fn classify(
                 return Err(Error::HeaderInvalid);
             }
             if *method == Method::HEAD {
+                if interop.head_refuses_length() && headers.contains_key(UPLOAD_LENGTH) {
+                    return Err(Error::HeaderInvalid);
+                }
                 IetfAction::Offset
             } else {
                 IetfAction::Cancel
@@ -328,6 +343,12 @@ fn problem(
 /// version defines one, else the envelope. An inconsistent length is `400`,
 /// and so is an append to a completed upload from version 6.
 pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Response<Bytes> {
+    let mut response = refusal(meta, error, interop);
+    mark_refused_append(&mut response, meta, interop);
+    response
+}
+
+fn refusal(meta: &Meta, error: Error, interop: Interop) -> Response<Bytes> {
     match error {
         Error::UploadComplete if interop.has_offset_problems() && meta.method == Method::PATCH => {
             problem(
@@ -345,12 +366,20 @@ pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Res
             error,
             &[],
         ),
-        Error::TotalMismatch => {
-            let mut response = envelope::error(meta, error);
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            response
-        }
+        Error::TotalMismatch => envelope::error_with_status(meta, error, StatusCode::BAD_REQUEST),
         _ => envelope::error(meta, error),
+    }
+}
+
+/// Drafts -06 to -09 (interop versions 7 and 8): every answer to an append
+/// that did not complete the upload, successful or not, carries
+/// `Upload-Complete: ?0` ("this response does not belong to the processing
+/// of the uploaded representation"); drafts -10 and -11 read a missing one
+/// the same way. Refusals of appends carry it from version 7.
+fn mark_refused_append(response: &mut Response<Bytes>, meta: &Meta, interop: Interop) {
+    if interop.marks_refused_appends() && meta.method == Method::PATCH {
+        let (name, value) = interop.completion_header(false);
+        response.headers_mut().insert(name, value);
     }
 }
 
@@ -361,7 +390,7 @@ pub(crate) fn error_response(meta: &Meta, error: Error, interop: Interop) -> Res
 /// Earlier versions: see [`error_response`].
 pub(crate) fn completed_append(meta: &Meta, interop: Interop, empty: bool) -> Response<Bytes> {
     let error = Error::UploadComplete;
-    match (interop.0 >= 8, empty) {
+    let mut response = match (interop.0 >= 8, empty) {
         (true, true) => problem(
             StatusCode::GONE,
             PROBLEM_COMPLETED,
@@ -376,8 +405,10 @@ pub(crate) fn completed_append(meta: &Meta, interop: Interop, empty: bool) -> Re
             error,
             &[],
         ),
-        (false, _) => error_response(meta, error, interop),
-    }
+        (false, _) => refusal(meta, error, interop),
+    };
+    mark_refused_append(&mut response, meta, interop);
+    response
 }
 
 /// The `409` of an append at the wrong offset, with the current one.
@@ -587,6 +618,19 @@ mod tests {
             ),
             Err(Error::HeaderInvalid)
         );
+        // Upload-Length on a HEAD: refused from version 6 (draft -05).
+        for (version, refused) in [("3", false), ("5", false), ("6", true), ("8", true)] {
+            let pairs = [
+                ("upload-draft-interop-version", version),
+                ("upload-length", "10"),
+            ];
+            let expected = if refused {
+                Err(Error::HeaderInvalid)
+            } else {
+                Ok(IetfAction::Offset)
+            };
+            assert_eq!(run(Method::HEAD, &pairs, 0), expected, "{version}");
+        }
         assert_eq!(
             run(Method::GET, &[("upload-draft-interop-version", "8")], 0),
             Err(Error::MethodNotAllowed)
