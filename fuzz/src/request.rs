@@ -336,11 +336,20 @@ fn verified_put(headers: &HeaderMap, body: &BodyFacts, limit: u64, typed: bool) 
                 problems.insert(400);
                 0
             }
-            Ok(ContentRange::Status { .. }) => {
+            Ok(ContentRange::Status { total }) => {
                 if declared.is_some_and(|d| d > 0) || body.len > 0 || body.cut_off {
                     problems.insert(400);
                 }
-                308
+                if total == Some(0) {
+                    // The status query of an empty file completes it
+                    // (docs/protocol.md), and a signed type judges it.
+                    if typed {
+                        problems.insert(415);
+                    }
+                    201
+                } else {
+                    308
+                }
             }
             Ok(ContentRange::Bytes { first, last, total }) => {
                 let len = last - first + 1;
