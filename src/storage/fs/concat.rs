@@ -146,17 +146,45 @@ pub(super) fn copy_parts(
         file,
         installed: false,
     };
-    for (data, len) in sources {
-        let part = File::open(data).map_err(write_error)?;
-        // `io::copy` between files is `copy_file_range` on Linux.
-        let copied = io::copy(&mut part.take(*len), &mut copy.file).map_err(write_error)?;
-        if copied != *len {
-            return Err(other(FsError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "a part's data file is shorter than the part",
-            ))));
-        }
-    }
+    let syncer = copy.file.try_clone().map_err(write_error)?;
+    // Early writeback, as for a body: a sync runs on another thread while
+    // the copy goes on, so the last one finds little left to write. Every
+    // sync's result is read (a writeback error is reported only once).
+    std::thread::scope(|scope| {
+        let mut syncing: Option<std::thread::ScopedJoinHandle<'_, io::Result<()>>> = None;
+        let mut copied_all = || -> Result<(), StorageError> {
+            for (data, len) in sources {
+                let mut part = File::open(data).map_err(write_error)?.take(*len);
+                let mut copied = 0u64;
+                loop {
+                    // `io::copy` between files is `copy_file_range` on Linux.
+                    let mut slice = (&mut part).take(COPY_SLICE);
+                    let step = io::copy(&mut slice, &mut copy.file).map_err(write_error)?;
+                    if step == 0 {
+                        break;
+                    }
+                    copied += step;
+                    if syncing.as_ref().is_none_or(|sync| sync.is_finished()) {
+                        if let Some(done) = syncing.take() {
+                            joined(done)?;
+                        }
+                        let syncer = &syncer;
+                        syncing = Some(scope.spawn(move || syncer.sync_data()));
+                    }
+                }
+                if copied != *len {
+                    return Err(other(FsError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "a part's data file is shorter than the part",
+                    ))));
+                }
+            }
+            Ok(())
+        };
+        let result = copied_all();
+        let synced = syncing.take().map_or(Ok(()), joined);
+        result.and(synced)
+    })?;
     if copy.file.metadata().map_err(write_error)?.len() != total {
         return Err(other(FsError::Io(io::Error::other(
             "the parts' copy is not as long as the parts",
@@ -164,6 +192,19 @@ pub(super) fn copy_parts(
     }
     copy.file.sync_all().map_err(write_error)?;
     Ok(copy)
+}
+
+/// Bytes copied between two early syncs of a concatenation's copy.
+const COPY_SLICE: u64 = 16 * 1024 * 1024;
+
+/// The result of an early sync's thread.
+fn joined(handle: std::thread::ScopedJoinHandle<'_, io::Result<()>>) -> Result<(), StorageError> {
+    match handle.join() {
+        Ok(result) => result.map_err(write_error),
+        Err(_) => Err(other(FsError::Io(io::Error::other(
+            "an early sync's thread panicked",
+        )))),
+    }
 }
 
 /// Under the session lock: puts `copy` in place as the session's data file

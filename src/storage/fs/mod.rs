@@ -143,8 +143,8 @@ const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 /// - **Concatenation copies in the kernel** ([`Storage::concat`]): for a
 ///   session that holds no byte yet, the parts' data files are copied into a
 ///   temporary file with `copy_file_range` (no byte passes through the
-///   process; file systems that share extents share them), which is
-///   `fsync`ed, renamed into the session folder as its data file (folder
+///   process; file systems that share extents share them; written back
+///   early while the copy goes on, as a body is), which is `fsync`ed, renamed into the session folder as its data file (folder
 ///   `fsync`ed) and recorded as one journal entry (`fsync`ed) under the
 ///   session lock, only if the session still holds no byte and no chunk
 ///   writer is in flight; otherwise the parts' bytes go through

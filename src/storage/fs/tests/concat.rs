@@ -215,3 +215,29 @@ async fn a_writer_in_flight_sends_the_concat_the_generic_way() {
     assert_eq!(entries(&dir), (1, true));
     assert_eq!(fs::read(dir.join(DATA)).expect("data"), data);
 }
+
+#[test]
+fn a_copy_of_several_slices_holds_every_part_in_order() {
+    let (folder, _storage) = storage();
+    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i % 253) as u8).collect();
+    let first = folder.path().join("first");
+    let second = folder.path().join("second");
+    fs::write(&first, &big).expect("first");
+    // Longer than its part: only the part's length is copied.
+    fs::write(&second, [&big[..], b"tail"].concat()).expect("second");
+    let tmp = folder.path().join("copies");
+    let len = big.len() as u64;
+    let copy = copy_parts(&tmp, &[(first, len), (second, len)], 2 * len).expect("copies");
+    let name = fs::read_dir(&tmp)
+        .expect("tmp")
+        .next()
+        .expect("the copy")
+        .expect("entry")
+        .path();
+    assert_eq!(
+        fs::read(&name).expect("copy"),
+        [&big[..], &big[..]].concat()
+    );
+    drop(copy);
+    assert!(!name.exists(), "a copy never installed is removed");
+}
