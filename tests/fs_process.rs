@@ -1,6 +1,7 @@
 //! `FsStorage` behind the real example server process: chunks answered `202`
-//! survive `kill -9`, two processes share one root, aborted uploads leave
-//! nothing, paths never escape the root, expired sessions are purged.
+//! survive `kill -9`, a concatenation cut by `kill -9` leaves the parts for a
+//! retry, two processes share one root, aborted uploads leave nothing, paths
+//! never escape the root, expired sessions are purged.
 #![cfg(all(feature = "fs", unix))]
 
 mod common;
@@ -840,4 +841,140 @@ async fn completion_latency_report() {
             median(ordinary),
         );
     }
+}
+
+/// A tus request on `url` with `headers` and `body`.
+fn tus_request(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> http::Request<http_body_util::Full<Bytes>> {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("tus-resumable", "1.0.0");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// A concatenation (tus `Upload-Concat: final`) cut by `kill -9` while the
+/// parts are copied leaves the final upload with no byte counted or all of
+/// them, the parts whole, and a retry on a new process makes the file.
+#[tokio::test]
+async fn a_concatenation_cut_by_kill_9_leaves_the_parts_for_a_retry() {
+    const PART: usize = 24 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = bytes(4 * PART, 44);
+    let path_and_query = signed_put("cat/joined.bin");
+
+    let mut a = Launch::new(root).start();
+    let http = client();
+    let mut parts = Vec::new();
+    for piece in data.chunks(PART) {
+        let created = send(
+            &http,
+            tus_request(
+                http::Method::POST,
+                &a.url(&path_and_query),
+                &[
+                    ("upload-concat", "partial"),
+                    ("upload-length", &PART.to_string()),
+                ],
+                Vec::new(),
+            ),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let location = created.header("location").expect("a part URL");
+        let part = target(location).to_owned();
+        let stored = send(
+            &http,
+            tus_request(
+                http::Method::PATCH,
+                &a.url(&part),
+                &[
+                    ("upload-offset", "0"),
+                    ("content-type", "application/offset+octet-stream"),
+                ],
+                piece.to_vec(),
+            ),
+        )
+        .await;
+        assert_eq!(stored.status, 204, "{:?}", stored.body);
+        parts.push(part);
+    }
+    let concat = format!("final;{}", parts.join(" "));
+    let final_upload = |url: String| {
+        tus_request(
+            http::Method::POST,
+            &url,
+            &[("upload-concat", &concat)],
+            Vec::new(),
+        )
+    };
+
+    // The final upload; the process dies once the copy has begun.
+    let tmp = root.join(".uploads").join("tmp");
+    let request = final_upload(a.url(&path_and_query));
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        async move { http.request(request).await }
+    });
+    let copying = eventually_async(Duration::from_secs(20), || {
+        std::fs::read_dir(&tmp).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name().to_string_lossy().starts_with("concat-"))
+        }) || in_flight.is_finished()
+    })
+    .await;
+    assert!(copying, "the concatenation never started");
+    a.kill_hard();
+    let _ = tokio::time::timeout(Duration::from_secs(10), in_flight).await;
+
+    let b = Launch::new(root).start();
+    let http = client();
+    // The final upload: nothing counted, or every byte (or already complete).
+    let head = send(
+        &http,
+        tus_request(http::Method::HEAD, &b.url(&path_and_query), &[], Vec::new()),
+    )
+    .await;
+    if head.status == 200 {
+        let offset = head.header("upload-offset").expect("an offset");
+        assert!(
+            offset == "0" || offset == (4 * PART).to_string(),
+            "a part of the file counted: {head:?}"
+        );
+    }
+    // Every part is whole.
+    for part in &parts {
+        let head = send(
+            &http,
+            tus_request(http::Method::HEAD, &b.url(part), &[], Vec::new()),
+        )
+        .await;
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_eq!(
+            head.header("upload-offset"),
+            Some(PART.to_string().as_str())
+        );
+    }
+    // The retry makes the file.
+    let done = send(&http, final_upload(b.url(&path_and_query))).await;
+    assert!(done.status.is_success(), "{done:?}");
+    assert_eq!(
+        done.header("upload-offset"),
+        Some((4 * PART).to_string().as_str())
+    );
+    assert_eq!(
+        std::fs::read(root.join("cat/joined.bin")).expect("the file"),
+        data
+    );
 }

@@ -1,7 +1,8 @@
 //! Concatenation (tus `Upload-Concat: final`): the parts' bytes, in order,
 //! become the bytes of the final upload's session, written as one chunk.
 //!
-//! Every backend concatenates through [`concat_by_copy`]: it checks the parts,
+//! [`concat_by_copy`] serves every backend (`FsStorage` first tries its own
+//! copy by the kernel, for a session that holds no byte yet): it checks the parts,
 //! opens the session with their sum as its total and streams each part's
 //! bytes, read back by the backend, into one chunk of the session with
 //! [`Storage::write_chunk`]. So the chunk rules hold unchanged: the bytes are
@@ -73,7 +74,7 @@ pub(crate) async fn concat_by_copy<S: Storage + ?Sized>(
 
 /// A part's length if every one of its bytes arrived, else
 /// [`StorageError::PartIncomplete`].
-fn complete_length(status: SessionStatus) -> Result<u64, StorageError> {
+pub(crate) fn complete_length(status: SessionStatus) -> Result<u64, StorageError> {
     match status {
         SessionStatus::InProgress {
             total: Some(total),

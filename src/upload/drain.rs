@@ -16,6 +16,8 @@
 //! client to send the body it has not sent yet).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,9 +81,27 @@ where
     let _ = tokio::time::timeout(DRAIN_TIME, reading).await;
 }
 
+/// Whether a request body was read to its end: set by [`Drained`] when its
+/// body reports its end, read by the answer (an answer to a body read to its
+/// end keeps the connection; any other closes it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyEnd(Arc<AtomicBool>);
+
+impl BodyEnd {
+    /// Whether the body was read to its end.
+    pub(crate) fn reached(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A request body handed to a storage step: when the step lets go of it before
 /// its end (a refusal mid-body, or before reading it), the rest is drained
-/// (see the module docs).
+/// (see the module docs). Whether it was read to its end is kept in its
+/// [`BodyEnd`].
 ///
 /// The bounds sit on the type because its `Drop` spawns the drain.
 #[derive(Debug)]
@@ -94,6 +114,8 @@ where
     body: Option<Pin<Box<B>>>,
     /// Whether to drain what is left when dropped.
     drain: bool,
+    /// Set once the body reported its end.
+    end: BodyEnd,
 }
 
 impl<B> Drained<B>
@@ -106,7 +128,13 @@ where
         Drained {
             body: Some(Box::pin(body)),
             drain,
+            end: BodyEnd::default(),
         }
+    }
+
+    /// Tells, later, whether this body was read to its end.
+    pub(crate) fn end(&self) -> BodyEnd {
+        self.end.clone()
     }
 }
 
@@ -127,9 +155,18 @@ where
             return Poll::Ready(None);
         };
         let frame = body.as_mut().poll_frame(cx);
-        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            // Ended or broke: nothing left that a drain could read.
-            this.drain = false;
+        match &frame {
+            Poll::Ready(None) => {
+                // Read to its end: nothing left to drain, the connection can serve on.
+                this.drain = false;
+                this.end.mark();
+            }
+            // Broke: nothing a drain could read, but the connection is no
+            // longer to be trusted with another request.
+            Poll::Ready(Some(Err(_))) => this.drain = false,
+            // The last bytes of a body of known length: it says so at once.
+            Poll::Ready(Some(Ok(_))) if body.is_end_stream() => this.end.mark(),
+            _ => {}
         }
         frame
     }
@@ -183,7 +220,24 @@ mod tests {
     #[tokio::test]
     async fn drained_body_reads_through_unchanged() {
         let body = Drained::new(Full::new(bytes::Bytes::from_static(b"abc")), true);
+        let end = body.end();
+        assert!(!end.reached());
         let read = body.collect().await.unwrap().to_bytes();
         assert_eq!(&read[..], b"abc");
+        assert!(end.reached());
+    }
+
+    #[tokio::test]
+    async fn a_body_let_go_before_its_end_is_not_read_to_its_end() {
+        let frames = [b"ab", b"cd"].map(|data| {
+            Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(data)))
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut body = Drained::new(body, false);
+        let end = body.end();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), &b"ab"[..]);
+        drop(body);
+        assert!(!end.reached());
     }
 }

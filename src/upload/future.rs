@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::{RequestBody, ResponseBody};
+use super::drain::BodyEnd;
 use super::record::completion_headers;
 use super::via::{UploadProtocol, UploadVia};
 use super::Outcome;
@@ -37,21 +38,22 @@ pin_project! {
 struct Pending {
     parts: Parts,
     meta: Meta,
-    /// Whether the request came with a body that may hold bytes.
-    body: bool,
+    /// Whether the request's body was read to its end, if it came with one
+    /// that may hold bytes.
+    body: Option<BodyEnd>,
     /// The wire protocol, which shapes the answer.
     protocol: UploadProtocol,
 }
 
 /// Marks an answer given before the request body was read to its end as the
 /// last on its HTTP/1 connection (`Connection: close`): the server closes the
-/// connection after it, and a client must not send its next request there.
-/// Progress answers (`202`, `308`) come after the whole body, and stay.
+/// connection after it, and a client must not send its next request there
+/// (the unread rest of the body would be taken for it). An answer to a body
+/// read to its end, whatever its status, leaves the connection open.
 /// What the client still sends is drained before the close (`drain`), so it
 /// reads this answer rather than a reset.
-pub(crate) fn close_if_unread<B>(response: &mut Response<B>, version: http::Version) {
-    let progress = matches!(response.status().as_u16(), 202 | 308);
-    if !progress && version <= http::Version::HTTP_11 {
+pub(crate) fn close_unread<B>(response: &mut Response<B>, version: http::Version) {
+    if version <= http::Version::HTTP_11 {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -64,8 +66,14 @@ pin_project! {
     enum State<F> {
         /// Waiting for storage to take the body.
         Storing { step: BoxFuture<Result<Outcome, Error>> },
-        /// Waiting for the inner service's response to a committed upload or a download.
-        Inner { #[pin] future: F, headers: Option<(String, String)>, extra: HeaderMap },
+        /// Waiting for the inner service's response to a committed upload or a
+        /// download; `close` holds the version when the body was not read to its end.
+        Inner {
+            #[pin] future: F,
+            headers: Option<(String, String)>,
+            extra: HeaderMap,
+            close: Option<http::Version>,
+        },
         /// Answering with an envelope of our own.
         Done { response: Option<Response<Bytes>> },
     }
@@ -92,19 +100,21 @@ where
                 future,
                 headers: None,
                 extra: HeaderMap::new(),
+                close: None,
             },
             service: None,
             pending: None,
         }
     }
 
-    /// Waits for `step`; `body` tells whether the request had a body that
-    /// may hold bytes (an answer given without reading it closes the connection).
+    /// Waits for `step`; `body` is, for a request with a body that may hold
+    /// bytes, whether it was read to its end (an answer given before its end
+    /// closes the connection).
     pub(crate) fn store(
         step: impl Future<Output = Result<Outcome, Error>> + Send + 'static,
         parts: Parts,
         meta: Meta,
-        body: bool,
+        body: Option<BodyEnd>,
         protocol: UploadProtocol,
         service: S,
     ) -> Self {
@@ -140,6 +150,8 @@ where
                         .pending
                         .take()
                         .expect("a storing future holds its request parts");
+                    // The step is over: its body was read to its end, or never will be.
+                    let unread = pending.body.as_ref().is_some_and(|end| !end.reached());
                     match outcome {
                         Err(error) => {
                             tracing::info!(
@@ -163,16 +175,16 @@ where
                                 }
                                 _ => envelope::error(&pending.meta, error),
                             };
-                            if pending.body {
-                                close_if_unread(&mut response, pending.parts.version);
+                            if unread {
+                                close_unread(&mut response, pending.parts.version);
                             }
                             this.state.set(State::Done {
                                 response: Some(response),
                             });
                         }
                         Ok(Outcome::Respond(mut response)) => {
-                            if pending.body {
-                                close_if_unread(&mut response, pending.parts.version);
+                            if unread {
+                                close_unread(&mut response, pending.parts.version);
                             }
                             this.state.set(State::Done {
                                 response: Some(response),
@@ -184,6 +196,7 @@ where
                             headers: extra,
                         }) => {
                             let mut parts = pending.parts;
+                            let close = unread.then_some(parts.version);
                             let headers = Some((etag, file.url.clone()));
                             parts.extensions.insert(file);
                             // Every completion reaches the inner service as a
@@ -203,6 +216,7 @@ where
                                 future,
                                 headers,
                                 extra: *extra,
+                                close,
                             });
                         }
                     }
@@ -211,6 +225,7 @@ where
                     future,
                     headers,
                     extra,
+                    close,
                 } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some((etag, url)) = headers.take() {
@@ -220,6 +235,9 @@ where
                         if let Some(name) = name {
                             response.headers_mut().insert(name, value);
                         }
+                    }
+                    if let Some(version) = *close {
+                        close_unread(&mut response, version);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }

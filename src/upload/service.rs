@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use super::action::{checks, classify, declared_length, signed_method, Action, Checks};
 use super::body::{RequestBody, ResponseBody};
 use super::drain::{self, Drained};
-use super::future::{close_if_unread, ResponseFuture};
+use super::future::{close_unread, ResponseFuture};
 use super::layer::Config;
 use super::record::{part_session_id, session_id};
 use super::tus::TusAction;
@@ -112,7 +112,7 @@ where
                     }
                 }
                 if !request.body().is_end_stream() {
-                    close_if_unread(&mut response, request.version());
+                    close_unread(&mut response, request.version());
                     if drain::wanted(request.version(), request.headers()) {
                         drain::spawn(request.into_body());
                     }
@@ -151,20 +151,15 @@ where
                     ),
                     Action::Simple { max } => {
                         let body = Drained::new(body, drains);
+                        let end = has_body.then(|| body.end());
                         let path = session.path().clone();
                         let step = simple::simple(Arc::clone(&config), path, body, max, checks)
                             .instrument(span);
-                        ResponseFuture::store(
-                            step,
-                            parts,
-                            meta,
-                            has_body,
-                            UploadProtocol::Simple,
-                            ready,
-                        )
+                        ResponseFuture::store(step, parts, meta, end, UploadProtocol::Simple, ready)
                     }
                     Action::Chunk(range) => {
                         let body = Drained::new(body, drains);
+                        let end = has_body.then(|| body.end());
                         let step = chunk::chunk(
                             Arc::clone(&config),
                             session,
@@ -174,19 +169,13 @@ where
                             checks,
                         )
                         .instrument(span);
-                        ResponseFuture::store(
-                            step,
-                            parts,
-                            meta,
-                            has_body,
-                            UploadProtocol::Chunks,
-                            ready,
-                        )
+                        ResponseFuture::store(step, parts, meta, end, UploadProtocol::Chunks, ready)
                     }
                     Action::Tus(action) => {
                         // The method it stands for (`X-HTTP-Method-Override`).
                         parts.method = action.method();
                         let body = Drained::new(body, drains);
+                        let end = has_body.then(|| body.end());
                         let request = tus::TusRequest {
                             config: Arc::clone(&config),
                             session,
@@ -198,17 +187,11 @@ where
                             parts: concat_parts,
                         };
                         let step = tus::run(action, request, body).instrument(span);
-                        ResponseFuture::store(
-                            step,
-                            parts,
-                            meta,
-                            has_body,
-                            UploadProtocol::Tus,
-                            ready,
-                        )
+                        ResponseFuture::store(step, parts, meta, end, UploadProtocol::Tus, ready)
                     }
                     Action::Ietf(interop, action) => {
                         let body = Drained::new(body, drains);
+                        let end = has_body.then(|| body.end());
                         let request = tus::TusRequest {
                             config: Arc::clone(&config),
                             session,
@@ -224,7 +207,7 @@ where
                             step,
                             parts,
                             meta,
-                            has_body,
+                            end,
                             UploadProtocol::IetfDraft {
                                 interop_version: interop.number(),
                             },
@@ -233,6 +216,7 @@ where
                     }
                     Action::Status { total } => {
                         let body = Drained::new(body, drains);
+                        let end = has_body.then(|| body.end());
                         let step = status::status(
                             Arc::clone(&config),
                             session,
@@ -242,14 +226,7 @@ where
                             checks,
                         )
                         .instrument(span);
-                        ResponseFuture::store(
-                            step,
-                            parts,
-                            meta,
-                            has_body,
-                            UploadProtocol::Chunks,
-                            ready,
-                        )
+                        ResponseFuture::store(step, parts, meta, end, UploadProtocol::Chunks, ready)
                     }
                 }
             }

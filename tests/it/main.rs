@@ -30,6 +30,7 @@ mod ietf;
 mod inner;
 #[cfg(all(feature = "fs", unix))]
 mod integrity;
+mod keep_alive;
 #[cfg(all(feature = "fs", unix))]
 mod policy;
 mod proptest_content_range;

@@ -272,8 +272,9 @@ fn record_chunk(
     }
     // A session discarded since the admission (perhaps started afresh) is
     // none of this chunk's business any more. The data file tells: only a
-    // commit (which leaves a record) or a removal ever replaces it, whereas
-    // compaction replaces the journal.
+    // commit (which leaves a record) or a removal ever replaces it (and a
+    // concatenation, only while no writer is in flight), whereas compaction
+    // replaces the journal.
     if !same_file(&files.data, &dir.join(DATA))? {
         return Err(other(FsError::SessionRemoved));
     }

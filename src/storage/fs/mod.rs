@@ -14,6 +14,7 @@
 mod blocks;
 mod chunk;
 mod complete;
+mod concat;
 mod dirsync;
 mod error;
 mod file;
@@ -141,6 +142,19 @@ use crate::UploadPath;
 ///   (written before the chunk's journal entry); a chunk announcing another fails
 ///   with [`StorageError::DigestConflict`] before its body is read, and again when
 ///   it would be recorded. Completion computes the digest it names.
+/// - **Concatenation copies in the kernel** ([`Storage::concat`]): for a
+///   session that holds no byte yet, the parts' data files are copied into a
+///   temporary file with `copy_file_range` (no byte passes through the
+///   process; file systems that share extents share them; written back
+///   early while the copy goes on, as a body is), which is `fsync`ed, renamed into the session folder as its data file (folder
+///   `fsync`ed) and recorded as one journal entry (`fsync`ed) under the
+///   session lock, only if the session still holds no byte and no chunk
+///   writer is in flight; otherwise the parts' bytes go through
+///   [`Storage::write_chunk`] as one chunk, compared with what is stored. A
+///   crash at any point leaves the parts as they were and the session either
+///   without a counted byte or with all of them; an interrupted copy is a
+///   temporary file that cleanup removes. Its bytes count against
+///   [`FsStorage::max_pending`] from before the copy starts.
 /// - **Discarded sessions go whole**: [`Storage::discard`], a refused commit and
 ///   cleanup rename the session folder into `tmp` (atomically, under the session
 ///   lock) and then delete it, so a crash never leaves half a session. A writer
@@ -370,8 +384,14 @@ impl Storage for FsStorage {
         let parts = parts.to_vec();
         let options = options.clone();
         Box::pin(async move {
-            // A complete part's bytes are its data file's first `len` bytes;
-            // they are read back and stored as the session's chunk.
+            if let concat::Concat::Done(status) =
+                concat::concat_files(self, &session, &parts, &options).await?
+            {
+                return Ok(status);
+            }
+            // A session that holds bytes already: a complete part's bytes
+            // are its data file's first `len` bytes; they are read back and
+            // stored as the session's chunk, compared with what is stored.
             let read = |part: &Session, len: u64| -> BoxFuture<'static, _> {
                 let dir = self.session_dir(part);
                 Box::pin(async move {

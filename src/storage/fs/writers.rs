@@ -55,6 +55,30 @@ pub(super) fn meets(a: [u64; 2], range: ChunkRange) -> bool {
     a[0] <= range.last && range.first <= a[1]
 }
 
+/// Under the session lock: whether a chunk writer is in flight (its marker
+/// is still held by its owner). Stale markers are left to the next writer's scan.
+pub(super) fn live_writers(dir: &Path) -> Result<bool, StorageError> {
+    let entries = match fs::read_dir(dir.join(WRITING)) {
+        Ok(entries) => entries,
+        Err(error) if is_not_found(&error) => return Ok(false),
+        Err(error) => return Err(write_error(error)),
+    };
+    for entry in entries {
+        let path = entry.map_err(write_error)?.path();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if is_not_found(&error) => continue,
+            Err(error) => return Err(write_error(error)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(true),
+            Err(fs::TryLockError::Error(error)) => return Err(write_error(error)),
+        }
+    }
+    Ok(false)
+}
+
 /// Under the session lock: finds the live writers whose range meets `range`,
 /// tells each of them about it (so they verify their bytes before recording),
 /// removes stale markers, and registers the new writer. Returns its marker and

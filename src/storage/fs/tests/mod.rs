@@ -4,6 +4,7 @@
 mod chunk;
 mod compaction;
 mod complete;
+mod concat;
 mod journal;
 mod paths;
 mod pipeline;
