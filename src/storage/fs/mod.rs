@@ -186,7 +186,14 @@ use crate::UploadPath;
 /// - **Memory stays bounded**: bodies are written in batches of up to 256 KiB
 ///   (simple uploads) or 1 MiB (chunks), the next gathered while the last is
 ///   written; all uploads together gather at most [`FsStorage::buffer_budget`]
-///   bytes this way, and past it each one writes as it reads.
+///   bytes this way, and past it each one writes as it reads. A simple upload
+///   declared at most 64 KiB is gathered whole and stored in one blocking call.
+/// - **Threads**: batches are written on a few threads of the backend's own
+///   (as many as the machine runs at once, 2 to 8) fed by one queue, so many
+///   uploads at once cost few thread wake-ups; syncs and the other file work
+///   run on tokio's blocking pool. A folder `fsync` after a rename is shared
+///   by the uploads of this process renaming into that folder at that moment
+///   (each waits for a sync that started after its rename).
 ///
 /// Several processes may share one root: each session's journal and completion are
 /// guarded by `flock` locks on files in the session folder, and chunks of one session
@@ -304,7 +311,7 @@ impl FsStorage {
 
     /// How many body bytes all uploads of this backend together may gather in
     /// memory to write them in large batches (8 MiB by default). Above it, each
-    /// upload writes every 64 KiB of its body and reads on only once the write
+    /// upload writes every 32 KiB of its body and reads on only once the write
     /// is done, so memory stays bounded however many uploads
     /// stream at once, at some cost in CPU per byte.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {

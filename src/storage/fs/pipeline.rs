@@ -15,8 +15,10 @@ use super::threads::{JobLost, WriteThreads};
 use crate::storage::StorageError;
 
 /// Bytes gathered before one write while the [`BufferBudget`] is spent: small,
-/// yet enough that a hop to a blocking thread carries a few reads' worth.
-const SPENT_BATCH: usize = 64 * 1024;
+/// since each piece waiting to be written keeps its connection's whole read
+/// buffer alive (at 200 uploads at once, 32 KiB rather than 64 KiB holds
+/// about 10 MiB less), yet a couple of reads' worth per write job.
+const SPENT_BATCH: usize = 32 * 1024;
 
 /// Bytes written between two early `fdatasync` calls, each started on a blocking
 /// thread while the body streams on, so that the last one, which the answer
