@@ -8,7 +8,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::blocking;
@@ -218,12 +217,12 @@ fn store_piece(
     Ok(())
 }
 
-/// Stores a batch of pieces from `offset`, holding the writers' shared lock so
+/// Stores a batch's bytes from `offset`, holding the writers' shared lock so
 /// that no chunk is recorded and no commit happens midway. Ranges recorded
 /// since the last batch are read first, so recorded bytes are compared, never
 /// written. Returns false, storing nothing, once the session is complete: its
 /// data file is the committed file now.
-fn write_batch(files: &ChunkFiles, offset: u64, pieces: &[Bytes]) -> Result<bool, StorageError> {
+fn write_batch(files: &ChunkFiles, offset: u64, batch: &Batch) -> Result<bool, StorageError> {
     files.data_lock.lock_shared().map_err(write_error)?;
     let result = (|| {
         if record_exists(&files.dir)? {
@@ -235,9 +234,9 @@ fn write_batch(files: &ChunkFiles, offset: u64, pieces: &[Bytes]) -> Result<bool
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         known.refresh(&files.dir)?;
         let mut at = offset;
-        for piece in pieces {
-            store_piece(&files.data, at, piece, &known.journal.state.ranges)?;
-            at += piece.len() as u64;
+        for slice in batch.slices() {
+            store_piece(&files.data, at, slice, &known.journal.state.ranges)?;
+            at += slice.len() as u64;
         }
         Ok(true)
     })();
@@ -433,7 +432,7 @@ pub(super) async fn write_chunk(
     let mut hasher = BlockHasher::new(range.first);
     let mut received = 0u64;
     let mut written = 0u64;
-    let mut batch = Batch::new(Arc::clone(&buffers));
+    let mut batch = Batch::new(Arc::clone(&buffers), WRITE_BATCH);
     let mut open = true;
     let mut pipeline = Pipeline::new(
         Arc::new(files.data.try_clone().map_err(write_error)?),
@@ -464,12 +463,12 @@ pub(super) async fn write_chunk(
                 batch.push(piece);
             }
         }
-        if !batch.is_empty() && (end || batch.is_full(WRITE_BATCH)) {
+        if !batch.is_empty() && (end || batch.is_full()) {
             let at = range.first + written;
-            written += batch.len as u64;
+            written += batch.len() as u64;
             let files = Arc::clone(&files);
             open = pipeline
-                .write(batch.take(), move |pieces| write_batch(&files, at, pieces))
+                .write(&mut batch, move |batch| write_batch(&files, at, batch))
                 .await?;
         }
         if end || !open {

@@ -309,11 +309,13 @@ impl FsStorage {
         }
     }
 
-    /// How many body bytes all uploads of this backend together may gather in
-    /// memory to write them in large batches (8 MiB by default). Above it, each
-    /// upload writes every 32 KiB of its body and reads on only once the write
-    /// is done, so memory stays bounded however many uploads
-    /// stream at once, at some cost in CPU per byte.
+    /// How much memory all uploads of this backend together may hold in the
+    /// buffers their bodies are gathered in to be written in large batches
+    /// (8 MiB by default; each buffer counts whole, and an upload writes
+    /// through two, reused). Past it, a new batch keeps the pieces as they
+    /// were read, and each upload writes every 32 KiB of its body and reads
+    /// on only once the write is done, so memory stays bounded however many
+    /// uploads stream at once, at some cost in CPU per byte.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {
         self.buffers = Arc::new(BufferBudget::new(bytes));
         self

@@ -53,53 +53,124 @@ pub(super) enum Synced {
     No,
 }
 
-/// Pieces of a body gathered for one positional write; their bytes count
-/// against the backend's [`BufferBudget`] until the batch is dropped.
+/// A body's bytes gathered for one positional write; what it holds counts
+/// against the backend's [`BufferBudget`] while it exists.
+///
+/// While the budget allows, the pieces a body arrives in are copied into the
+/// batch's own buffer and let go at once: a piece shares the allocation of
+/// the connection's read buffer, and one kept until its batch is written
+/// would keep that whole buffer alive and make the connection read its next
+/// bytes into freshly allocated memory (a page fault per 4 KiB). The buffer
+/// (sized for `size` bytes, its whole capacity counted) is reused from batch
+/// to batch (see [`Pipeline::write`]), so such an upload writes through two
+/// buffers. Once the budget is spent (many uploads at once, each reading
+/// small pieces), a new batch keeps its pieces as they are instead, counted
+/// by their length, and is written every [`SPENT_BATCH`] bytes: no buffer
+/// of its own, and the small read buffers it holds go with it.
 pub(super) struct Batch {
+    /// The copied bytes (capacity counted).
+    copied: Vec<u8>,
+    /// The pieces kept as they are (lengths counted), after `copied`.
     pieces: Vec<Bytes>,
-    pub(super) len: usize,
+    pieces_len: usize,
+    size: usize,
     budget: Arc<BufferBudget>,
 }
 
 impl Batch {
-    pub(super) fn new(budget: Arc<BufferBudget>) -> Self {
+    /// An empty batch, written once it holds `size` bytes (fewer while the
+    /// budget is spent).
+    pub(super) fn new(budget: Arc<BufferBudget>, size: usize) -> Self {
         Batch {
+            copied: Vec::new(),
             pieces: Vec::new(),
-            len: 0,
+            pieces_len: 0,
+            size,
             budget,
         }
     }
 
     pub(super) fn push(&mut self, piece: Bytes) {
+        if self.pieces.is_empty() && self.copy(&piece) {
+            return;
+        }
         self.budget.held.fetch_add(piece.len(), Ordering::Relaxed);
-        self.len += piece.len();
+        self.pieces_len += piece.len();
         self.pieces.push(piece);
     }
 
-    pub(super) fn pieces(&self) -> &[Bytes] {
-        &self.pieces
+    /// Copies `piece` into the buffer if it has room; an empty buffer is
+    /// sized for the batch (or the piece) while the budget allows. Whether
+    /// it did: a piece past a sized buffer's end is kept as it is (it fills
+    /// the batch, which is then written), so the buffer never moves.
+    fn copy(&mut self, piece: &[u8]) -> bool {
+        let needed = self.copied.len() + piece.len();
+        if needed > self.copied.capacity() {
+            if !self.copied.is_empty() || self.budget.exceeded() {
+                return false;
+            }
+            let before = self.copied.capacity();
+            self.copied
+                .reserve_exact(needed.max(self.size) - self.copied.len());
+            self.budget
+                .held
+                .fetch_add(self.copied.capacity() - before, Ordering::Relaxed);
+        }
+        self.copied.extend_from_slice(piece);
+        true
+    }
+
+    /// The gathered bytes, in order.
+    pub(super) fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.copied[..])
+            .filter(|copied| !copied.is_empty())
+            .chain(self.pieces.iter().map(|piece| &piece[..]))
+    }
+
+    /// How many bytes are gathered.
+    pub(super) fn len(&self) -> usize {
+        self.copied.len() + self.pieces_len
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
+        self.len() == 0
     }
 
     /// Whether to write the batch now: it is `size` bytes large, or
     /// [`SPENT_BATCH`] bytes large while the budget is spent.
-    pub(super) fn is_full(&self, size: usize) -> bool {
-        self.len >= size || (self.len >= SPENT_BATCH && self.budget.exceeded())
+    pub(super) fn is_full(&self) -> bool {
+        let len = self.len();
+        len >= self.size || (len >= SPENT_BATCH && self.budget.exceeded())
     }
 
-    /// The gathered batch; an empty one takes its place.
-    pub(super) fn take(&mut self) -> Batch {
-        let budget = Arc::clone(&self.budget);
-        std::mem::replace(self, Batch::new(budget))
+    /// The gathered batch, to be written; `spare` (a batch written before,
+    /// emptied) takes its place, unless the budget is spent: then a new one
+    /// without a buffer does.
+    fn swap(&mut self, spare: Option<Batch>) -> Batch {
+        let next = match spare {
+            Some(spare) if !self.budget.exceeded() => spare,
+            _ => Batch::new(Arc::clone(&self.budget), self.size),
+        };
+        std::mem::replace(self, next)
+    }
+
+    /// The batch emptied, its buffer kept for the next one.
+    fn emptied(mut self) -> Batch {
+        self.copied.clear();
+        self.budget
+            .held
+            .fetch_sub(self.pieces_len, Ordering::Relaxed);
+        self.pieces.clear();
+        self.pieces_len = 0;
+        self
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.len, Ordering::Relaxed);
+        self.budget
+            .held
+            .fetch_sub(self.copied.capacity() + self.pieces_len, Ordering::Relaxed);
     }
 }
 
@@ -120,12 +191,15 @@ pub(super) struct Pipeline {
     /// How the file is synced: `File::sync_data`, or a failing one in tests.
     sync: fn(&File) -> io::Result<()>,
     writing: Option<Writing>,
+    /// The last batch written, emptied: the next batch's buffer.
+    spare: Option<Batch>,
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     unsynced: u64,
 }
 
-/// The batch being written.
-type Writing = Pin<Box<dyn Future<Output = Result<Result<bool, StorageError>, JobLost>> + Send>>;
+/// The batch being written: what its write returned, and the batch back.
+type Writing =
+    Pin<Box<dyn Future<Output = Result<(Result<bool, StorageError>, Batch), JobLost>> + Send>>;
 
 impl Pipeline {
     pub(super) fn new(file: Arc<File>, threads: Arc<WriteThreads>) -> Self {
@@ -134,6 +208,7 @@ impl Pipeline {
             threads,
             sync: File::sync_data,
             writing: None,
+            spare: None,
             syncing: None,
             unsynced: 0,
         }
@@ -152,12 +227,18 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the batch being written, then starts `write` of `batch` on a
-    /// write thread (and, while the budget is spent, waits for it too).
-    /// Returns false when a write found the session closed.
-    pub(super) async fn write<F>(&mut self, batch: Batch, write: F) -> Result<bool, StorageError>
+    /// Waits for the batch being written, then starts `write` of what
+    /// `batch` gathered on a write thread (and, while the budget is spent,
+    /// waits for it too); `batch` is left empty, with the buffer of the
+    /// batch written before. Returns false when a write found the session
+    /// closed.
+    pub(super) async fn write<F>(
+        &mut self,
+        batch: &mut Batch,
+        write: F,
+    ) -> Result<bool, StorageError>
     where
-        F: FnOnce(&[Bytes]) -> Result<bool, StorageError> + Send + 'static,
+        F: FnOnce(&Batch) -> Result<bool, StorageError> + Send + 'static,
     {
         let previous = self.wait().await?;
         if !previous {
@@ -168,12 +249,12 @@ impl Pipeline {
             // write starts (none outlives a failed answer).
             self.wait_sync().await?;
         }
-        let len = batch.len as u64;
-        let budget = Arc::clone(&batch.budget);
+        let full = batch.swap(self.spare.take());
+        let len = full.len() as u64;
+        let budget = Arc::clone(&full.budget);
         self.writing = Some(Box::pin(self.threads.run(move || {
-            let written = write(&batch.pieces);
-            drop(batch);
-            written
+            let written = write(&full);
+            (written, full.emptied())
         })));
         self.unsynced += len;
         if self.unsynced >= WRITEBACK_EVERY && self.syncing.is_none() {
@@ -187,10 +268,15 @@ impl Pipeline {
         Ok(true)
     }
 
-    /// Waits for the batch being written; returns what its write returned.
+    /// Waits for the batch being written; returns what its write returned,
+    /// and keeps its buffer for the next batch.
     async fn wait(&mut self) -> Result<bool, StorageError> {
         match self.writing.take() {
-            Some(task) => task.await.map_err(|JobLost| other(FsError::WriteLost))?,
+            Some(task) => {
+                let (written, spare) = task.await.map_err(|JobLost| other(FsError::WriteLost))?;
+                self.spare = Some(spare);
+                written
+            }
             None => Ok(true),
         }
     }
@@ -253,5 +339,66 @@ impl Pipeline {
         let open = open?;
         synced?;
         Ok(open)
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn gathered(batch: &Batch) -> Vec<u8> {
+        batch.slices().flatten().copied().collect()
+    }
+
+    #[test]
+    fn pieces_are_copied_while_the_budget_allows_and_kept_once_it_is_spent() {
+        let budget = Arc::new(BufferBudget::new(100));
+        let mut batch = Batch::new(Arc::clone(&budget), 64);
+        let read_buffer = Bytes::from(vec![b'a'; 32]);
+        batch.push(read_buffer.slice(0..16));
+        // Copied: the buffer is the batch's own, its capacity counted.
+        assert_eq!(batch.pieces.len(), 0);
+        assert_eq!(budget.held.load(Ordering::Relaxed), 64);
+        batch.push(read_buffer.slice(16..32));
+        assert_eq!(batch.len(), 32);
+
+        // Another upload spends the budget: this batch's buffer is full, so
+        // the next piece is kept as it is, after the copied bytes.
+        let mut other = Batch::new(Arc::clone(&budget), 64);
+        other.push(Bytes::from(vec![b'x'; 40]));
+        batch.push(Bytes::from(vec![b'b'; 40]));
+        assert_eq!(batch.pieces.len(), 1);
+        assert_eq!(batch.len(), 72);
+        assert!(batch.is_full());
+        let mut expected = vec![b'a'; 32];
+        expected.extend_from_slice(&[b'b'; 40]);
+        assert_eq!(gathered(&batch), expected);
+
+        drop(other);
+        let emptied = batch.emptied();
+        assert!(emptied.is_empty());
+        // The emptied batch keeps its buffer for the next one.
+        assert_eq!(budget.held.load(Ordering::Relaxed), 64);
+        drop(emptied);
+        assert_eq!(budget.held.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_spent_budget_gives_new_batches_no_buffer() {
+        let budget = Arc::new(BufferBudget::new(10));
+        let mut batch = Batch::new(Arc::clone(&budget), 64);
+        batch.push(Bytes::from_static(b"0123456789ab"));
+        assert_eq!(budget.held.load(Ordering::Relaxed), 64);
+        // Spent now: a written batch's buffer is not reused, and the new
+        // batch keeps its pieces.
+        let spare = Batch::new(Arc::clone(&budget), 64);
+        let full = batch.swap(Some(spare));
+        assert_eq!(gathered(&full), b"0123456789ab");
+        batch.push(Bytes::from_static(b"cd"));
+        assert_eq!(batch.pieces.len(), 1);
+        assert_eq!(batch.copied.capacity(), 0);
+        drop(full);
+        drop(batch);
+        assert_eq!(budget.held.load(Ordering::Relaxed), 0);
     }
 }

@@ -94,21 +94,21 @@ fn temp_name() -> String {
     random_name("put-", ".part")
 }
 
-/// Writes pieces in order from `offset`.
-fn write_pieces(file: &File, offset: u64, pieces: &[Bytes]) -> Result<(), StorageError> {
-    let mut at = offset;
-    for piece in pieces {
-        file.write_all_at(piece, at).map_err(write_error)?;
-        at += piece.len() as u64;
-    }
-    Ok(())
-}
-
 /// Bodies of at most this many declared bytes are gathered whole, then
 /// stored in one blocking call: created, written, synced and renamed into
 /// place. One hop off the async threads instead of three, for what many
 /// uploads are (avatars, documents); the same bytes in memory as a batch.
 const SMALL_PUT: u64 = 64 * 1024;
+
+/// Writes a batch's bytes in order from `offset`.
+fn write_slices(file: &File, offset: u64, batch: &Batch) -> Result<(), StorageError> {
+    let mut at = offset;
+    for slice in batch.slices() {
+        file.write_all_at(slice, at).map_err(write_error)?;
+        at += slice.len() as u64;
+    }
+    Ok(())
+}
 
 /// Stores a simple upload; see [`Storage::put`](crate::storage::Storage::put).
 /// Its bytes are reserved against the quota: the declared `length` before
@@ -131,7 +131,7 @@ pub(super) async fn put_file(
     });
     let guard = TempGuard(Arc::clone(&temp));
     let mut received = 0u64;
-    let mut batch = Batch::new(Arc::clone(&buffers));
+    let mut batch = Batch::new(Arc::clone(&buffers), PUT_BATCH);
 
     if length.is_some_and(|length| length <= SMALL_PUT) {
         // The whole body first: should it bring more than it declared, the
@@ -140,7 +140,7 @@ pub(super) async fn put_file(
             match next_piece(&mut body, &mut received, &mut reservation).await? {
                 Some(piece) => {
                     batch.push(piece);
-                    if batch.len as u64 > SMALL_PUT {
+                    if batch.len() as u64 > SMALL_PUT {
                         break;
                     }
                 }
@@ -149,7 +149,7 @@ pub(super) async fn put_file(
                         check_destination(&root, &path)?;
                         fs::create_dir_all(root.join(HIDDEN).join(TMP)).map_err(write_error)?;
                         let file = temp.create()?;
-                        write_pieces(&file, 0, batch.pieces())?;
+                        write_slices(&file, 0, &batch)?;
                         drop(batch);
                         commit(&root, &path, &temp, &file, Synced::No)
                     })
@@ -192,13 +192,14 @@ pub(super) async fn put_file(
         if let Some(piece) = piece {
             batch.push(piece);
         }
-        if !batch.is_empty() && (end || batch.is_full(PUT_BATCH)) {
+        if !batch.is_empty() && (end || batch.is_full()) {
             let at = written;
-            written = written.saturating_add(batch.len as u64);
+            written = written.saturating_add(batch.len() as u64);
             let file = Arc::clone(&file);
             pipeline
-                .write(batch.take(), move |pieces| {
-                    write_pieces(&file, at, pieces).map(|()| true)
+                .write(&mut batch, move |batch| {
+                    write_slices(&file, at, batch)?;
+                    Ok(true)
                 })
                 .await?;
         }
