@@ -68,6 +68,8 @@ pub(super) enum Synced {
 /// by their length, and is written every [`SPENT_BATCH`] bytes: no buffer
 /// of its own, and the small read buffers it holds go with it.
 pub(super) struct Batch {
+    /// Whether pieces may be copied at all.
+    copies: bool,
     /// The copied bytes (capacity counted).
     copied: Vec<u8>,
     /// The pieces kept as they are (lengths counted), after `copied`.
@@ -82,6 +84,7 @@ impl Batch {
     /// budget is spent).
     pub(super) fn new(budget: Arc<BufferBudget>, size: usize) -> Self {
         Batch {
+            copies: true,
             copied: Vec::new(),
             pieces: Vec::new(),
             pieces_len: 0,
@@ -90,8 +93,17 @@ impl Batch {
         }
     }
 
+    /// An empty batch that keeps its pieces as read, never copying them:
+    /// for bodies that are many and short (simple uploads), where two
+    /// buffers per upload would cost more memory than the pieces they free.
+    pub(super) fn pieces_only(budget: Arc<BufferBudget>, size: usize) -> Self {
+        let mut batch = Batch::new(budget, size);
+        batch.copies = false;
+        batch
+    }
+
     pub(super) fn push(&mut self, piece: Bytes) {
-        if self.pieces.is_empty() && self.copy(&piece) {
+        if self.copies && self.pieces.is_empty() && self.copy(&piece) {
             return;
         }
         self.budget.held.fetch_add(piece.len(), Ordering::Relaxed);
@@ -149,7 +161,11 @@ impl Batch {
     fn swap(&mut self, spare: Option<Batch>) -> Batch {
         let next = match spare {
             Some(spare) if !self.budget.exceeded() => spare,
-            _ => Batch::new(Arc::clone(&self.budget), self.size),
+            _ => {
+                let mut batch = Batch::new(Arc::clone(&self.budget), self.size);
+                batch.copies = self.copies;
+                batch
+            }
         };
         std::mem::replace(self, next)
     }

@@ -131,7 +131,7 @@ pub(super) async fn put_file(
     });
     let guard = TempGuard(Arc::clone(&temp));
     let mut received = 0u64;
-    let mut batch = Batch::new(Arc::clone(&buffers), PUT_BATCH);
+    let mut batch = Batch::pieces_only(Arc::clone(&buffers), PUT_BATCH);
 
     if length.is_some_and(|length| length <= SMALL_PUT) {
         // The whole body first: should it bring more than it declared, the
