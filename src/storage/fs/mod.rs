@@ -313,7 +313,7 @@ impl FsStorage {
     /// buffers their bodies are gathered in to be written in large batches
     /// (8 MiB by default; each buffer counts whole, and an upload writes
     /// through two, reused). Past it, a new batch keeps the pieces as they
-    /// were read, and each upload writes every 32 KiB of its body and reads
+    /// were read, and each upload writes every 64 KiB of its body and reads
     /// on only once the write is done, so memory stays bounded however many
     /// uploads stream at once, at some cost in CPU per byte.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {

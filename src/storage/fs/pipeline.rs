@@ -16,9 +16,10 @@ use crate::storage::StorageError;
 
 /// Bytes gathered before one write while the [`BufferBudget`] is spent: small,
 /// since each piece waiting to be written keeps its connection's whole read
-/// buffer alive (at 200 uploads at once, 32 KiB rather than 64 KiB holds
-/// about 10 MiB less), yet a couple of reads' worth per write job.
-const SPENT_BATCH: usize = 32 * 1024;
+/// buffer alive, yet a few reads' worth per write job (at 200 uploads at
+/// once, 32 KiB held 10 MiB less heap but cost 12 % more server CPU, and the
+/// process's peak RSS over six runs stayed the same).
+const SPENT_BATCH: usize = 64 * 1024;
 
 /// Bytes written between two early `fdatasync` calls, each started on a blocking
 /// thread while the body streams on, so that the last one, which the answer
