@@ -6,7 +6,9 @@
 //!     --addr 127.0.0.1:3000 --dir ./uploads --public-url http://127.0.0.1:3000
 //! ```
 //!
-//! Then open http://127.0.0.1:3000. Flags and routes: see SERVER.md in the docs.
+//! Then open http://127.0.0.1:3000. Flags: `--help`. Routes: `GET /` (the
+//! uploader page), `POST /upload-url`, `POST /signatures`, and the signed upload and
+//! download URLs (docs/protocol.md).
 //!
 //! With `--features object-store` and `--s3-bucket`, files and sessions live in
 //! an S3 bucket instead (credentials and region from the usual `AWS_*`

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Hostile clients against the release example server (PROTOCOL.md section 7): silent
+# Hostile clients against the release example server (docs/protocol.md, "Body idle timeout" and
+# "Storage limits", and serve::Server's connection limits): silent
 # and stalling connections, trickled bodies, 100,000 chunks on one URL, bad paths, the
 # pending-bytes quota, bodies over the size limit. One line of figures per item, each
 # ending with `ok` or `FAILED: <target>`; exits 1 if any target is missed.

@@ -38,7 +38,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 
-/** The request target of a signed URL, exactly as the crate signs (PROTOCOL.md section 1). */
+/** The request target of a signed URL, exactly as the crate signs (docs/protocol.md, "The signed string"). */
 function sign(path, method = 'put', ttl = 3600, key = KEY) {
   const s = `${path}?expiry=${Math.floor(Date.now() / 1000) + ttl}&method=${method}`;
   return `/${s}&signature=${crypto.createHmac('sha256', key).update(s).digest('base64url')}`;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Crash and race soak of the release example server on FsStorage (PROTOCOL.md section 3:
+# Crash and race soak of the release example server on FsStorage (docs/protocol.md, "Durability":
 # a chunk answered 202 is durable; two processes may serve one session; exactly one
 # request completes a session).
 #

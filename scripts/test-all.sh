@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run): every cargo test (all features,
-# and none), the fuzz targets' regressions and a short fuzz run, then the browser
-# test of the example server's uploader page in headless Chromium.
+# and none), the fuzz targets' regressions and a short fuzz run, the browser test
+# of the example server's uploader page in headless Chromium, then real tus and
+# IETF-draft clients against the example server (scripts/clients-test.sh).
 #
 # Every test it runs must run: the prerequisites are checked (and installed when
 # an installer can) before anything is built, the script stops naming each one

@@ -1,5 +1,5 @@
-//! The example server (`examples/server.rs`) as users run it: every route of
-//! SERVER.md over HTTP against the real process, its key variables, CORS, and
+//! The example server (`examples/server.rs`) as users run it: every route
+//! (`GET /`, `POST /upload-url`, `POST /signatures`, signed URLs) over HTTP against the real process, its key variables, CORS, and
 //! shutdown on SIGTERM.
 #![cfg(all(feature = "fs", unix))]
 

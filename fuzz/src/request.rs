@@ -1,7 +1,7 @@
 //! The `request` target: arbitrary method, headers, path, query and body
 //! through the layer over `MemoryStorage`; every status must be one that
 //! docs/protocol.md#status-codes allows for the input. Signed queries may carry the
-//! policy parameters of section 6 (`max_size`, `type`, `kid`), and requests
+//! policy parameters (docs/protocol.md#signed-policy: `max_size`, `type`, `kid`), and requests
 //! digest headers with right or wrong values. Requests may speak tus
 //! (docs/protocol.md#tus): its headers, with right or wrong checksums; or the
 //! IETF resumable uploads draft (docs/protocol.md#ietf-resumable-uploads): its
@@ -68,7 +68,7 @@ enum QueryChoice {
     },
 }
 
-/// Section 6 parameters of a signed query, in the signer's order.
+/// Signed-policy parameters (docs/protocol.md#signed-policy) of a signed query, in the signer's order.
 #[derive(Arbitrary, Debug)]
 struct PolicyChoice {
     max_size: Option<u8>,

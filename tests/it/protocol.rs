@@ -82,7 +82,7 @@ fn every_error_has_its_status_and_code() {
     }
 }
 
-// --- Signed URLs (section 1) -------------------------------------------------
+// --- Signed URLs -------------------------------------------------------------
 
 #[tokio::test]
 async fn url_minted_like_the_node_snippet_is_accepted() {

@@ -1,5 +1,5 @@
 //! Simple uploads (docs/protocol.md#simple-uploads) and the File object and envelope they
-//! are answered with (section 4), over real HTTP.
+//! are answered with (docs/protocol.md#envelope-and-file-object), over real HTTP.
 
 use crate::common::*;
 use serde_json::Value;

@@ -1,7 +1,8 @@
 //! Concatenation (tus `Upload-Concat: final`) without reading the parts'
 //! bytes through the process: the parts' data files are copied by the kernel
 //! (`copy_file_range`, which shares extents where the file system can) into a
-//! temporary file, synced once, and put in place as the session's data file
+//! temporary file, written back early while the copy goes on and synced at
+//! its end, then put in place as the session's data file
 //! with one journal entry.
 //!
 //! Only a session with no stored byte and no writer in flight is assembled

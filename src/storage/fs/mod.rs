@@ -6,9 +6,10 @@
 //! (in-flight writers' markers), `blocks` (chunk digests), `chunk`, `complete`,
 //! `put`, `pipeline` (the write pipeline and its buffer budget), `threads` (the
 //! threads bodies are written on), `dirsync` (folder syncs shared by the renames
-//! they cover), `file` (stored
-//! files read back), `session` (the session folder and its statuses), `purge`
-//! (cleanup) and `error`. This file holds the type, its guarantees, and the
+//! they cover), `concat` (tus concatenation by kernel copy), `open` (sessions
+//! opened before their bytes), `quota` (the unfinished-upload quota), `file`
+//! (stored files read back), `session` (the session folder and its statuses),
+//! `purge` (cleanup) and `error`. This file holds the type, its guarantees, and the
 //! [`Storage`] impl that hands each call to those parts.
 
 mod blocks;
@@ -69,7 +70,10 @@ use crate::UploadPath;
 /// {root}/nested/folders/image.png         committed files
 /// {root}/.uploads/tmp/put-{random}.part   simple uploads while they stream
 /// {root}/.uploads/tmp/gone-{random}/      a removed session folder, while it is deleted
+/// {root}/.uploads/tmp/concat-{random}.part  a concatenation's copy, until renamed in
 /// {root}/.uploads/{session id}/meta       the session URL's expiry, `{secs}.{nanos}`
+/// {root}/.uploads/{session id}/open       the total and metadata of a session opened
+///                                         before its bytes (tus, IETF draft creations)
 /// {root}/.uploads/{session id}/data       the file being assembled (sparse)
 /// {root}/.uploads/{session id}/journal   the ranges stored, one checksummed entry per chunk
 /// {root}/.uploads/{session id}/journal.tmp  the journal compacted, while it is written
@@ -185,13 +189,15 @@ use crate::UploadPath;
 ///   read when its length is known), and nothing acknowledged is lost.
 /// - **Memory stays bounded**: bodies are written in batches of up to 256 KiB
 ///   (simple uploads) or 1 MiB (chunks), the next gathered while the last is
-///   written; all uploads together gather at most [`FsStorage::buffer_budget`]
-///   bytes this way, and past it each one writes as it reads. A simple upload
+///   written; new batch buffers are taken only while all uploads together hold
+///   less than [`FsStorage::buffer_budget`], and past it each upload writes
+///   every 64 KiB and reads on once that write is done. A simple upload
 ///   declared at most 64 KiB is gathered whole and stored in one blocking call.
 /// - **Threads**: batches are written on a few threads of the backend's own
 ///   (as many as the machine runs at once, 2 to 8) fed by one queue, so many
 ///   uploads at once cost few thread wake-ups; syncs and the other file work
-///   run on tokio's blocking pool. A folder `fsync` after a rename is shared
+///   run on tokio's blocking pool (a concatenation's copy starts its early
+///   syncs on threads of its own). A folder `fsync` after a rename is shared
 ///   by the uploads of this process renaming into that folder at that moment
 ///   (each waits for a sync that started after its rename).
 ///
@@ -242,8 +248,8 @@ impl FsStorage {
     pub const DEFAULT_BUFFER_BUDGET: usize = 8 * 1024 * 1024;
 
     /// A backend that stores files under `root`, creating it and its hidden
-    /// `.uploads` folder if needed. Expired sessions are purged one hour after
-    /// their URL expired.
+    /// `.uploads` folder if needed. [`Storage::purge_expired`] removes sessions
+    /// one hour after their URL expired (see [`FsStorage::grace_period`]).
     ///
     /// # Errors
     ///
@@ -311,8 +317,8 @@ impl FsStorage {
 
     /// How much memory all uploads of this backend together may hold in the
     /// buffers their bodies are gathered in to be written in large batches
-    /// (8 MiB by default; each buffer counts whole, and an upload writes
-    /// through two, reused). Past it, a new batch keeps the pieces as they
+    /// (8 MiB by default; each buffer counts whole; a chunk or an append writes
+    /// through two, reused, and a simple upload keeps its pieces as read). Past it, a new batch keeps the pieces as they
     /// were read, and each upload writes every 64 KiB of its body and reads
     /// on only once the write is done, so memory stays bounded however many
     /// uploads stream at once, at some cost in CPU per byte.
