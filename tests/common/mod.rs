@@ -397,6 +397,30 @@ pub fn target(url: &str) -> &str {
     &rest[rest.find('/').unwrap()..]
 }
 
+/// The status and headers of a raw HTTP/1.1 response head (status line,
+/// header lines, the blank line).
+pub fn parse_head(head: &[u8]) -> (StatusCode, http::HeaderMap) {
+    let head = std::str::from_utf8(head).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    for line in lines.filter(|line| !line.is_empty()) {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    (StatusCode::from_u16(status).unwrap(), headers)
+}
+
 /// Writes `bytes` to a fresh connection, keeps it open without sending more,
 /// and reads one response (framed by `Content-Length`), within `within`.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> Answer {
@@ -414,18 +438,7 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> A
             assert!(read > 0, "connection closed before a response");
             buffer.extend_from_slice(&chunk[..read]);
         };
-        let head = std::str::from_utf8(&buffer[..head_end]).unwrap().to_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut headers = http::HeaderMap::new();
-        for line in lines.filter(|line| !line.is_empty()) {
-            let (name, value) = line.split_once(':').unwrap();
-            headers.append(
-                http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-                http::HeaderValue::from_str(value.trim()).unwrap(),
-            );
-        }
+        let (status, headers) = parse_head(&buffer[..head_end]);
         let length: usize = headers
             .get("content-length")
             .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
@@ -435,7 +448,7 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> A
             buffer.extend_from_slice(&chunk[..read]);
         }
         Answer {
-            status: StatusCode::from_u16(status).unwrap(),
+            status,
             headers,
             body: Bytes::copy_from_slice(&buffer[head_end..head_end + length]),
         }
@@ -570,6 +583,49 @@ pub fn layer_over(
         .clock(TestClock::at(NOW))
         .public_base(PUBLIC_BASE)
         .unwrap()
+}
+
+/// What an inner service saw of one request: its method, how the upload came
+/// in, and the size of the File it carried.
+pub type Seen = (
+    http::Method,
+    Option<tower_signed_upload::UploadVia>,
+    Option<u64>,
+);
+
+/// A layer over memory storage with key [`KEY`], served on 127.0.0.1 in front
+/// of an inner service that records what it sees of each request and answers
+/// `200` with no body: its signer, its address and that record.
+pub async fn serve_recording_inner() -> (Signer, SocketAddr, Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use tower_layer::Layer;
+    use tower_signed_upload::{RequestBody, UploadVia, UploadedFile};
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+    let inner = {
+        let seen = Arc::clone(&seen);
+        tower::service_fn(
+            move |request: Request<RequestBody<hyper::body::Incoming>>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push((
+                        request.method().clone(),
+                        request.extensions().get::<UploadVia>().cloned(),
+                        request
+                            .extensions()
+                            .get::<UploadedFile>()
+                            .map(|file| file.filesize),
+                    ));
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                }
+            },
+        )
+    };
+    let layer = layer_over(
+        memory_storage(),
+        tower_signed_upload::SigningKey::new(KEY).unwrap(),
+    );
+    let signer = layer.signer();
+    let addr = serve(layer.layer(inner)).await;
+    (signer, addr, seen)
 }
 
 /// A layer over any storage, served on 127.0.0.1 in front of a [`CountingInner`].

@@ -54,24 +54,7 @@ fn answer(bytes: &[u8]) -> Answer {
         .position(|w| w == b"\r\n\r\n")
         .expect("a complete response head")
         + 4;
-    let head = std::str::from_utf8(&bytes[..head_end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut headers = http::HeaderMap::new();
-    for line in lines.filter(|line| !line.is_empty()) {
-        let (name, value) = line.split_once(':').unwrap();
-        headers.append(
-            http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-            http::HeaderValue::from_str(value.trim()).unwrap(),
-        );
-    }
+    let (status, headers) = parse_head(&bytes[..head_end]);
     let length: usize = headers["content-length"].to_str().unwrap().parse().unwrap();
     assert_eq!(
         bytes.len(),
@@ -79,7 +62,7 @@ fn answer(bytes: &[u8]) -> Answer {
         "one complete response, then EOF"
     );
     Answer {
-        status: http::StatusCode::from_u16(status).unwrap(),
+        status,
         headers,
         body: bytes::Bytes::copy_from_slice(&bytes[head_end..]),
     }

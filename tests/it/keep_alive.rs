@@ -59,26 +59,7 @@ impl Connection {
             }
             self.fill().await;
         };
-        let head = std::str::from_utf8(&self.buffer[..head_end])
-            .unwrap()
-            .to_owned();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut headers = http::HeaderMap::new();
-        for line in lines.filter(|line| !line.is_empty()) {
-            let (name, value) = line.split_once(':').unwrap();
-            headers.append(
-                http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-                http::HeaderValue::from_str(value.trim()).unwrap(),
-            );
-        }
+        let (status, headers) = parse_head(&self.buffer[..head_end]);
         let length: usize = headers
             .get("content-length")
             .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
@@ -89,7 +70,7 @@ impl Connection {
         let body = bytes::Bytes::copy_from_slice(&self.buffer[head_end..]);
         self.buffer = rest;
         Answer {
-            status: http::StatusCode::from_u16(status).unwrap(),
+            status,
             headers,
             body,
         }

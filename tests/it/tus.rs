@@ -660,36 +660,8 @@ on_every_backend! {
 /// File and how it came in the extensions.
 #[tokio::test]
 async fn the_inner_service_sees_a_put_with_the_protocol() {
-    use std::sync::{Arc, Mutex};
-    use tower_layer::Layer;
-    use tower_signed_upload::{RequestBody, UploadProtocol, UploadVia, UploadedFile};
-    type Seen = Vec<(Method, Option<UploadVia>, Option<u64>)>;
-    let seen: Arc<Mutex<Seen>> = Arc::default();
-    let inner = {
-        let seen = Arc::clone(&seen);
-        tower::service_fn(
-            move |request: Request<RequestBody<hyper::body::Incoming>>| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    seen.lock().unwrap().push((
-                        request.method().clone(),
-                        request.extensions().get::<UploadVia>().cloned(),
-                        request
-                            .extensions()
-                            .get::<UploadedFile>()
-                            .map(|file| file.filesize),
-                    ));
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
-                }
-            },
-        )
-    };
-    let layer = layer_over(
-        memory_storage(),
-        tower_signed_upload::SigningKey::new(KEY).unwrap(),
-    );
-    let signer = layer.signer();
-    let addr = serve(layer.layer(inner)).await;
+    use tower_signed_upload::UploadProtocol;
+    let (signer, addr, seen) = serve_recording_inner().await;
     let url = sign(&signer, addr, "t/inner.bin", SignedMethod::Put);
     assert_tus(&create(&url, 3).await, 201);
     let done = send(

@@ -366,38 +366,8 @@ fn url_for(server: &StorageServer, draft: Draft, name: &str) -> String {
 /// the File and the interop version in the extensions, at every version.
 #[tokio::test]
 async fn the_inner_service_sees_a_put_with_the_interop_version() {
-    use std::sync::{Arc, Mutex};
-    use tower_layer::Layer;
-    use tower_signed_upload::{RequestBody, SignedMethod, UploadProtocol, UploadVia, UploadedFile};
-    type Seen = Vec<(Method, Option<UploadVia>, Option<u64>)>;
-    let seen: Arc<Mutex<Seen>> = Arc::default();
-    let inner = {
-        let seen = Arc::clone(&seen);
-        tower::service_fn(
-            move |request: http::Request<RequestBody<hyper::body::Incoming>>| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    seen.lock().unwrap().push((
-                        request.method().clone(),
-                        request.extensions().get::<UploadVia>().cloned(),
-                        request
-                            .extensions()
-                            .get::<UploadedFile>()
-                            .map(|file| file.filesize),
-                    ));
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(Bytes::new()),
-                    ))
-                }
-            },
-        )
-    };
-    let layer = layer_over(
-        memory_storage(),
-        tower_signed_upload::SigningKey::new(KEY).unwrap(),
-    );
-    let signer = layer.signer();
-    let addr = serve(layer.layer(inner)).await;
+    use tower_signed_upload::{SignedMethod, UploadProtocol};
+    let (signer, addr, seen) = serve_recording_inner().await;
     for draft in DRAFTS {
         let url = sign(
             &signer,
