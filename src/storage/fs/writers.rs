@@ -64,19 +64,36 @@ pub(super) fn live_writers(dir: &Path) -> Result<bool, StorageError> {
         Err(error) => return Err(write_error(error)),
     };
     for entry in entries {
-        let path = entry.map_err(write_error)?.path();
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if is_not_found(&error) => continue,
-            Err(error) => return Err(write_error(error)),
-        };
-        match file.try_lock_shared() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Ok(true),
-            Err(fs::TryLockError::Error(error)) => return Err(write_error(error)),
+        if let Marked::Live(_) = open_marker(&entry.map_err(write_error)?.path())? {
+            return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// A writer's marker, as a scan finds it.
+enum Marked {
+    /// Its writer is in flight (it holds the marker's lock); opened for
+    /// reading and writing.
+    Live(File),
+    /// Nobody writes under it any more.
+    Stale,
+    /// Removed since the folder was listed.
+    Gone,
+}
+
+/// Opens the marker at `path` and tells whether its writer is in flight.
+fn open_marker(path: &Path) -> Result<Marked, StorageError> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if is_not_found(&error) => return Ok(Marked::Gone),
+        Err(error) => return Err(write_error(error)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Marked::Stale),
+        Err(fs::TryLockError::WouldBlock) => Ok(Marked::Live(file)),
+        Err(fs::TryLockError::Error(error)) => Err(write_error(error)),
+    }
 }
 
 /// Under the session lock: finds the live writers whose range meets `range`,
@@ -97,20 +114,14 @@ pub(super) fn register_writer(
     let mut met = Vec::new();
     for entry in fs::read_dir(&writing).map_err(write_error)? {
         let path = entry.map_err(write_error)?.path();
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(file) => file,
-            Err(error) if is_not_found(&error) => continue,
-            Err(error) => return Err(write_error(error)),
-        };
-        match file.try_lock_shared() {
-            Ok(()) => {
-                // Nobody writes under this marker any more.
+        let file = match open_marker(&path)? {
+            Marked::Live(file) => file,
+            Marked::Stale => {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(error)) => return Err(write_error(error)),
-        }
+            Marked::Gone => continue,
+        };
         let mut head = [0; 16];
         match file.read_exact_at(&mut head, 0) {
             Ok(()) => {}
