@@ -82,7 +82,7 @@ where
 }
 
 /// Whether a request body was read to its end: set by [`Drained`] when its
-/// body reports its end, read by the answer (an answer to a body read to its
+/// body reports its end (or holds nothing from the start), read by the answer (an answer to a body read to its
 /// end keeps the connection; any other closes it).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BodyEnd(Arc<AtomicBool>);
@@ -125,10 +125,15 @@ where
 {
     /// Wraps `body`; `drain` says whether what is left is drained when dropped.
     pub(crate) fn new(body: B, drain: bool) -> Self {
+        let end = BodyEnd::default();
+        if body.is_end_stream() {
+            // Nothing to read: at its end already.
+            end.mark();
+        }
         Drained {
             body: Some(Box::pin(body)),
             drain,
-            end: BodyEnd::default(),
+            end,
         }
     }
 
@@ -225,6 +230,12 @@ mod tests {
         let read = body.collect().await.unwrap().to_bytes();
         assert_eq!(&read[..], b"abc");
         assert!(end.reached());
+    }
+
+    #[test]
+    fn an_empty_body_is_at_its_end_before_any_read() {
+        let body = Drained::new(Full::new(bytes::Bytes::new()), true);
+        assert!(body.end().reached());
     }
 
     #[tokio::test]

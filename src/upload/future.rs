@@ -38,9 +38,8 @@ pin_project! {
 struct Pending {
     parts: Parts,
     meta: Meta,
-    /// Whether the request's body was read to its end, if it came with one
-    /// that may hold bytes.
-    body: Option<BodyEnd>,
+    /// Whether the request's body was read to its end.
+    body: BodyEnd,
     /// The wire protocol, which shapes the answer.
     protocol: UploadProtocol,
 }
@@ -107,14 +106,13 @@ where
         }
     }
 
-    /// Waits for `step`; `body` is, for a request with a body that may hold
-    /// bytes, whether it was read to its end (an answer given before its end
-    /// closes the connection).
+    /// Waits for `step`; `body` tells whether the request's body was read to
+    /// its end (an answer given before its end closes the connection).
     pub(crate) fn store(
         step: impl Future<Output = Result<Outcome, Error>> + Send + 'static,
         parts: Parts,
         meta: Meta,
-        body: Option<BodyEnd>,
+        body: BodyEnd,
         protocol: UploadProtocol,
         service: S,
     ) -> Self {
@@ -151,7 +149,7 @@ where
                         .take()
                         .expect("a storing future holds its request parts");
                     // The step is over: its body was read to its end, or never will be.
-                    let unread = pending.body.as_ref().is_some_and(|end| !end.reached());
+                    let unread = !pending.body.reached();
                     match outcome {
                         Err(error) => {
                             tracing::info!(

@@ -151,7 +151,7 @@ where
                     ),
                     Action::Simple { max } => {
                         let body = Drained::new(body, drains);
-                        let end = has_body.then(|| body.end());
+                        let end = body.end();
                         let path = session.path().clone();
                         let step = simple::simple(Arc::clone(&config), path, body, max, checks)
                             .instrument(span);
@@ -159,7 +159,7 @@ where
                     }
                     Action::Chunk(range) => {
                         let body = Drained::new(body, drains);
-                        let end = has_body.then(|| body.end());
+                        let end = body.end();
                         let step = chunk::chunk(
                             Arc::clone(&config),
                             session,
@@ -175,7 +175,7 @@ where
                         // The method it stands for (`X-HTTP-Method-Override`).
                         parts.method = action.method();
                         let body = Drained::new(body, drains);
-                        let end = has_body.then(|| body.end());
+                        let end = body.end();
                         let request = tus::TusRequest {
                             config: Arc::clone(&config),
                             session,
@@ -191,7 +191,7 @@ where
                     }
                     Action::Ietf(interop, action) => {
                         let body = Drained::new(body, drains);
-                        let end = has_body.then(|| body.end());
+                        let end = body.end();
                         let request = tus::TusRequest {
                             config: Arc::clone(&config),
                             session,
@@ -216,7 +216,7 @@ where
                     }
                     Action::Status { total } => {
                         let body = Drained::new(body, drains);
-                        let end = has_body.then(|| body.end());
+                        let end = body.end();
                         let step = status::status(
                             Arc::clone(&config),
                             session,
