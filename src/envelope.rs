@@ -153,13 +153,12 @@ fn write<T: Serialize>(
 /// A rejection: the status and code of `error`; the `Error` goes into the
 /// response's extensions.
 pub(crate) fn error(meta: &Meta, error: Error) -> Response<Bytes> {
-    let mut response = write::<()>(meta, error.status(), None, Some(error));
+    let mut response = error_with_status(meta, error, error.status());
     if error == Error::MethodNotAllowed {
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
     }
-    response.extensions_mut().insert(error);
     response
 }
 
