@@ -146,9 +146,7 @@ pub(super) async fn put_file(
                 }
                 None => {
                     let stored = blocking(move || {
-                        check_destination(&root, &path)?;
-                        fs::create_dir_all(root.join(HIDDEN).join(TMP)).map_err(write_error)?;
-                        let file = temp.create()?;
+                        let file = create_temp(&root, &path, &temp)?;
                         write_slices(&file, 0, &batch)?;
                         drop(batch);
                         commit(&root, &path, &temp, &file, Synced::No)
@@ -164,16 +162,8 @@ pub(super) async fn put_file(
 
     let file = {
         let temp = Arc::clone(&temp);
-        let tmp_dir = root.join(HIDDEN).join(TMP);
-        let (root_dir, target_path) = (Arc::clone(&root), path.clone());
-        Arc::new(
-            blocking(move || {
-                check_destination(&root_dir, &target_path)?;
-                fs::create_dir_all(&tmp_dir).map_err(write_error)?;
-                temp.create()
-            })
-            .await?,
-        )
+        let (root, path) = (Arc::clone(&root), path.clone());
+        Arc::new(blocking(move || create_temp(&root, &path, &temp)).await?)
     };
 
     let mut written = 0u64;
@@ -213,6 +203,14 @@ pub(super) async fn put_file(
     drop(guard);
     drop(reservation);
     Ok(stored)
+}
+
+/// Checks that `path` can be stored under `root`, then creates the upload's
+/// temporary file.
+fn create_temp(root: &Path, path: &UploadPath, temp: &Temp) -> Result<File, StorageError> {
+    check_destination(root, path)?;
+    fs::create_dir_all(root.join(HIDDEN).join(TMP)).map_err(write_error)?;
+    temp.create()
 }
 
 /// The body's next piece, counted against the quota (past the reservation,
