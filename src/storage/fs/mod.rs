@@ -317,11 +317,12 @@ impl FsStorage {
 
     /// How much memory all uploads of this backend together may hold in the
     /// buffers their bodies are gathered in to be written in large batches
-    /// (8 MiB by default; each buffer counts whole; a chunk or an append writes
-    /// through two, reused, and a simple upload keeps its pieces as read). Past it, a new batch keeps the pieces as they
-    /// were read, and each upload writes every 64 KiB of its body and reads
-    /// on only once the write is done, so memory stays bounded however many
-    /// uploads stream at once, at some cost in CPU per byte.
+    /// (8 MiB by default; each buffer counts whole; a chunk or an append
+    /// writes through two, reused, and a simple upload keeps its pieces as
+    /// read). Past it, a new batch keeps the pieces as they were read, and
+    /// each upload writes every 64 KiB of its body and reads on only once
+    /// the write is done, so memory stays bounded however many uploads
+    /// stream at once, at some cost in CPU per byte.
     pub fn buffer_budget(mut self, bytes: usize) -> Self {
         self.buffers = Arc::new(BufferBudget::new(bytes));
         self
