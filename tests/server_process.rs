@@ -1029,6 +1029,78 @@ async fn max_size_flag_limits_simple_and_resumable_uploads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_flags_at_their_minimum_still_store_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path())
+        .arg("--read-budget")
+        .arg("65536")
+        .arg("--buffer-budget")
+        .arg("65536")
+        .start();
+    let http = client();
+    // Eight 1 MiB uploads at once, and a file in two chunks beside them: far
+    // past both budgets, so reads are small and batches are written as read.
+    let simple = (0..8u64).map(|n| {
+        let url = signed(&server, KEY, &format!("budget/{n}.bin"), SignedMethod::Put);
+        let http = http.clone();
+        async move { send(&http, put(&url, &[], bytes(1 << 20, n))).await }
+    });
+    let url = signed(&server, KEY, "budget/chunked.bin", SignedMethod::Put);
+    let whole = bytes(3 << 20, 9);
+    let (half, rest) = whole.split_at(3 << 19);
+    let chunks = async {
+        let first = send(
+            &http,
+            put(
+                &url,
+                &[("content-range", "bytes 0-1572863/3145728")],
+                half.to_vec(),
+            ),
+        )
+        .await;
+        assert_eq!(first.status, 202, "{:?}", first.body);
+        send(
+            &http,
+            put(
+                &url,
+                &[("content-range", "bytes 1572864-3145727/3145728")],
+                rest.to_vec(),
+            ),
+        )
+        .await
+    };
+    let (answers, last) = tokio::join!(futures::future::join_all(simple), chunks);
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.status, 201, "{n}: {:?}", answer.body);
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("budget/{n}.bin"))).unwrap(),
+            bytes(1 << 20, n as u64)
+        );
+    }
+    assert_eq!(last.status, 201, "{:?}", last.body);
+    assert_eq!(
+        std::fs::read(dir.path().join("budget/chunked.bin")).unwrap(),
+        whole
+    );
+}
+
+#[test]
+fn memory_budget_flags_below_their_minimum_are_startup_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--read-budget", "--buffer-budget"] {
+        for value in ["0", "65535", "lots"] {
+            let (status, stdout, stderr) = Launch::new(dir.path())
+                .arg(flag)
+                .arg(value)
+                .run_to_exit(Duration::from_secs(20));
+            assert!(!status.success(), "{flag} {value}: {status}");
+            assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+            assert!(!stdout.contains("listening on"), "{flag} {value}: {stdout}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_pending_flag_refuses_uploads_past_the_quota_and_counts_sessions_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let launch = Launch::new(dir.path()).arg("--max-pending").arg("1000");
